@@ -1,0 +1,92 @@
+"""The interfaces components implement: what the harness calls on a model, an optimizer
+set, a quantizer and a compressor.
+
+Pattern from torchtitan's `protocols/` and `config/configurable.py`: every component has a
+frozen Config dataclass whose `build(...)` returns the object below. The harness depends
+on these protocols only, never on a concrete plugin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    """A causal LM over token ids. Built by an ``arch`` Config: ``cfg.build(vocab_size)``.
+
+    The harness computes every loss itself from ``forward``'s logits, so no model can
+    change how it is scored.
+    """
+
+    vocab_size: int
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) int64 ids -> (B, T, V) logits (after any softcap)."""
+
+    def hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids -> (B, T, d) final hidden states, before the output head."""
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., d) hidden states -> (..., V) logits; ``forward(x) == logits(hidden(x))``."""
+
+
+class OptimizerSet(Protocol):
+    """All optimizers of a run behind one face. Built by ``cfg.build(model)``."""
+
+    def zero_grad(self) -> None:
+        """Clear every gradient (set to None)."""
+
+    def step(self, step: int, lr_scale: float) -> None:
+        """One update; ``step`` is 1-based (momentum warm-up uses it), ``lr_scale`` the
+        schedule multiplier applied to every group's base lr."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to undo compile-priming steps."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()`` output."""
+
+    def describe(self) -> list[str]:
+        """One log line per optimizer/group (name, lr, parameter count)."""
+
+
+@dataclass
+class QTensor:
+    """One tensor after quantization: named arrays plus JSON-able metadata.
+
+    ``kind`` names the encoding (e.g. ``int8_row``, ``passthrough``); ``arrays`` holds the
+    stored tensors (contiguous CPU tensors of any fixed-size dtype); ``meta`` holds small
+    JSON values (original dtype, shape, bits, ...). The artifact stores exactly this.
+    """
+
+    kind: str
+    arrays: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Quantizer(Protocol):
+    """Float state dict <-> quantized tensors. Built by ``cfg.build()``."""
+
+    name: str  # short tag for log lines, e.g. "int8"
+
+    def quantize(self, state_dict: dict[str, torch.Tensor]) -> dict[str, QTensor]:
+        """Quantize every tensor (pass small/non-float ones through)."""
+
+    def dequantize(self, tensors: dict[str, QTensor]) -> dict[str, torch.Tensor]:
+        """Inverse of ``quantize`` up to quantization error; dtypes and shapes restored."""
+
+
+class Compressor(Protocol):
+    """Lossless bytes codec. Built by ``cfg.build()``."""
+
+    name: str  # short tag for log lines, e.g. "zlib"
+
+    def compress(self, data: bytes) -> bytes:
+        """Compress ``data``."""
+
+    def decompress(self, data: bytes, max_output_size: int) -> bytes:
+        """Decompress; raise ``ArtifactError`` if the output would exceed ``max_output_size``."""

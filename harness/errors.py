@@ -1,0 +1,21 @@
+"""Exception types of the harness: each carries one message naming the file, field or value."""
+
+
+class PgolfError(Exception):
+    """Base class: the CLI prints the message alone (no traceback) and exits with status 2."""
+
+
+class ConfigError(PgolfError):
+    """A configuration value, key or combination is invalid."""
+
+
+class DataError(PgolfError):
+    """A data shard, tokenizer or data path is missing or malformed."""
+
+
+class ArtifactError(PgolfError):
+    """An artifact file is malformed, tampered with or unreadable."""
+
+
+class TrainingDiverged(PgolfError):
+    """The training loss became NaN or infinite."""
