@@ -90,3 +90,24 @@ class Compressor(Protocol):
 
     def decompress(self, data: bytes, max_output_size: int) -> bytes:
         """Decompress; raise ``ArtifactError`` if the output would exceed ``max_output_size``."""
+
+
+# Parameter names routed to the scalar Adam group and kept fp32 by the baseline int8
+# export (upstream baseline `CONTROL_TENSOR_NAME_PATTERNS`). Shared by the optimizer and
+# quantizer plugins, so it lives here rather than in either plugin.
+BASELINE_CONTROL_PATTERNS: tuple[str, ...] = (
+    "attn_scale",
+    "attn_scales",
+    "mlp_scale",
+    "mlp_scales",
+    "resid_mix",
+    "resid_mixes",
+    "q_gain",
+    "skip_weight",
+    "skip_weights",
+)
+
+
+def is_control_tensor(name: str, patterns: tuple[str, ...] = BASELINE_CONTROL_PATTERNS) -> bool:
+    """True if any pattern occurs in the dotted parameter ``name`` (upstream substring rule)."""
+    return any(p in name for p in patterns)
