@@ -29,8 +29,10 @@ from harness.registry import Registry
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.arch.gpt",
     "plugins.optim.muon",
-    "plugins.quant.int8_row",
-    "plugins.compress.zlib_codec",
+    "plugins.quant.int8",
+    "plugins.compress.zlib",
+    "plugins.compress.zstd",
+    "plugins.compress.lzma",
 )
 
 ENV_DISABLE = "PG_DISABLE_PLUGINS"  # comma-separated module or plugin names to block

@@ -1,0 +1,162 @@
+"""The ``pgolf`` command line: run, list, bundle, data, rescore.
+
+``pgolf run`` is a convenience over the canonical entry point
+``torchrun --standalone --nproc_per_node=N harness/run.py submissions/<name>``; every
+subcommand prints one clear line and exits with status 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.errors import PgolfError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if args.nproc > 1:
+        run_py = Path(__file__).resolve().parent / "run.py"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}", str(run_py), str(args.submission)]
+        for item in args.sets:
+            cmd += ["--set", item]
+        if args.run_id:
+            cmd += ["--run-id", args.run_id]
+        print("+ " + " ".join(cmd), flush=True)
+        return subprocess.call(cmd)
+    from harness.run import main as run_main
+
+    argv = [str(args.submission)] + [x for item in args.sets for x in ("--set", item)]
+    if args.run_id:
+        argv += ["--run-id", args.run_id]
+    return run_main(argv)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from harness.hookspecs import HOOK_NAMES
+    from harness.manager import full_manager
+
+    manager = full_manager(entrypoints=not args.no_entrypoints)
+    kinds: dict[str, list[str]] = {}
+    for comp in manager.registry:
+        kinds.setdefault(comp.kind, []).append(f"{comp.name} ({comp.module}.{comp.config_cls.__name__})")
+    for kind in sorted(kinds):
+        print(f"{kind}:")
+        for line in kinds[kind]:
+            print(f"  {line}")
+    print("hooks: " + ", ".join(HOOK_NAMES))
+    return 0
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from harness.bundle import bundle_submission
+
+    out = args.output or (Path(args.submission) / "dist" / "train_gpt.py")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    info = bundle_submission(Path(args.submission), out, compress=args.compress)
+    print(f"bundled {len(info.modules)} modules into {info.path}: {info.bytes} bytes, {info.lines} lines, sha256 {info.sha256[:16]}")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    if args.data_cmd == "build-default":
+        from harness.default_data import ensure_default_dataset
+
+        ds = ensure_default_dataset(progress=True)
+        print(f"default dataset: {ds.data_path}\ntokenizer: {ds.tokenizer_path}")
+        return 0
+    from harness.download import download_challenge_data
+
+    path = download_challenge_data(args.variant, args.train_shards, Path(args.dest))
+    tok_dir = Path(args.dest) / "tokenizers"
+    print(f"dataset: {path}\ntokenizers: {tok_dir}")
+    print(f"run with: DATA_PATH={path} TOKENIZER_PATH={tok_dir}/fineweb_{args.variant[2:]}_bpe.model torchrun ...")
+    return 0
+
+
+def _cmd_rescore(args: argparse.Namespace) -> int:
+    from harness.rescore import rescore
+
+    target = Path(args.target)
+    settings = {"seq_len": 1024, "stride": 64, "val_max_tokens": 0, "data_path": None, "tokenizer_path": None}
+    if target.is_dir():
+        cfg = json.loads((target / "config.json").read_text(encoding="utf-8"))
+        settings.update(
+            seq_len=cfg["train"]["train_seq_len"], stride=cfg["eval"]["eval_stride"], val_max_tokens=cfg["eval"]["val_max_tokens"],
+            data_path=cfg["data"]["data_path"], tokenizer_path=cfg["data"]["tokenizer_path"],
+        )
+        artifacts = sorted(target.glob("*.pgolf"))
+        if len(artifacts) != 1:
+            raise PgolfError(f"{target} holds {len(artifacts)} .pgolf artifacts; expected exactly one")
+        target = artifacts[0]
+    data_path = args.data_path or settings["data_path"]
+    tok = args.tokenizer_path or settings["tokenizer_path"]
+    if data_path is None:
+        from harness.default_data import ensure_default_dataset
+
+        ds = ensure_default_dataset(progress=True)
+        data_path, tok = ds.data_path, tok or ds.tokenizer_path
+    if tok is None:
+        raise PgolfError("--tokenizer-path is required with --data-path")
+    out = rescore(
+        target, data_path=Path(data_path), tokenizer_path=Path(tok), seq_len=settings["seq_len"],
+        stride=settings["stride"], val_max_tokens=settings["val_max_tokens"], device=args.device,
+    )
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (its flag set is frozen by a test)."""
+    p = argparse.ArgumentParser(prog="pgolf", description="Parameter Golf harness")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="run a submission (in-process, or torchrun with --nproc > 1)")
+    r.add_argument("submission", type=Path)
+    r.add_argument("--nproc", type=int, default=1, help="processes (torchrun --nproc_per_node)")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--run-id", default=None)
+    r.set_defaults(func=_cmd_run)
+
+    ls = sub.add_parser("list", help="list registered components and hooks")
+    ls.add_argument("--no-entrypoints", action="store_true", help="skip third-party plugins")
+    ls.set_defaults(func=_cmd_list)
+
+    b = sub.add_parser("bundle", help="write the self-contained train_gpt.py of a submission")
+    b.add_argument("submission", type=Path)
+    b.add_argument("-o", "--output", type=Path, default=None, help="default: <submission>/dist/train_gpt.py")
+    b.add_argument("--compress", action="store_true", help="lzma+base85 self-extracting bundle")
+    b.set_defaults(func=_cmd_bundle)
+
+    d = sub.add_parser("data", help="build the default dataset or download the challenge data")
+    dsub = d.add_subparsers(dest="data_cmd", required=True)
+    dsub.add_parser("build-default", help="build (or find) the built-in default dataset")
+    dl = dsub.add_parser("download", help="download the challenge's cached FineWeb shards from the HF hub")
+    dl.add_argument("--variant", default="sp1024")
+    dl.add_argument("--train-shards", type=int, default=80)
+    dl.add_argument("--dest", default="data")
+    d.set_defaults(func=_cmd_data)
+
+    rs = sub.add_parser("rescore", help="re-score an artifact (or a run folder) from its file alone")
+    rs.add_argument("target", help="a .pgolf artifact or a run folder")
+    rs.add_argument("--data-path", default=None)
+    rs.add_argument("--tokenizer-path", default=None)
+    rs.add_argument("--device", default="cpu", help="cpu or cuda")
+    rs.set_defaults(func=_cmd_rescore)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except PgolfError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

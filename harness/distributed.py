@@ -1,0 +1,97 @@
+"""Process-group setup for torchrun and single-process runs (NCCL on GPU, gloo on CPU).
+
+Follows the upstream baseline: a run is distributed only when torchrun set RANK and
+WORLD_SIZE; rank r uses cuda:LOCAL_RANK. Small collectives here never use pickle
+(`broadcast_object_list` would): strings travel as uint8 tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from harness.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the run."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str | None
+
+    @property
+    def is_main(self) -> bool:
+        """True on the rank that writes files and logs."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """True when a process group with more than one rank is active."""
+        return self.backend is not None and self.world_size > 1
+
+
+def init_distributed() -> DistInfo:
+    """Join the torchrun process group if there is one; pick the device."""
+    cuda = torch.cuda.is_available()
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        device = torch.device("cuda", 0) if cuda else torch.device("cpu")
+        if cuda:
+            torch.cuda.set_device(device)
+        return DistInfo(0, 1, 0, device, None)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    if cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    backend = "nccl" if cuda else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, device_id=device if cuda else None)
+    return DistInfo(rank, world, local_rank, device, backend)
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if info.distributed:
+        dist.barrier()
+
+
+def all_reduce_max(value: float, info: DistInfo) -> float:
+    """The maximum of ``value`` over ranks (used for the wallclock stop flag)."""
+    if not info.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def broadcast_str(text: str, info: DistInfo, max_len: int = 255) -> str:
+    """Rank 0's ``text`` on every rank (e.g. the run id)."""
+    if not info.distributed:
+        return text
+    data = text.encode("utf-8")[:max_len]
+    buf = torch.zeros(max_len + 1, dtype=torch.uint8, device=info.device)
+    if info.is_main:
+        buf[0] = len(data)
+        buf[1 : 1 + len(data)] = torch.tensor(list(data), dtype=torch.uint8)
+    dist.broadcast(buf, src=0)
+    n = int(buf[0].item())
+    return bytes(buf[1 : 1 + n].tolist()).decode("utf-8")
+
+
+def shutdown(info: DistInfo) -> None:
+    """Leave the process group."""
+    if info.backend is not None and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,436 @@
+"""One run of a submission, end to end: train -> export -> reload from disk -> score -> report.
+
+The order and the rules follow the upstream baseline (PROTOCOL.md §4.1): training under
+the wallclock cap, a pre-quantization validation, quantize + compress into an artifact
+file, every rank reads the artifact back from disk and evaluates the dequantized model
+(standard, then the sliding window at stride 64), and the byte budget is measured from the
+shipped files. Everything that decides the score lives here and in `harness.eval`,
+`harness.bpb` and `harness.budget`; plugins only supply components and observe.
+
+Outputs, in ``<submission>/runs/<run_id>/``: ``train.log``, ``metrics.jsonl``, the bundled
+``train_gpt.py`` whose bytes are counted, the artifact, ``config.json`` and
+``submission.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import random
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+import harness
+from harness import config as cfgmod
+from harness.artifact import load_state_dict, write_artifact
+from harness.bpb import ByteLUTs, build_byte_luts, tokenizer_sha256
+from harness.budget import measure_budget
+from harness.config import RunConfig
+from harness.data import DistributedTokenLoader, dataset_fingerprint, list_shards, load_validation_tokens
+from harness.distributed import DistInfo, barrier, broadcast_str, init_distributed, shutdown
+from harness.errors import ConfigError, PgolfError
+from harness.eval import EVAL_VERSION, EvalResult, evaluate_sliding, evaluate_standard
+from harness.manager import PluginManager, run_manager
+from harness.report import write_submission_json
+from harness.runlog import RunLogger
+from harness.train import TrainContext, Trainer, grad_accum_steps
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """The dataset a run uses and how it is fingerprinted."""
+
+    data_path: Path
+    tokenizer_path: Path
+    builtin: bool
+
+
+def autocast_dtype_for(device: torch.device) -> torch.dtype:
+    """bf16 where supported, else fp16 (PR #560's portability rule); bf16 on CPU."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _new_run_id() -> str:
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}_{uuid.uuid4().hex[:6]}"
+
+
+def _submission_dir_of_main() -> Path:
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not main_file:
+        raise ConfigError("cannot tell which submission is running: pass submission_dir to run()")
+    return Path(main_file).resolve().parent
+
+
+def _ship_code(run_dir: Path, submission_dir: Path, log: RunLogger) -> Path:
+    """Put the code that counts into the run folder: this bundle itself, or a fresh bundle."""
+    from harness.bundle import bundle_submission, main_bundle_info
+
+    target = run_dir / "train_gpt.py"
+    if main_bundle_info() is not None:
+        shutil.copyfile(sys.modules["__main__"].__file__, target)
+        log.log(f"code:bundle_self source:{sys.modules['__main__'].__file__}")
+    else:
+        info = bundle_submission(submission_dir, target)
+        log.log(f"code:bundled modules:{len(info.modules)} lines:{info.lines} bytes:{info.bytes}")
+    return target
+
+
+def _resolve_data(config: RunConfig, dist: DistInfo, log: RunLogger) -> DataPaths:
+    """The configured dataset, or the built-in default one (built by rank 0 on first use)."""
+    if config.data.data_path:
+        data_path = Path(config.data.data_path)
+        if not config.data.tokenizer_path:
+            raise ConfigError(f"data.data_path={data_path} is set but data.tokenizer_path (TOKENIZER_PATH) is not")
+        tok = Path(config.data.tokenizer_path)
+        if not tok.is_file():
+            raise ConfigError(f"tokenizer file {tok} (data.tokenizer_path) does not exist")
+        return DataPaths(data_path, tok, builtin=False)
+    from harness.default_data import ensure_default_dataset
+
+    if dist.is_main:
+        ensure_default_dataset(progress=True)
+    barrier(dist)
+    ds = ensure_default_dataset(progress=False)
+    tok = Path(config.data.tokenizer_path) if config.data.tokenizer_path else ds.tokenizer_path
+    log.log(f"dataset:builtin_default path:{ds.data_path}")
+    return DataPaths(ds.data_path, tok, builtin=True)
+
+
+def _prepare_run_dir(submission_dir: Path, run_id: str | None, dist: DistInfo) -> tuple[str, Path]:
+    rid = run_id or os.environ.get("RUN_ID") or _new_run_id()
+    rid = broadcast_str(rid, dist)
+    run_dir = submission_dir / "runs" / rid
+    if dist.is_main:
+        if run_dir.exists():
+            raise ConfigError(f"run folder {run_dir} already exists; choose another RUN_ID (nothing was overwritten)")
+        run_dir.mkdir(parents=True)
+    barrier(dist)
+    return rid, run_dir
+
+
+def _header_lines(config: RunConfig, dist: DistInfo, autocast: torch.dtype, log: RunLogger, accum: int) -> None:
+    if dist.device.type == "cuda":
+        log.log(f"device:cuda name:{torch.cuda.get_device_name(dist.device)} world_size:{dist.world_size} backend:{dist.backend or 'none'}")
+    else:
+        log.log(
+            f"device:cpu no CUDA device found: running the CPU smoke profile (protocol: smoke) "
+            f"world_size:{dist.world_size} backend:{dist.backend or 'none'} threads:{torch.get_num_threads()}"
+        )
+    log.log(f"amp_dtype:{str(autocast).replace('torch.', '')} torch:{torch.__version__} python:{platform.python_version()}")
+    log.log(
+        f"train_batch_tokens:{config.train.train_batch_tokens} train_seq_len:{config.train.train_seq_len} "
+        f"grad_accum_steps:{accum} iterations:{config.train.iterations} warmup_steps:{config.train.warmup_steps} "
+        f"max_wallclock_seconds:{config.train.max_wallclock_seconds:.3f} seed:{config.train.seed}"
+    )
+    log.log(f"config:{cfgmod.dumps(config)}")
+
+
+class _Scorer:
+    """Evaluates a model with the harness's scorer (no plugin is involved)."""
+
+    def __init__(self, config: RunConfig, dist: DistInfo, luts: ByteLUTs, val_tokens: torch.Tensor, autocast: torch.dtype, accum: int):
+        self.config, self.dist, self.luts, self.val = config, dist, luts, val_tokens
+        self.autocast = autocast
+        seq = config.train.train_seq_len
+        self.batch_seqs = config.eval.val_batch_size // (dist.world_size * accum) // seq
+        if self.batch_seqs < 1:
+            raise ConfigError(
+                f"eval.val_batch_size={config.eval.val_batch_size} is too small: it must hold one sequence of "
+                f"{seq} tokens per rank and micro-batch (world {dist.world_size} x accum {accum})"
+            )
+
+    def _forward(self, model: torch.nn.Module):
+        return lambda ids: model(ids)
+
+    def standard(self, model: torch.nn.Module) -> EvalResult:
+        was_training = model.training
+        model.eval()
+        try:
+            return evaluate_standard(
+                self._forward(model), self.val, self.luts, seq_len=self.config.train.train_seq_len,
+                batch_seqs=self.batch_seqs, device=self.dist.device, autocast_dtype=self.autocast,
+                rank=self.dist.rank, world_size=self.dist.world_size,
+            )
+        finally:
+            model.train(was_training)
+
+    def window(self) -> int:
+        return self.config.eval.eval_seq_len or self.config.train.train_seq_len
+
+    def sliding_enabled(self) -> bool:
+        return 0 < self.config.eval.eval_stride < self.window()
+
+    def sliding(self, model: torch.nn.Module) -> EvalResult:
+        model.eval()
+        return evaluate_sliding(
+            self._forward(model), self.val, self.luts, window=self.window(), stride=self.config.eval.eval_stride,
+            batch_seqs=self.config.eval.eval_batch_seqs, device=self.dist.device, autocast_dtype=self.autocast,
+            rank=self.dist.rank, world_size=self.dist.world_size,
+        )
+
+
+def _fmt(result: EvalResult, exact: bool) -> str:
+    digits = 8 if exact else 4
+    return f"val_loss:{result.val_loss:.{digits}f} val_bpb:{result.val_bpb:.{digits}f}"
+
+
+def run(
+    config: RunConfig,
+    *,
+    submission_dir: Path | None = None,
+    sets: Mapping[str, str] | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any] | None:
+    """Run ``config`` end to end; returns the submission record on rank 0 (None elsewhere).
+
+    ``submission_dir`` defaults to the folder of the running ``__main__`` file; the run
+    writes into ``<submission_dir>/runs/<run_id>/`` (``run_id`` defaults to ``RUN_ID`` or a
+    timestamp). ``sets`` are ``--set`` overrides (``{"train.iterations": "50"}``).
+    """
+    dist = init_distributed()
+    try:
+        return _run(config, dist, submission_dir or _submission_dir_of_main(), dict(sets or {}), run_id)
+    finally:
+        shutdown(dist)
+
+
+def _run(config: RunConfig, dist: DistInfo, submission_dir: Path, sets: dict[str, str], run_id: str | None) -> dict[str, Any] | None:
+    cuda = dist.device.type == "cuda"
+    config = cfgmod.resolve(config, cuda=cuda, environ=os.environ, sets=sets)
+    manager = run_manager(cfgmod.component_modules(config))
+    manager.hook.pg_configure(run=config)
+    rid, run_dir = _prepare_run_dir(Path(submission_dir), run_id, dist)
+    log = RunLogger(run_dir, dist.rank)
+    try:
+        return _run_in_dir(config, dist, manager, submission_dir, rid, run_dir, log)
+    except PgolfError as exc:
+        log.event("error", kind=type(exc).__name__, message=str(exc))
+        raise
+    finally:
+        log.close()
+
+
+def _run_in_dir(config: RunConfig, dist: DistInfo, manager: PluginManager, submission_dir: Path, rid: str, run_dir: Path, log: RunLogger) -> dict[str, Any] | None:
+    wall_start = time.time()
+    autocast = autocast_dtype_for(dist.device)
+    accum = grad_accum_steps(config, dist.world_size)
+    _header_lines(config, dist, autocast, log, accum)
+    log.log(f"run_id:{rid} run_dir:{run_dir}", event="start", run_id=rid, protocol=None)
+    code_path = _ship_code(run_dir, submission_dir, log) if dist.is_main else run_dir / "train_gpt.py"
+    if dist.is_main:
+        (run_dir / "config.json").write_text(cfgmod.dumps(config) + "\n", encoding="utf-8")
+    barrier(dist)
+
+    data = _resolve_data(config, dist, log)
+    luts = build_byte_luts(data.tokenizer_path, config.data.vocab_size)
+    val_tokens = load_validation_tokens(
+        data.data_path, config.train.train_seq_len, config.data.vocab_size, max_targets=config.eval.val_max_tokens
+    )
+    val_shards = list_shards(data.data_path, "val")
+    fingerprint = {
+        "dataset_sha256": dataset_fingerprint(val_shards),
+        "tokenizer_sha256": tokenizer_sha256(data.tokenizer_path),
+    }
+    protocol = "full" if (dist.device.type == "cuda" and not data.builtin and config.eval.val_max_tokens == 0) else "smoke"
+    log.log(
+        f"val_tokens:{val_tokens.numel() - 1} val_shards:{len(val_shards)} protocol:{protocol} "
+        f"dataset_sha256:{fingerprint['dataset_sha256'][:16]} tokenizer_sha256:{fingerprint['tokenizer_sha256'][:16]}",
+        event="data", data_path=str(data.data_path), val_tokens=val_tokens.numel() - 1, **fingerprint,
+    )
+
+    seed_everything(config.train.seed)
+    model = config.model.build(config.data.vocab_size).to(dist.device)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.log(f"model_params:{n_params}", event="model", model_params=n_params)
+    optimizer = config.optimizer.build(model)
+    for line in optimizer.describe():
+        log.log(line)
+    for plugin_cfg in config.plugins:
+        manager.register_object(plugin_cfg.build(), name=f"{type(plugin_cfg).__module__}:{type(plugin_cfg).__name__}")
+
+    train_model: torch.nn.Module = model
+    if dist.device.type == "cuda" and config.train.compile:
+        train_model = torch.compile(model, dynamic=False, fullgraph=True)
+    if dist.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [dist.local_rank] if dist.device.type == "cuda" else None
+        train_model = DDP(train_model, device_ids=ids, broadcast_buffers=False)
+
+    scorer = _Scorer(config, dist, luts, val_tokens, autocast, accum)
+    ctx = TrainContext(config=config, model=model, optimizer=optimizer, log=log, dist=dist, autocast_dtype=autocast)
+    loader = DistributedTokenLoader(data.data_path, dist.rank, dist.world_size, dist.device, config.data.vocab_size)
+
+    def validate() -> dict[str, float]:
+        r = scorer.standard(model)
+        return {"val_loss": r.val_loss, "val_bpb": r.val_bpb}
+
+    trainer = Trainer(ctx, train_model=train_model, loader=loader, validate=validate, hooks=manager.hook)
+    trainer.prime()
+    result = trainer.run()
+    manager.hook.pg_train_end(ctx=ctx)
+
+    # Pre-quantization score of the weights that will be exported (after any averaging swap).
+    pre = scorer.standard(model)
+    log.log(f"final_prequant {_fmt(pre, True)}", event="prequant", val_loss=pre.val_loss, val_bpb=pre.val_bpb)
+
+    artifact_path, qname, cname = _export(config, ctx, manager, run_dir, dist, log, code_path)
+    scores = _score_artifact(config, manager, scorer, artifact_path, qname, cname, log)
+
+    if not dist.is_main:
+        return None
+    return _report(
+        config, ctx, manager, log, run_dir=run_dir, rid=rid, dist=dist, code_path=code_path,
+        artifact_path=artifact_path, result=result, pre=pre, scores=scores, fingerprint=fingerprint,
+        protocol=protocol, n_params=n_params, qname=qname, cname=cname, wall_start=wall_start, accum=accum,
+    )
+
+
+def _export(config: RunConfig, ctx: TrainContext, manager: PluginManager, run_dir: Path, dist: DistInfo, log: RunLogger, code_path: Path) -> tuple[Path, str, str]:
+    """Rank 0 quantizes, compresses and writes the artifact; every rank gets its path."""
+    qname = manager.registry.name_of(config.quantizer)
+    cname = manager.registry.name_of(config.compressor)
+    artifact_path = run_dir / f"final_model.{qname}.{cname}.pgolf"
+    if dist.is_main:
+        state = {k: v.detach().to("cpu").clone() for k, v in ctx.model.state_dict().items()}
+        manager.hook.pg_before_quantize(ctx=ctx, state_dict=state)
+        t0 = time.perf_counter()
+        quantized = config.quantizer.build().quantize(state)
+        info = write_artifact(
+            artifact_path, quantized,
+            quantizer_name=qname, quantizer_config=cfgmod.to_jsonable(config.quantizer),
+            compressor=config.compressor.build(), compressor_name=cname,
+            compressor_config=cfgmod.to_jsonable(config.compressor),
+            extras={
+                "arch": manager.registry.name_of(config.model),
+                "arch_config": cfgmod.to_jsonable(config.model),
+                "vocab_size": config.data.vocab_size,
+                "harness_version": harness.__version__,
+            },
+        )
+        seconds = time.perf_counter() - t0
+        code_bytes = os.path.getsize(code_path)
+        log.log(
+            f"Serialized model {qname}+{cname}: {info.bytes_on_disk} bytes (raw_payload:{info.raw_bytes} "
+            f"ratio:{info.raw_bytes / max(info.bytes_on_disk, 1):.2f}x time:{seconds:.1f}s)",
+            event="artifact", bytes_model=info.bytes_on_disk, raw_bytes=info.raw_bytes, sha256=info.sha256,
+        )
+        log.log(f"Code size: {code_bytes} bytes")
+        log.log(f"Total submission size {qname}+{cname}: {info.bytes_on_disk + code_bytes} bytes")
+    barrier(dist)
+    return artifact_path, qname, cname
+
+
+def _score_artifact(config: RunConfig, manager: PluginManager, scorer: _Scorer, artifact_path: Path, qname: str, cname: str, log: RunLogger) -> dict[str, Any]:
+    """Every rank reads the artifact back from disk, rebuilds the model and scores it."""
+    t0 = time.perf_counter()
+    state, _manifest = load_state_dict(artifact_path, manager.registry)
+    model = config.model.build(config.data.vocab_size).to(scorer.dist.device)
+    model.load_state_dict(state, strict=True)
+    tag = f"final_{qname}_{cname}_roundtrip"
+    rt = scorer.standard(model)
+    rt_ms = 1000.0 * (time.perf_counter() - t0)
+    log.log(f"{tag} {_fmt(rt, False)} eval_time:{rt_ms:.0f}ms", event="roundtrip", val_loss=rt.val_loss, val_bpb=rt.val_bpb, eval_time_ms=rt_ms, tokens=rt.tokens, bytes=rt.bytes)
+    log.log(f"{tag}_exact {_fmt(rt, True)}")
+    scores: dict[str, Any] = {"roundtrip": rt, "sliding": None, "tag": tag}
+    if scorer.sliding_enabled():
+        t1 = time.perf_counter()
+        sw = scorer.sliding(model)
+        sw_ms = 1000.0 * (time.perf_counter() - t1)
+        stag = f"{tag}_sliding_window"
+        head = f"stride:{config.eval.eval_stride} window:{scorer.window()}"
+        log.log(f"{stag} {head} {_fmt(sw, False)} eval_time:{sw_ms:.0f}ms", event="sliding", val_loss=sw.val_loss, val_bpb=sw.val_bpb, eval_time_ms=sw_ms, stride=config.eval.eval_stride, window=scorer.window(), tokens=sw.tokens, bytes=sw.bytes)
+        log.log(f"{stag}_exact {head} {_fmt(sw, True)}")
+        scores["sliding"] = sw
+    scores["eval_time_ms"] = 1000.0 * (time.perf_counter() - t0)
+    return scores
+
+
+_HARNESS_KEYS_NOTE = "keys the harness owns; pg_report implementations may only add new keys"
+
+
+def _report(config: RunConfig, ctx: TrainContext, manager: PluginManager, log: RunLogger, **k: Any) -> dict[str, Any]:
+    """Measure the budget from disk, decide validity, write submission.json."""
+    budget = measure_budget(k["code_path"], k["artifact_path"])
+    rt, sw, pre = k["scores"]["roundtrip"], k["scores"]["sliding"], k["pre"]
+    headline = sw or rt
+    eval_ms = k["scores"]["eval_time_ms"]
+    invalid: list[str] = []
+    if budget.over_budget:
+        invalid.append(f"over budget: {budget.bytes_total} bytes > {budget.limit}")
+        log.log(
+            f"!!! OVER BUDGET: bytes_total:{budget.bytes_total} > limit:{budget.limit} by {-budget.headroom} bytes; "
+            "the run is marked over_budget (nothing was deleted) !!!"
+        )
+    if eval_ms > 1000.0 * config.eval.max_eval_seconds:
+        invalid.append(f"evaluation took {eval_ms / 1000:.1f}s > cap {config.eval.max_eval_seconds:.0f}s")
+        log.log(f"!!! EVAL OVER TIME: eval_time:{eval_ms:.0f}ms > cap {config.eval.max_eval_seconds * 1000:.0f}ms; result marked invalid !!!")
+    log.log(
+        f"budget: bytes_code:{budget.bytes_code} bytes_model:{budget.bytes_model} bytes_total:{budget.bytes_total} "
+        f"limit:{budget.limit} headroom:{budget.headroom} status:{'OVER_BUDGET' if budget.over_budget else 'ok'}",
+        event="budget", bytes_code=budget.bytes_code, bytes_model=budget.bytes_model, bytes_total=budget.bytes_total,
+    )
+    res = k["result"]
+    dist: DistInfo = k["dist"]
+    device = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else f"cpu ({platform.machine()})"
+    score_method = (
+        f"sliding_window stride:{config.eval.eval_stride} window:{ctx_window(config)} on the {k['qname']}+{k['cname']} roundtrip"
+        if sw else f"standard seq_len:{config.train.train_seq_len} on the {k['qname']}+{k['cname']} roundtrip"
+    )
+    record: dict[str, Any] = {
+        "name": config.name, "author": config.author, "github_id": config.github_id,
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "track": config.track, "protocol": k["protocol"], "blurb": config.blurb, "run_id": k["rid"],
+        "val_bpb": headline.val_bpb, "val_loss": headline.val_loss, "score_method": score_method,
+        "pre_quant_val_bpb": pre.val_bpb, "pre_quant_val_loss": pre.val_loss,
+        "roundtrip_val_bpb": rt.val_bpb, "roundtrip_val_loss": rt.val_loss,
+        "sliding_val_bpb": sw.val_bpb if sw else None, "sliding_val_loss": sw.val_loss if sw else None,
+        "eval_stride": config.eval.eval_stride if sw else None, "eval_window": ctx_window(config) if sw else None,
+        "val_tokens": headline.tokens, "val_bytes": headline.bytes,
+        "bytes_total": budget.bytes_total, "bytes_code": budget.bytes_code, "bytes_model": budget.bytes_model,
+        "byte_limit": budget.limit, "over_budget": budget.over_budget,
+        "valid": not invalid, "invalid_reasons": invalid,
+        "model_params": k["n_params"], "steps": res.steps,
+        "ms_per_step": res.train_time_ms / max(res.steps, 1), "train_time_ms": res.train_time_ms,
+        "stopped_early": res.stopped_early, "eval_time_ms": eval_ms,
+        "seed": config.train.seed, "world_size": dist.world_size, "grad_accum_steps": k["accum"],
+        "train_batch_tokens": config.train.train_batch_tokens, "train_seq_len": config.train.train_seq_len,
+        "device": device, "quantizer": k["qname"], "compressor": k["cname"],
+        "dataset_sha256": k["fingerprint"]["dataset_sha256"], "tokenizer_sha256": k["fingerprint"]["tokenizer_sha256"],
+        "artifact_file": k["artifact_path"].name, "code_file": k["code_path"].name,
+        "harness_version": harness.__version__, "eval_version": EVAL_VERSION,
+        "torch_version": torch.__version__, "wall_time_s": round(time.time() - k["wall_start"], 1),
+    }
+    extra: dict[str, Any] = {}
+    manager.hook.pg_report(ctx=ctx, record=extra)
+    clash = sorted(set(extra) & set(record))
+    if clash:
+        raise ConfigError(f"a pg_report plugin tried to set {', '.join(clash)}: {_HARNESS_KEYS_NOTE}")
+    record.update(extra)
+    write_submission_json(k["run_dir"] / "submission.json", record)
+    log.log(f"submission:{k['run_dir'] / 'submission.json'} val_bpb:{headline.val_bpb:.8f} valid:{not invalid}", event="done", val_bpb=headline.val_bpb, valid=not invalid)
+    return record
+
+
+def ctx_window(config: RunConfig) -> int:
+    """The sliding-window length of ``config``."""
+    return config.eval.eval_seq_len or config.train.train_seq_len

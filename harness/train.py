@@ -1,0 +1,246 @@
+"""The training loop under a wallclock cap, as the upstream baseline times it.
+
+From the upstream `train_gpt.py` (PROTOCOL.md §5, TECHNIQUES.md §5 and §8):
+* only the training loop is timed: compile-priming steps (then undone) and periodic
+  validation are excluded from ``train_time``;
+* the LR multiplier is a linear warmdown estimated from the wallclock every step, hitting
+  zero at the cap (step-based when there is no cap);
+* training stops after the first step whose cumulative train time reaches the cap, with
+  the stop flag MAX-reduced so every rank stops on the same step;
+* one micro-batch per ``grad_accum_steps`` lets 1 GPU emulate the 8-GPU global batch.
+
+A NaN or infinite loss aborts with the step number; everything logged so far stays.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from harness.config import RunConfig
+from harness.distributed import DistInfo, all_reduce_max
+from harness.errors import ConfigError, TrainingDiverged
+from harness.runlog import RunLogger
+
+
+@dataclass
+class TrainContext:
+    """What hooks see: the live model and optimizers, and where the run stands."""
+
+    config: RunConfig
+    model: torch.nn.Module
+    optimizer: Any
+    log: RunLogger
+    dist: DistInfo
+    autocast_dtype: torch.dtype | None
+    step: int = 0
+    lr_scale: float = 1.0
+    train_time_ms: float = 0.0
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes plugins leave for later hooks (e.g. which averaging was applied)."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """How training ended."""
+
+    steps: int
+    train_time_ms: float
+    stopped_early: bool
+    last_val: dict[str, float] | None
+
+
+def lr_multiplier(step: int, elapsed_ms: float, *, iterations: int, warmdown_iters: int, max_wallclock_ms: float) -> float:
+    """Upstream warmdown: linear to 0 at the cap, re-estimated from the time per step so far.
+
+    Without a cap (``max_wallclock_ms <= 0``) it decays over the last ``warmdown_iters`` of
+    ``iterations`` steps instead.
+    """
+    if warmdown_iters <= 0:
+        return 1.0
+    if max_wallclock_ms <= 0:
+        start = max(iterations - warmdown_iters, 0)
+        return max((iterations - step) / warmdown_iters, 0.0) if step >= start else 1.0
+    step_ms = elapsed_ms / max(step, 1)
+    warmdown_ms = warmdown_iters * step_ms
+    remaining_ms = max(max_wallclock_ms - elapsed_ms, 0.0)
+    return remaining_ms / max(warmdown_ms, 1e-9) if remaining_ms <= warmdown_ms else 1.0
+
+
+def grad_accum_steps(config: RunConfig, world_size: int) -> int:
+    """Micro-batches per step: configured, or 8 // world_size so the global batch matches 8 GPUs."""
+    if config.train.grad_accum_steps > 0:
+        return config.train.grad_accum_steps
+    if 8 % world_size != 0:
+        raise ConfigError(
+            f"world size {world_size} must divide 8 for the default grad accumulation; "
+            "set train.grad_accum_steps explicitly"
+        )
+    return 8 // world_size
+
+
+class Trainer:
+    """Runs priming, the timed loop, periodic validation and the stop rule.
+
+    ``validate`` evaluates the current model and returns ``{"val_loss", "val_bpb"}``;
+    ``hooks`` is the plugin manager's hook relay; ``clock`` returns seconds (tests pass a
+    fake one to check the wallclock stop without waiting).
+    """
+
+    def __init__(
+        self,
+        ctx: TrainContext,
+        *,
+        train_model: torch.nn.Module,
+        loader: Any,
+        validate: Callable[[], dict[str, float]],
+        hooks: Any,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.config.train
+        self.train_model = train_model  # the DDP/compiled wrapper; ctx.model is the raw module
+        self.loader = loader
+        self.validate = validate
+        self.hooks = hooks
+        self.clock = clock
+        self.accum = grad_accum_steps(ctx.config, ctx.dist.world_size)
+        self.max_ms = 1000.0 * self.cfg.max_wallclock_seconds
+
+    # -- one optimizer step -------------------------------------------------------------
+    def _autocast(self):
+        dtype = self.ctx.autocast_dtype
+        if dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.ctx.dist.device.type, dtype=dtype)
+
+    def _train_step(self, step: int, lr_scale: float) -> torch.Tensor:
+        """Forward/backward over every micro-batch, clip, update; returns the mean loss (on device)."""
+        model, opt = self.train_model, self.ctx.optimizer
+        total = torch.zeros((), device=self.ctx.dist.device)
+        for micro in range(self.accum):
+            x, y = self.loader.next_batch(self.cfg.train_batch_tokens, self.cfg.train_seq_len, self.accum)
+            # DDP syncs gradients only on the last micro-batch, as upstream.
+            sync = micro == self.accum - 1 or not hasattr(model, "no_sync")
+            with (nullcontext() if sync else model.no_sync()), self._autocast():
+                logits = model(x)
+                loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+            (loss / self.accum).backward()
+            total += loss.detach()
+        if self.cfg.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.ctx.model.parameters(), self.cfg.grad_clip_norm)
+        opt.step(step, lr_scale)
+        opt.zero_grad()
+        return total / self.accum
+
+    # -- priming ------------------------------------------------------------------------
+    def prime(self) -> None:
+        """Run ``warmup_steps`` real steps (to trigger compilation), then undo them all."""
+        n = self.cfg.warmup_steps
+        if n <= 0:
+            return
+        model_state = copy.deepcopy(self.ctx.model.state_dict())
+        opt_state = copy.deepcopy(self.ctx.optimizer.state_dict())
+        for i in range(1, n + 1):
+            self._train_step(i, 1.0)
+            if i <= 10 or i == n or i % 10 == 0:
+                self.ctx.log.log(f"warmup_step:{i}/{n}")
+        self.ctx.model.load_state_dict(model_state)
+        self.ctx.optimizer.load_state_dict(opt_state)
+        self.ctx.optimizer.zero_grad()
+        self.loader.reset()
+
+    # -- the timed loop -----------------------------------------------------------------
+    def _sync(self) -> None:
+        if self.ctx.dist.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def _maybe_eval(self, step: int, last: bool, train_ms: float) -> dict[str, float] | None:
+        every = self.cfg.val_loss_every
+        if not (last or (every > 0 and step % every == 0)):
+            return None
+        metrics = self.validate()
+        avg = train_ms / max(step, 1)
+        self.ctx.log.log(
+            f"step:{step}/{self.cfg.iterations} val_loss:{metrics['val_loss']:.4f} val_bpb:{metrics['val_bpb']:.4f} "
+            f"train_time:{train_ms:.0f}ms step_avg:{avg:.2f}ms",
+            event="val",
+            step=step,
+            train_time_ms=train_ms,
+            **metrics,
+        )
+        return metrics
+
+    def _should_stop(self, step: int, train_ms: float) -> bool:
+        reached = 1.0 if (self.max_ms > 0 and train_ms >= self.max_ms) else 0.0
+        return all_reduce_max(reached, self.ctx.dist) > 0
+
+    def _log_step(self, step: int, loss: float, train_ms: float, lr_scale: float, force: bool) -> None:
+        every = self.cfg.train_log_every
+        if force or step <= 10 or (every > 0 and step % every == 0):
+            self.ctx.log.log(
+                f"step:{step}/{self.cfg.iterations} train_loss:{loss:.4f} train_time:{train_ms:.0f}ms "
+                f"step_avg:{train_ms / step:.2f}ms",
+                event="train",
+                step=step,
+                train_loss=loss,
+                train_time_ms=train_ms,
+                lr_scale=lr_scale,
+            )
+
+    def run(self) -> TrainResult:
+        """Train until ``iterations`` or the wallclock cap; validate as configured."""
+        ctx, cfg = self.ctx, self.cfg
+        self.hooks.pg_train_start(ctx=ctx)
+        self._sync()
+        train_ms, step, stop_at, last_val = 0.0, 0, None, None
+        t0 = self.clock()
+        while True:
+            last = step == cfg.iterations or (stop_at is not None and step >= stop_at)
+            if last or (cfg.val_loss_every > 0 and step % cfg.val_loss_every == 0):
+                self._sync()
+                train_ms += 1000.0 * (self.clock() - t0)
+                last_val = self._maybe_eval(step, last, train_ms) or last_val
+                t0 = self.clock()  # validation is not training time
+            if last:
+                break
+            elapsed = train_ms + 1000.0 * (self.clock() - t0)
+            scale = lr_multiplier(
+                step, elapsed, iterations=cfg.iterations, warmdown_iters=cfg.warmdown_iters, max_wallclock_ms=self.max_ms
+            )
+            loss = self._train_step(step + 1, scale)
+            step += 1
+            ctx.step, ctx.lr_scale = step, scale
+            self.hooks.pg_step_end(ctx=ctx)
+            loss_value = float(loss.item())  # the one host sync per step (upstream has it too)
+            now_ms = train_ms + 1000.0 * (self.clock() - t0)
+            ctx.train_time_ms = now_ms
+            if not math.isfinite(loss_value):
+                ctx.log.log(f"step:{step}/{cfg.iterations} train_loss:{loss_value} aborting: non-finite loss", event="diverged", step=step)
+                raise TrainingDiverged(f"training loss became {loss_value} at step {step}; run aborted, files written so far are kept")
+            stop_now = stop_at is None and self._should_stop(step, now_ms)
+            self._log_step(step, loss_value, now_ms, scale, force=stop_now or step == cfg.iterations)
+            if stop_now:
+                stop_at = step
+        ctx.train_time_ms = train_ms
+        stopped_early = stop_at is not None and step < cfg.iterations
+        if stopped_early:
+            ctx.log.log(
+                f"stopping_early: wallclock_cap train_time:{train_ms:.0f}ms step:{step}/{cfg.iterations}",
+                event="stopping_early",
+                step=step,
+                train_time_ms=train_ms,
+            )
+        if ctx.dist.device.type == "cuda":
+            ctx.log.log(
+                f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
+                f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB"
+            )
+        return TrainResult(step, train_ms, stopped_early, last_val)
