@@ -1,0 +1,83 @@
+"""Conformance tests parametrized over the registry (timm's test_models.py pattern):
+registering a component gives it these tests."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.components import QTensor
+from harness.manager import full_manager
+
+REGISTRY = full_manager(entrypoints=False).registry
+TINY_ARCH = {"num_layers": 2, "model_dim": 64, "num_heads": 4, "num_kv_heads": 2}
+VOCAB = 64
+
+
+def tiny_arch_config(cls):
+    """The Config with the tiny test shape applied to whichever of its fields exist."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in TINY_ARCH.items() if k in names})
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return tiny_arch_config(REGISTRY.get("arch", "gpt").config_cls).build(VOCAB)
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("arch"))
+def test_arch_forward_backward(name):
+    torch.manual_seed(0)
+    model = tiny_arch_config(REGISTRY.get("arch", name).config_cls).build(VOCAB)
+    x = torch.randint(0, VOCAB, (2, 16))
+    logits = model(x)
+    assert logits.shape == (2, 16, VOCAB)
+    assert torch.allclose(model.logits(model.hidden(x)), logits)
+    loss = F.cross_entropy(logits.reshape(-1, VOCAB), x.roll(-1, 1).reshape(-1))
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("optimizer"))
+def test_optimizer_lowers_a_toy_loss(name):
+    model = tiny_model()
+    opt = REGISTRY.get("optimizer", name).config_cls().build(model)
+    x = torch.randint(0, VOCAB, (4, 16), generator=torch.Generator().manual_seed(1))
+    y = x.roll(-1, 1)
+
+    def loss_fn():
+        return F.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1))
+
+    first = loss_fn().item()
+    for step in range(1, 16):
+        opt.zero_grad()
+        loss_fn().backward()
+        opt.step(step, 1.0)
+    assert loss_fn().item() < first - 0.1
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("compressor"))
+def test_compressor_roundtrip(name):
+    codec = REGISTRY.get("compressor", name).config_cls().build()
+    data = bytes(range(256)) * 50 + b"\x00" * 1000
+    packed = codec.compress(data)
+    assert codec.decompress(packed, max_output_size=len(data)) == data
+    assert len(packed) < len(data)
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("quantizer"))
+def test_quantizer_roundtrip_within_tolerance(name):
+    state = {k: v.detach().clone() for k, v in tiny_model().state_dict().items()}
+    state["big.weight"] = torch.randn(300, 256) * 0.05  # large enough to be quantized
+    quant = REGISTRY.get("quantizer", name).config_cls().build()
+    packed = quant.quantize(state)
+    assert set(packed) == set(state)
+    assert all(isinstance(q, QTensor) for q in packed.values())
+    back = quant.dequantize(packed)
+    for key, original in state.items():
+        assert back[key].shape == original.shape and back[key].dtype == original.dtype, key
+        err = (back[key].float() - original.float()).abs().max().item()
+        assert err <= 0.05 * max(original.float().abs().max().item(), 1e-3) + 1e-3, (key, err)
