@@ -42,9 +42,10 @@ class CumulativeMeanLM(nn.Module):
         torch.manual_seed(seed)
         self.embed = nn.Embedding(V, 8, dtype=torch.float64)
         self.head = nn.Linear(8, V, dtype=torch.float64)
+        self.requires_grad_(False)  # references below call it outside no_grad
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        counts = torch.arange(1, ids.shape[1] + 1, dtype=torch.float64).view(1, -1, 1)
+        counts = torch.arange(1, ids.shape[1] + 1, dtype=self.embed.weight.dtype).view(1, -1, 1)
         return self.head(self.embed(ids).cumsum(dim=1) / counts)
 
 
@@ -237,6 +238,6 @@ def test_bad_inputs_raise_clear_errors() -> None:
 
 
 def test_idle_rank_reports_nan_not_an_exception() -> None:
-    result = _standard(_uniform, _tokens(8 + 1), rank=1, world_size=2)
+    result = _standard(_uniform, _tokens(8 + 1), rank=0, world_size=2)  # 1 sequence: rank 0 idle
     assert (result.tokens, result.bytes, result.loss_sum) == (0, 0, 0.0)
     assert math.isnan(result.val_loss) and math.isnan(result.val_bpb)

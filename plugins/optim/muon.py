@@ -1,0 +1,294 @@
+"""Muon for the block matrices plus Adam for everything else (kind ``optimizer``, name ``muon``).
+
+Muon (Keller Jordan, https://kellerjordan.github.io/posts/muon/, as used in modded-nanogpt)
+replaces each 2-D update by an approximately orthogonal matrix: Nesterov momentum, then
+five steps of the quintic Newton-Schulz iteration with coefficients (3.4445, -4.7750,
+2.0315) in bf16, scaled by sqrt(max(1, rows/cols)). Routing, learning rates, the momentum
+warm-up and the distributed work split follow the upstream naive baseline ``train_gpt.py``
+of openai/parameter-golf (spec: TECHNIQUES.md §4, column B); decoupled weight decay on the
+Muon matrices and AdamW for the Adam groups are the later records' options (off by default).
+
+Distributed: gradients arrive already averaged (DDP). Matrix i is owned by rank
+i mod world, which keeps its momentum and runs Newton-Schulz; the updates travel in one
+flat bf16 buffer that is all-reduced (SUM) and applied on every rank.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from harness.components import BASELINE_CONTROL_PATTERNS, is_control_tensor
+from harness.errors import ConfigError
+from harness.hookspecs import hookimpl
+from harness.registry import Registry
+
+NS5_COEFFS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
+TOKEN_EMBED_NAME = "tok_emb.weight"
+HEAD_PREFIX = "lm_head."
+BLOCKS_PREFIX = "blocks."
+
+
+@dataclass(frozen=True, kw_only=True)
+class MuonConfig:
+    """Learning rates and Muon settings (upstream ``Hyperparameters`` names and B defaults)."""
+
+    matrix_lr: float = 0.04
+    """Muon learning rate of the 2-D block matrices (MATRIX_LR)."""
+    scalar_lr: float = 0.04
+    """Adam learning rate of vectors, scalars and control-named tensors (SCALAR_LR)."""
+    tied_embed_lr: float = 0.05
+    """Adam learning rate of the token embedding when it is tied to the head (TIED_EMBED_LR)."""
+    embed_lr: float = 0.6
+    """Adam learning rate of the token embedding when the head is untied (EMBED_LR)."""
+    head_lr: float = 0.008
+    """Adam learning rate of an untied lm_head (HEAD_LR)."""
+    momentum: float = 0.95
+    """Muon momentum after the warm-up (MUON_MOMENTUM)."""
+    momentum_warmup_start: float = 0.85
+    """Muon momentum at the first step (MUON_MOMENTUM_WARMUP_START)."""
+    momentum_warmup_steps: int = 500
+    """Steps of the linear momentum warm-up; 0 = constant momentum (MUON_MOMENTUM_WARMUP_STEPS)."""
+    backend_steps: int = 5
+    """Newton-Schulz iterations per update (MUON_BACKEND_STEPS)."""
+    nesterov: bool = True
+    """Use the Nesterov form g + mu*buf instead of the plain momentum buffer."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay of the Muon matrices: p *= 1 - lr*wd (baseline 0, T1 0.04)."""
+    adam_weight_decay: float = 0.0
+    """Weight decay of the Adam groups; 0 uses torch.optim.Adam, > 0 AdamW."""
+    beta1: float = 0.9
+    """Adam beta1."""
+    beta2: float = 0.95
+    """Adam beta2."""
+    adam_eps: float = 1e-8
+    """Adam epsilon."""
+    control_patterns: tuple[str, ...] = BASELINE_CONTROL_PATTERNS
+    """Name substrings of 2-D tensors sent to the scalar Adam group instead of Muon."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def build(self, model: nn.Module) -> MuonOptimizerSet:
+        """The optimizer set over ``model``'s trainable parameters."""
+        return MuonOptimizerSet(model, self)
+
+
+def _validate(cfg: MuonConfig) -> None:
+    """Refuse values the optimizers cannot use, naming the field."""
+    for name in ("matrix_lr", "scalar_lr", "tied_embed_lr", "embed_lr", "head_lr",
+                 "weight_decay", "adam_weight_decay", "adam_eps"):
+        if not getattr(cfg, name) >= 0:
+            raise ConfigError(f"muon.{name}: expected >= 0, got {getattr(cfg, name)!r}")
+    for name in ("momentum", "momentum_warmup_start", "beta1", "beta2"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise ConfigError(f"muon.{name}: expected a value in [0, 1), got {getattr(cfg, name)!r}")
+    for name in ("momentum_warmup_steps", "backend_steps"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"muon.{name}: expected an int >= 0, got {value!r}")
+    if isinstance(cfg.control_patterns, str) or not all(isinstance(p, str) and p for p in cfg.control_patterns):
+        raise ConfigError(f"muon.control_patterns: expected a tuple of non-empty strings, got {cfg.control_patterns!r}")
+
+
+def newton_schulz5(g: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
+    """Approximately orthogonalise a 2-D matrix (its U V^T) with the quintic iteration, in bf16.
+
+    The coefficients trade exactness for speed: singular values that are not tiny relative
+    to the largest land in roughly [0.7, 1.2] rather than at exactly 1, which Muon tolerates.
+    """
+    a, b, c = NS5_COEFFS
+    x = g.bfloat16()
+    x = x / (x.norm() + eps)  # spectral norm <= Frobenius norm <= 1, so the iteration converges
+    transposed = g.size(0) > g.size(1)
+    if transposed:  # iterate on the wide side: A = X X^T is the smaller Gram matrix
+        x = x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if transposed else x
+
+
+def momentum_at(step: int, cfg: MuonConfig) -> float:
+    """Muon momentum for the 1-based optimizer ``step``.
+
+    Upstream interpolates with its 0-based step counter, so the first update uses
+    ``momentum_warmup_start`` and ``momentum`` is reached at step warmup_steps + 1.
+    """
+    if cfg.momentum_warmup_steps <= 0:
+        return cfg.momentum
+    frac = min(max(step - 1, 0) / cfg.momentum_warmup_steps, 1.0)
+    return (1.0 - frac) * cfg.momentum_warmup_start + frac * cfg.momentum
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon over 2-D parameters, with the baseline's rank-strided work split."""
+
+    def __init__(self, params: list[nn.Parameter], lr: float, momentum: float, backend_steps: int,
+                 nesterov: bool = True, weight_decay: float = 0.0) -> None:
+        for p in params:
+            if p.ndim != 2:
+                raise ConfigError(f"muon: Muon takes 2-D parameters only, got shape {tuple(p.shape)}")
+        defaults = dict(lr=lr, momentum=momentum, backend_steps=backend_steps,
+                        nesterov=nesterov, weight_decay=weight_decay)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        """One update of every group; collectives only when world size > 1."""
+        if closure is not None:
+            raise ConfigError("muon: closures are not supported")
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        world = dist.get_world_size() if distributed else 1
+        rank = dist.get_rank() if distributed else 0
+        for group in self.param_groups:
+            self._step_group(group, world, rank, distributed)
+
+    def _step_group(self, group: dict[str, Any], world: int, rank: int, distributed: bool) -> None:
+        params: list[Tensor] = group["params"]
+        if not params:
+            return
+        # Fixed layout on every rank, so the SUM all-reduce only adds the owner's slice to zeros.
+        flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.bfloat16)
+        offset = 0
+        for i, p in enumerate(params):
+            if i % world == rank and p.grad is not None:
+                flat[offset : offset + p.numel()] = self._orthogonal_update(p, group).reshape(-1)
+            offset += p.numel()
+        if distributed:
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        lr, wd = group["lr"], group["weight_decay"]
+        offset = 0
+        for p in params:
+            update = flat[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+            if p.grad is None:  # DDP gives every rank the same grads, so this agrees everywhere
+                continue
+            if wd > 0:
+                p.mul_(1.0 - lr * wd)
+            p.add_(update.to(p.dtype), alpha=-lr)
+
+    def _orthogonal_update(self, p: Tensor, group: dict[str, Any]) -> Tensor:
+        g = p.grad
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(g)
+        buf = state["momentum_buffer"]
+        mu = group["momentum"]
+        buf.mul_(mu).add_(g)
+        u = g.add(buf, alpha=mu) if group["nesterov"] else buf
+        o = newton_schulz5(u, steps=group["backend_steps"])
+        # Keeps the per-entry update RMS comparable for tall matrices (Muon reference scaling).
+        return o * max(1.0, p.size(0) / p.size(1)) ** 0.5
+
+
+def route_parameters(model: nn.Module, control_patterns: tuple[str, ...] = BASELINE_CONTROL_PATTERNS
+                     ) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    """Split trainable parameters into the baseline groups ``tok``, ``head``, ``muon``, ``scalar``.
+
+    ``tok_emb.weight`` -> tok; ``lm_head.*`` -> head; non-control 2-D tensors under
+    ``blocks.`` -> muon; all the rest (vectors, scalars, control-named tensors such as
+    resid_mix and skip_weights) -> scalar. Each parameter lands in exactly one group.
+    """
+    groups: dict[str, list[tuple[str, nn.Parameter]]] = {"tok": [], "head": [], "muon": [], "scalar": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name == TOKEN_EMBED_NAME:
+            groups["tok"].append((name, p))
+        elif name.startswith(HEAD_PREFIX):
+            groups["head"].append((name, p))
+        elif p.ndim == 2 and name.startswith(BLOCKS_PREFIX) and not is_control_tensor(name, control_patterns):
+            groups["muon"].append((name, p))
+        else:
+            groups["scalar"].append((name, p))
+    routed = [id(p) for members in groups.values() for _, p in members]
+    trainable = [id(p) for p in model.parameters() if p.requires_grad]
+    assert sorted(routed) == sorted(trainable) and len(set(routed)) == len(routed), "parameter routing is not a partition"
+    return groups
+
+
+class MuonOptimizerSet:
+    """The baseline optimizers behind one face: Adam (token, head, scalars) plus Muon (matrices).
+
+    Implements ``harness.components.OptimizerSet``. Each param group carries ``base_lr``;
+    ``step`` sets lr = base_lr * lr_scale everywhere and the warmed-up Muon momentum.
+    """
+
+    def __init__(self, model: nn.Module, cfg: MuonConfig) -> None:
+        self.cfg = cfg
+        groups = route_parameters(model, cfg.control_patterns)
+        if not groups["tok"]:
+            raise ConfigError(f"muon: the model has no trainable {TOKEN_EMBED_NAME!r} parameter to route")
+        tied = not groups["head"]
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._add_adam("adam_tok", groups["tok"], cfg.tied_embed_lr if tied else cfg.embed_lr)
+        self._add_adam("adam_head", groups["head"], cfg.head_lr)
+        if groups["muon"]:
+            self.optimizers["muon"] = Muon([p for _, p in groups["muon"]], lr=cfg.matrix_lr,
+                                           momentum=momentum_at(1, cfg), backend_steps=cfg.backend_steps,
+                                           nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+            self.optimizers["muon"].param_groups[0]["base_lr"] = cfg.matrix_lr
+        self._add_adam("adam_scalar", groups["scalar"], cfg.scalar_lr)
+
+    def _add_adam(self, name: str, members: list[tuple[str, nn.Parameter]], lr: float) -> None:
+        if not members:
+            return
+        params = [p for _, p in members]
+        kwargs: dict[str, Any] = dict(betas=(self.cfg.beta1, self.cfg.beta2), eps=self.cfg.adam_eps)
+        # Fused kernels are what upstream uses on CUDA; CPU keeps the default implementation.
+        if all(p.is_cuda for p in params):
+            kwargs["fused"] = True
+        group = {"params": params, "lr": lr, "base_lr": lr}
+        if self.cfg.adam_weight_decay > 0:
+            self.optimizers[name] = torch.optim.AdamW([group], weight_decay=self.cfg.adam_weight_decay, **kwargs)
+        else:
+            self.optimizers[name] = torch.optim.Adam([group], **kwargs)
+
+    def zero_grad(self) -> None:
+        """Clear every gradient (set to None)."""
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+
+    def step(self, step: int, lr_scale: float) -> None:
+        """One update: lr = base_lr * lr_scale, Muon momentum warmed up by the 1-based ``step``."""
+        for name, opt in self.optimizers.items():
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * lr_scale
+                if name == "muon":
+                    group["momentum"] = momentum_at(step, self.cfg)
+        for opt in self.optimizers.values():
+            opt.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """A deep copy of every optimizer's state (safe to keep while training goes on)."""
+        return {name: copy.deepcopy(opt.state_dict()) for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()`` output; the argument is copied, so it can be reused."""
+        if set(state) != set(self.optimizers):
+            raise ConfigError(f"muon: optimizer state has groups {sorted(state)}, expected {sorted(self.optimizers)}")
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(copy.deepcopy(state[name]))
+
+    def describe(self) -> list[str]:
+        """One line per optimizer: name, class, lr, tensor and parameter counts."""
+        lines = []
+        for name, opt in self.optimizers.items():
+            for group in opt.param_groups:
+                numel = sum(p.numel() for p in group["params"])
+                extra = f" momentum:{group['momentum']:.4f}" if name == "muon" else ""
+                lines.append(f"optimizer:{name} kind:{type(opt).__name__} lr:{group['base_lr']:g}"
+                             f" tensors:{len(group['params'])} params:{numel}{extra}")
+        return lines
+
+
+@hookimpl
+def pg_register_components(registry: Registry) -> None:
+    """Register ``MuonConfig`` as the ``optimizer`` component ``muon``."""
+    registry.register("optimizer", "muon", MuonConfig)

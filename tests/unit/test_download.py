@@ -1,0 +1,257 @@
+"""Tests of harness.download against a local fake of the Hugging Face Hub.
+
+A `http.server` thread on 127.0.0.1 serves a small dataset in the upstream remote layout
+(`datasets/manifest.json`, `datasets/datasets/fineweb10B_<v>/...`, `datasets/tokenizers/...`)
+and answers what `huggingface_hub.hf_hub_download` asks of
+``{endpoint}/datasets/{repo}/resolve/{revision}/{path}``: a HEAD carrying `X-Repo-Commit`,
+`ETag` and `Content-Length`, then a GET of the bytes. Every request is logged so the tests
+can count downloads. Shards are built by hand with `struct`, not with our writer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import struct
+import threading
+from urllib.parse import unquote, urlsplit
+
+import pytest
+import sentencepiece as spm
+
+from harness.data import read_shard
+from harness.download import download_challenge_data
+from harness.errors import ConfigError, DataError
+
+REPO = "tester/fake-golf"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def shard(tokens: list[int]) -> bytes:
+    return struct.pack("<256i", 20240520, 1, len(tokens), *([0] * 253)) + struct.pack(
+        f"<{len(tokens)}H", *tokens
+    )
+
+
+def tiny_tokenizer() -> bytes:
+    model = io.BytesIO()
+    text = ["the quick brown fox jumps over the lazy dog " * 4, "parameter golf tiny tokenizer test"] * 20
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(text),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=40,
+        hard_vocab_limit=False,
+        minloglevel=2,
+        num_threads=1,
+    )
+    return model.getvalue()
+
+
+def remote_files() -> dict[str, bytes]:
+    manifest = {
+        "version": "10B",
+        "tokenizers": [
+            {
+                "name": "sp_bpe_1024",
+                "model_path": "tokenizers/fineweb_1024_bpe.model",
+                "vocab_path": "tokenizers/fineweb_1024_bpe.vocab",
+            }
+        ],
+        "datasets": [
+            {
+                "name": "fineweb10B_sp1024",
+                "tokenizer_name": "sp_bpe_1024",
+                "stats": {"files_train": 3, "files_val": 2},
+            },
+            {
+                "name": "fineweb10B_byte260",
+                "tokenizer_name": "sp_bpe_1024",
+                "stats": {"files_train": 1, "files_val": 1},
+            },
+        ],
+    }
+    files = {"datasets/manifest.json": json.dumps(manifest).encode()}
+    base = "datasets/datasets/fineweb10B_sp1024"
+    for i in range(2):
+        files[f"{base}/fineweb_val_{i:06d}.bin"] = shard([1, 10 + i, 20 + i])
+    for i in range(3):
+        files[f"{base}/fineweb_train_{i:06d}.bin"] = shard([1, 100 + i] * (i + 1))
+    files["datasets/tokenizers/fineweb_1024_bpe.model"] = tiny_tokenizer()
+    files["datasets/tokenizers/fineweb_1024_bpe.vocab"] = b"<unk>\t0\n"
+    return files
+
+
+class FakeHub:
+    """A thread serving ``files`` the way the Hub's resolve endpoint does."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.requests: list[tuple[str, str]] = []
+        self.prefix = f"/datasets/{REPO}/resolve/main/"
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self, with_body: bool) -> None:
+                path = unquote(urlsplit(self.path).path)
+                hub.requests.append((self.command, path))
+                name = path[len(hub.prefix) :] if path.startswith(hub.prefix) else None
+                data = hub.files.get(name) if name is not None else None
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", COMMIT)
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if with_body:
+                    self.wfile.write(data)
+
+            def do_HEAD(self) -> None:  # noqa: N802 (http.server naming)
+                self._answer(False)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._answer(True)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def gets(self) -> list[str]:
+        return [p[len(self.prefix) :] for m, p in self.requests if m == "GET"]
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    for var in (
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_HUB_CACHE",
+        "HF_ENDPOINT",
+        "MATCHED_FINEWEB_REPO_ID",
+        "MATCHED_FINEWEB_REMOTE_ROOT_PREFIX",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    fake = FakeHub(remote_files())
+    fake.thread.start()
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()
+
+
+def fetch(hub, dest, **kw):
+    kw.setdefault("repo_id", REPO)
+    kw.setdefault("endpoint", hub.endpoint)
+    return download_challenge_data(dest=dest, progress=False, **kw)
+
+
+def test_downloads_expected_files_in_upstream_layout(hub, tmp_path):
+    dest = tmp_path / "data"
+    out = fetch(hub, dest, train_shards=2)
+    assert out == dest / "datasets" / "fineweb10B_sp1024"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "fineweb_train_000000.bin",
+        "fineweb_train_000001.bin",
+        "fineweb_val_000000.bin",
+        "fineweb_val_000001.bin",
+    ]
+    for path in out.iterdir():
+        assert path.read_bytes() == hub.files[f"datasets/datasets/fineweb10B_sp1024/{path.name}"]
+    assert read_shard(out / "fineweb_val_000001.bin").tolist() == [1, 11, 21]
+    assert read_shard(out / "fineweb_train_000001.bin").tolist() == [1, 101, 1, 101]
+    assert sorted(p.name for p in (dest / "tokenizers").iterdir()) == [
+        "fineweb_1024_bpe.model",
+        "fineweb_1024_bpe.vocab",
+    ]
+    assert json.loads((dest / "manifest.json").read_text())["version"] == "10B"
+    assert "fineweb_train_000002.bin" not in " ".join(hub.gets())
+    assert not list(dest.rglob("*.tmp-*"))
+
+
+def test_second_call_downloads_nothing(hub, tmp_path):
+    fetch(hub, tmp_path / "data", train_shards=3)
+    assert len(hub.gets()) == 1 + 2 + 3 + 2  # manifest, val, train, tokenizer files
+    before = len(hub.requests)
+    fetch(hub, tmp_path / "data", train_shards=3)
+    fetch(hub, tmp_path / "data", train_shards=1)
+    assert len(hub.requests) == before
+
+
+def test_invalid_local_shard_is_replaced(hub, tmp_path):
+    out = fetch(hub, tmp_path / "data", train_shards=1)
+    target = out / "fineweb_val_000000.bin"
+    # Written in place, so the hard-linked HF cache blob is damaged as well.
+    target.write_bytes(target.read_bytes()[:-2])
+    hub.requests.clear()
+    fetch(hub, tmp_path / "data", train_shards=1)
+    assert hub.gets() == ["datasets/datasets/fineweb10B_sp1024/fineweb_val_000000.bin"]
+    assert read_shard(target).tolist() == [1, 10, 20]
+
+
+def test_train_shard_bounds(hub, tmp_path):
+    with pytest.raises(DataError) as err:
+        fetch(hub, tmp_path / "data", train_shards=4)
+    assert "4" in str(err.value) and "only 3" in str(err.value)
+    out = fetch(hub, tmp_path / "data", train_shards=0)
+    assert sorted(p.name for p in out.iterdir()) == ["fineweb_val_000000.bin", "fineweb_val_000001.bin"]
+    with pytest.raises(ConfigError):
+        fetch(hub, tmp_path / "data", train_shards=-1)
+
+
+def test_unknown_variant_lists_available(hub, tmp_path):
+    with pytest.raises(DataError) as err:
+        fetch(hub, tmp_path / "data", variant="sp4096", train_shards=0)
+    msg = str(err.value)
+    assert "sp4096" in msg and "byte260" in msg and "sp1024" in msg
+
+
+@pytest.mark.parametrize("damage", ["magic", "size"])
+def test_corrupt_shard_rejected_and_not_placed(hub, tmp_path, damage):
+    name = "datasets/datasets/fineweb10B_sp1024/fineweb_train_000001.bin"
+    good = hub.files[name]
+    hub.files[name] = struct.pack("<i", 42) + good[4:] if damage == "magic" else good[:-1]
+    dest = tmp_path / "data"
+    with pytest.raises(DataError) as err:
+        fetch(hub, dest, train_shards=2)
+    assert "fineweb_train_000001.bin" in str(err.value) and damage in str(err.value)
+    assert not (dest / "datasets" / "fineweb10B_sp1024" / "fineweb_train_000001.bin").exists()
+    # The bad copy was evicted from the HF cache: once the server is fixed, a retry works.
+    hub.files[name] = good
+    out = fetch(hub, dest, train_shards=2)
+    assert (out / "fineweb_train_000001.bin").read_bytes() == good
+
+
+def test_environment_read_at_call_time(hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    monkeypatch.setenv("MATCHED_FINEWEB_REPO_ID", REPO)
+    out = download_challenge_data(train_shards=1, dest=tmp_path / "data", progress=False)
+    assert (out / "fineweb_train_000000.bin").is_file()
+    assert (tmp_path / "hf_home" / "hub").is_dir()  # HF_HOME set after import was honoured
+
+
+def test_manifest_from_other_repo_is_refetched(hub, tmp_path):
+    dest = tmp_path / "data"
+    fetch(hub, dest, train_shards=0)
+    hub.files = {k.replace("datasets/", "other/", 1): v for k, v in hub.files.items()}
+    hub.files["other/manifest.json"] = hub.files["other/manifest.json"].replace(b'"10B"', b'"other"')
+    hub.requests.clear()
+    with pytest.raises(DataError):  # same repo, but nothing under the new root
+        fetch(hub, dest, train_shards=0, remote_root="missing")
+    assert hub.requests  # the stale local manifest was not trusted
+    fetch(hub, dest, train_shards=0, remote_root="other")
+    assert "other/manifest.json" in hub.gets()
+    assert json.loads((dest / "manifest.json").read_text())["version"] == "other"
