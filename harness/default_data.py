@@ -317,7 +317,7 @@ def _build_lock(root: Path) -> Iterator[None]:
 
 
 def ensure_default_dataset(progress: bool = True) -> DefaultDataset:
-    """The cached default dataset, built on first use (about 10 s on 2 CPU cores)."""
+    """The cached default dataset, built on first use (about 5 s on 2 CPU cores)."""
     dest = default_dataset_dir()
     if is_complete(dest):
         return _load(dest)

@@ -15,6 +15,7 @@ Outputs, in ``<submission>/runs/<run_id>/``: ``train.log``, ``metrics.jsonl``, t
 from __future__ import annotations
 
 import datetime as _dt
+import importlib
 import os
 import platform
 import random
@@ -22,9 +23,10 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,15 +84,17 @@ def _submission_dir_of_main() -> Path:
 
 def _ship_code(run_dir: Path, submission_dir: Path, log: RunLogger) -> Path:
     """Put the code that counts into the run folder: this bundle itself, or a fresh bundle."""
-    from harness.bundle import bundle_submission, main_bundle_info
-
     target = run_dir / "train_gpt.py"
-    if main_bundle_info() is not None:
-        shutil.copyfile(sys.modules["__main__"].__file__, target)
-        log.log(f"code:bundle_self source:{sys.modules['__main__'].__file__}")
-    else:
-        info = bundle_submission(submission_dir, target)
-        log.log(f"code:bundled modules:{len(info.modules)} lines:{info.lines} bytes:{info.bytes}")
+    main = sys.modules.get("__main__")
+    if getattr(main, "__pgolf_bundle__", None) is not None:
+        shutil.copyfile(main.__file__, target)
+        log.log(f"code:bundle_self source:{main.__file__}")
+        return target
+    # Imported by name so the bundler's import scan leaves it out of every bundle: a
+    # bundle ships itself and never needs the bundler (saves its bytes in every submission).
+    bundler = importlib.import_module("harness.bundle")
+    info = bundler.bundle_submission(submission_dir, target)
+    log.log(f"code:bundled modules:{len(info.modules)} lines:{info.lines} bytes:{info.bytes}")
     return target
 
 

@@ -69,9 +69,13 @@ def _validate(cfg: GPTConfig) -> None:
     if cfg.model_dim % cfg.num_heads:
         raise ConfigError(f"gpt.model_dim={cfg.model_dim} must be divisible by num_heads={cfg.num_heads}")
     if cfg.num_heads % cfg.num_kv_heads:
-        raise ConfigError(f"gpt.num_heads={cfg.num_heads} must be divisible by num_kv_heads={cfg.num_kv_heads}")
+        raise ConfigError(
+            f"gpt.num_heads={cfg.num_heads} must be divisible by num_kv_heads={cfg.num_kv_heads}"
+        )
     if (cfg.model_dim // cfg.num_heads) % 2:
-        raise ConfigError(f"gpt: head dim model_dim/num_heads={cfg.model_dim // cfg.num_heads} must be even for RoPE")
+        raise ConfigError(
+            f"gpt: head dim model_dim/num_heads={cfg.model_dim // cfg.num_heads} must be even for RoPE"
+        )
     if not cfg.mlp_mult > 0 or not float(cfg.mlp_mult * cfg.model_dim).is_integer():
         raise ConfigError(f"gpt.mlp_mult={cfg.mlp_mult}: expected > 0 with mlp_mult*model_dim an integer")
     if not cfg.logit_softcap > 0:
@@ -213,8 +217,9 @@ class GPT(nn.Module):
         """(B, T) token ids -> (B, T, d) hidden states after the final RMSNorm."""
         x = _rms_norm(self.tok_emb(input_ids))
         x0 = x
-        cos, sin = rotary_tables(input_ids.size(1), self.cfg.model_dim // self.cfg.num_heads,
-                                 self.cfg.rope_base, input_ids.device)
+        cos, sin = rotary_tables(
+            input_ids.size(1), self.cfg.model_dim // self.cfg.num_heads, self.cfg.rope_base, input_ids.device
+        )
         skips: list[Tensor] = []
         for block in self.blocks[: self.num_encoder_layers]:
             x = block(x, x0, cos, sin)

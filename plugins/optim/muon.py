@@ -81,8 +81,16 @@ class MuonConfig:
 
 def _validate(cfg: MuonConfig) -> None:
     """Refuse values the optimizers cannot use, naming the field."""
-    for name in ("matrix_lr", "scalar_lr", "tied_embed_lr", "embed_lr", "head_lr",
-                 "weight_decay", "adam_weight_decay", "adam_eps"):
+    for name in (
+        "matrix_lr",
+        "scalar_lr",
+        "tied_embed_lr",
+        "embed_lr",
+        "head_lr",
+        "weight_decay",
+        "adam_weight_decay",
+        "adam_eps",
+    ):
         if not getattr(cfg, name) >= 0:
             raise ConfigError(f"muon.{name}: expected >= 0, got {getattr(cfg, name)!r}")
     for name in ("momentum", "momentum_warmup_start", "beta1", "beta2"):
@@ -92,8 +100,12 @@ def _validate(cfg: MuonConfig) -> None:
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"muon.{name}: expected an int >= 0, got {value!r}")
-    if isinstance(cfg.control_patterns, str) or not all(isinstance(p, str) and p for p in cfg.control_patterns):
-        raise ConfigError(f"muon.control_patterns: expected a tuple of non-empty strings, got {cfg.control_patterns!r}")
+    if isinstance(cfg.control_patterns, str) or not all(
+        isinstance(p, str) and p for p in cfg.control_patterns
+    ):
+        raise ConfigError(
+            f"muon.control_patterns: expected a tuple of non-empty strings, got {cfg.control_patterns!r}"
+        )
 
 
 def newton_schulz5(g: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
@@ -129,13 +141,25 @@ def momentum_at(step: int, cfg: MuonConfig) -> float:
 class Muon(torch.optim.Optimizer):
     """Muon over 2-D parameters, with the baseline's rank-strided work split."""
 
-    def __init__(self, params: list[nn.Parameter], lr: float, momentum: float, backend_steps: int,
-                 nesterov: bool = True, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        params: list[nn.Parameter],
+        lr: float,
+        momentum: float,
+        backend_steps: int,
+        nesterov: bool = True,
+        weight_decay: float = 0.0,
+    ) -> None:
         for p in params:
             if p.ndim != 2:
                 raise ConfigError(f"muon: Muon takes 2-D parameters only, got shape {tuple(p.shape)}")
-        defaults = dict(lr=lr, momentum=momentum, backend_steps=backend_steps,
-                        nesterov=nesterov, weight_decay=weight_decay)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            backend_steps=backend_steps,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+        )
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -187,8 +211,9 @@ class Muon(torch.optim.Optimizer):
         return o * max(1.0, p.size(0) / p.size(1)) ** 0.5
 
 
-def route_parameters(model: nn.Module, control_patterns: tuple[str, ...] = BASELINE_CONTROL_PATTERNS
-                     ) -> dict[str, list[tuple[str, nn.Parameter]]]:
+def route_parameters(
+    model: nn.Module, control_patterns: tuple[str, ...] = BASELINE_CONTROL_PATTERNS
+) -> dict[str, list[tuple[str, nn.Parameter]]]:
     """Split trainable parameters into the baseline groups ``tok``, ``head``, ``muon``, ``scalar``.
 
     ``tok_emb.weight`` -> tok; ``lm_head.*`` -> head; non-control 2-D tensors under
@@ -209,7 +234,9 @@ def route_parameters(model: nn.Module, control_patterns: tuple[str, ...] = BASEL
             groups["scalar"].append((name, p))
     routed = [id(p) for members in groups.values() for _, p in members]
     trainable = [id(p) for p in model.parameters() if p.requires_grad]
-    assert sorted(routed) == sorted(trainable) and len(set(routed)) == len(routed), "parameter routing is not a partition"
+    assert sorted(routed) == sorted(trainable) and len(set(routed)) == len(routed), (
+        "parameter routing is not a partition"
+    )
     return groups
 
 
@@ -230,9 +257,14 @@ class MuonOptimizerSet:
         self._add_adam("adam_tok", groups["tok"], cfg.tied_embed_lr if tied else cfg.embed_lr)
         self._add_adam("adam_head", groups["head"], cfg.head_lr)
         if groups["muon"]:
-            self.optimizers["muon"] = Muon([p for _, p in groups["muon"]], lr=cfg.matrix_lr,
-                                           momentum=momentum_at(1, cfg), backend_steps=cfg.backend_steps,
-                                           nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+            self.optimizers["muon"] = Muon(
+                [p for _, p in groups["muon"]],
+                lr=cfg.matrix_lr,
+                momentum=momentum_at(1, cfg),
+                backend_steps=cfg.backend_steps,
+                nesterov=cfg.nesterov,
+                weight_decay=cfg.weight_decay,
+            )
             self.optimizers["muon"].param_groups[0]["base_lr"] = cfg.matrix_lr
         self._add_adam("adam_scalar", groups["scalar"], cfg.scalar_lr)
 
@@ -246,7 +278,9 @@ class MuonOptimizerSet:
             kwargs["fused"] = True
         group = {"params": params, "lr": lr, "base_lr": lr}
         if self.cfg.adam_weight_decay > 0:
-            self.optimizers[name] = torch.optim.AdamW([group], weight_decay=self.cfg.adam_weight_decay, **kwargs)
+            self.optimizers[name] = torch.optim.AdamW(
+                [group], weight_decay=self.cfg.adam_weight_decay, **kwargs
+            )
         else:
             self.optimizers[name] = torch.optim.Adam([group], **kwargs)
 
@@ -272,7 +306,9 @@ class MuonOptimizerSet:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()`` output; the argument is copied, so it can be reused."""
         if set(state) != set(self.optimizers):
-            raise ConfigError(f"muon: optimizer state has groups {sorted(state)}, expected {sorted(self.optimizers)}")
+            raise ConfigError(
+                f"muon: optimizer state has groups {sorted(state)}, expected {sorted(self.optimizers)}"
+            )
         for name, opt in self.optimizers.items():
             opt.load_state_dict(copy.deepcopy(state[name]))
 
@@ -283,8 +319,10 @@ class MuonOptimizerSet:
             for group in opt.param_groups:
                 numel = sum(p.numel() for p in group["params"])
                 extra = f" momentum:{group['momentum']:.4f}" if name == "muon" else ""
-                lines.append(f"optimizer:{name} kind:{type(opt).__name__} lr:{group['base_lr']:g}"
-                             f" tensors:{len(group['params'])} params:{numel}{extra}")
+                lines.append(
+                    f"optimizer:{name} kind:{type(opt).__name__} lr:{group['base_lr']:g}"
+                    f" tensors:{len(group['params'])} params:{numel}{extra}"
+                )
         return lines
 
 

@@ -142,7 +142,7 @@ def _quantize_rows(name: str, w: torch.Tensor, clip_q: float) -> tuple[torch.Ten
 
 def _quantize_whole(name: str, w: torch.Tensor, clip_q: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Any-shape fp32 -> same-shape int8 and a 0-d fp32 step."""
-    clip_t = linear_quantile(w.reshape(-1), clip_q)
+    clip_t = linear_quantile(w.abs().reshape(-1), clip_q)
     _check_finite(name, clip_t)
     clip = float(clip_t)
     step = torch.tensor(clip / QMAX if clip > 0 else 1.0, dtype=torch.float32)

@@ -60,9 +60,16 @@ def test_upstream_names_and_control_tensors():
     names = {n for n, _ in tiny().named_parameters()}
     block0 = {n for n in names if n.startswith("blocks.0.")}
     assert block0 == {
-        "blocks.0.attn.c_q.weight", "blocks.0.attn.c_k.weight", "blocks.0.attn.c_v.weight",
-        "blocks.0.attn.proj.weight", "blocks.0.attn.q_gain", "blocks.0.mlp.fc.weight",
-        "blocks.0.mlp.proj.weight", "blocks.0.attn_scale", "blocks.0.mlp_scale", "blocks.0.resid_mix",
+        "blocks.0.attn.c_q.weight",
+        "blocks.0.attn.c_k.weight",
+        "blocks.0.attn.c_v.weight",
+        "blocks.0.attn.proj.weight",
+        "blocks.0.attn.q_gain",
+        "blocks.0.mlp.fc.weight",
+        "blocks.0.mlp.proj.weight",
+        "blocks.0.attn_scale",
+        "blocks.0.mlp_scale",
+        "blocks.0.resid_mix",
     }
     assert "tok_emb.weight" in names and "skip_weights" in names and not any("lm_head" in n for n in names)
     control = {n.split(".")[-1] for n in names if is_control_tensor(n)}
@@ -167,7 +174,9 @@ def test_rope_is_relative_and_norm_preserving():
     # Pair (0, 8) turns by angle pos * base**0; pair (7, 15) by pos * base**(-14/16).
     angle = 5 * 10000.0 ** (-14 / 16)
     assert math.isclose(cos[0, 0, 5, 7].item(), math.cos(angle), abs_tol=1e-6)
-    assert math.isclose(rq[5, 7].item(), q[7].item() * math.cos(angle) + q[15].item() * math.sin(angle), abs_tol=1e-5)
+    assert math.isclose(
+        rq[5, 7].item(), q[7].item() * math.cos(angle) + q[15].item() * math.sin(angle), abs_tol=1e-5
+    )
 
 
 def test_loss_decreases_with_adam():
