@@ -293,12 +293,15 @@ def _decode_tensor(path: Path, name: str, raw: bytes, entry: dict) -> QTensor:
 
 
 def _decode_array(where: str, raw: bytes, spec: dict) -> torch.Tensor:
+    dtype = DTYPES[spec["dtype"]]
+    if spec["nbytes"] == 0:  # numpy's empty buffers have stride 0, which torch cannot view
+        return torch.empty(spec["shape"], dtype=dtype)
     # numpy copies into a fresh (aligned) buffer; torch then reinterprets the bytes.
     buf = np.frombuffer(raw, dtype=np.uint8, count=spec["nbytes"], offset=spec["offset"]).copy()
     if spec["dtype"] == "bool" and buf.size and int(buf.max()) > 1:
         # Any byte other than 0/1 is not a valid torch bool.
         raise ArtifactError(f"{where}: bool array holds bytes other than 0 and 1")
-    return torch.from_numpy(buf).view(DTYPES[spec["dtype"]]).reshape(spec["shape"])
+    return torch.from_numpy(buf).view(dtype).reshape(spec["shape"])
 
 
 # ---------------------------------------------------------------- manifest validation
@@ -394,13 +397,12 @@ def load_state_dict(path: str | os.PathLike[str], registry: Registry) -> tuple[d
     ``registry``; this is how a run is re-scored without its training process.
     """
     path = Path(path)
-    manifest = read_manifest(path)
-    quantizer = _build(
-        path, registry, "quantizer", manifest["quantizer"]["name"], manifest["quantizer"]["config"]
-    )
+    # One read of the file: the quantizer comes from the same manifest as the tensors.
     tensors, manifest = read_artifact(
         path, compressor_for=lambda name, cfg: _build(path, registry, "compressor", name, cfg)
     )
+    spec = manifest["quantizer"]
+    quantizer = _build(path, registry, "quantizer", spec["name"], spec["config"])
     try:
         state_dict = quantizer.dequantize(tensors)
     except ArtifactError as exc:
@@ -411,13 +413,9 @@ def load_state_dict(path: str | os.PathLike[str], registry: Registry) -> tuple[d
 def _build(path: Path, registry: Registry, kind: str, name: str, config: dict) -> Any:
     """``registry.get(kind, name).config_cls(**config).build()``, JSON lists back to tuples."""
     try:
-        cls = registry.get(kind, name).config_cls
-        kwargs = _json_to_config_kwargs(cls, config)
-        return cls(**kwargs).build()
+        return config_from_json(registry.get(kind, name).config_cls, config).build()
     except PgolfError as exc:
         raise ArtifactError(f"{path}: manifest {kind} {name!r}: {exc}") from None
-    except TypeError as exc:
-        raise ArtifactError(f"{path}: manifest {kind}.config does not fit {name!r}: {exc}") from None
 
 
 def _json_to_config_kwargs(cls: type, config: dict) -> dict:
@@ -429,6 +427,14 @@ def _json_to_config_kwargs(cls: type, config: dict) -> dict:
         if isinstance(f.default, tuple) or str(f.type).startswith(("tuple", "Tuple"))
     }
     return {k: tuple(v) if k in tuple_fields and isinstance(v, list) else v for k, v in config.items()}
+
+
+def config_from_json(cls: type, config: dict) -> Any:
+    """Instantiate Config ``cls`` from ``config_to_json`` output; a mismatch is an ArtifactError."""
+    try:
+        return cls(**_json_to_config_kwargs(cls, config))
+    except TypeError as exc:
+        raise ArtifactError(f"manifest config does not fit {cls.__name__}: {exc}") from None
 
 
 def config_to_json(cfg: object) -> dict:

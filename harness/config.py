@@ -105,6 +105,9 @@ class RunConfig:
     """Leaderboard track: ``10min_16mb`` or ``non_record_16mb``."""
     blurb: str = ""
     """One-line summary for the leaderboard."""
+    compress_code: bool = True
+    """Ship ``train_gpt.py`` as an lzma+base85 self-extracting bundle (counted as shipped, as
+    upstream records do since PR #1285); False ships the readable bundle."""
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -8,31 +8,17 @@ unpickled. Scoring is the same harness code a run uses (`harness.eval`).
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from harness.artifact import load_state_dict
+from harness.artifact import config_from_json, load_state_dict
 from harness.bpb import build_byte_luts
 from harness.data import load_validation_tokens
 from harness.errors import ArtifactError
 from harness.eval import evaluate_sliding, evaluate_standard
 from harness.manager import PluginManager, full_manager
-
-
-def build_config_from_json(cls: type, values: dict[str, Any]) -> Any:
-    """Instantiate Config ``cls`` from JSON ``values`` (lists back to tuples, class tags dropped)."""
-    kwargs: dict[str, Any] = {}
-    names = {f.name: f for f in fields(cls)}
-    for key, value in values.items():
-        if key == "_class":
-            continue
-        if key not in names:
-            raise ArtifactError(f"{cls.__name__} has no field {key!r} (artifact written by another version?)")
-        kwargs[key] = tuple(value) if isinstance(value, list) else value
-    return cls(**kwargs)
 
 
 def model_from_artifact(path: Path, manager: PluginManager | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -43,7 +29,7 @@ def model_from_artifact(path: Path, manager: PluginManager | None = None) -> tup
     if "arch" not in extras or "vocab_size" not in extras:
         raise ArtifactError(f"{path}: manifest extras lack 'arch'/'vocab_size'; cannot rebuild the model")
     comp = manager.registry.get("arch", extras["arch"])
-    cfg = build_config_from_json(comp.config_cls, extras.get("arch_config", {}))
+    cfg = config_from_json(comp.config_cls, extras.get("arch_config", {}))
     model = cfg.build(int(extras["vocab_size"]))
     model.load_state_dict(state, strict=True)
     return model, manifest

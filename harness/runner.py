@@ -33,7 +33,7 @@ import torch
 
 import harness
 from harness import config as cfgmod
-from harness.artifact import load_state_dict, write_artifact
+from harness.artifact import config_to_json, load_state_dict, write_artifact
 from harness.bpb import ByteLUTs, build_byte_luts, tokenizer_sha256
 from harness.budget import measure_budget
 from harness.config import RunConfig
@@ -82,7 +82,7 @@ def _submission_dir_of_main() -> Path:
     return Path(main_file).resolve().parent
 
 
-def _ship_code(run_dir: Path, submission_dir: Path, log: RunLogger) -> Path:
+def _ship_code(run_dir: Path, submission_dir: Path, compress: bool, log: RunLogger) -> Path:
     """Put the code that counts into the run folder: this bundle itself, or a fresh bundle."""
     target = run_dir / "train_gpt.py"
     main = sys.modules.get("__main__")
@@ -93,8 +93,11 @@ def _ship_code(run_dir: Path, submission_dir: Path, log: RunLogger) -> Path:
     # Imported by name so the bundler's import scan leaves it out of every bundle: a
     # bundle ships itself and never needs the bundler (saves its bytes in every submission).
     bundler = importlib.import_module("harness.bundle")
-    info = bundler.bundle_submission(submission_dir, target)
-    log.log(f"code:bundled modules:{len(info.modules)} lines:{info.lines} bytes:{info.bytes}")
+    if compress:  # the readable twin is for reviewers; only train_gpt.py ships and counts
+        readable = bundler.bundle_submission(submission_dir, run_dir / "train_gpt_readable.py")
+        log.log(f"code:readable modules:{len(readable.modules)} lines:{readable.lines} bytes:{readable.bytes}")
+    info = bundler.bundle_submission(submission_dir, target, compress=compress)
+    log.log(f"code:bundled compress:{compress} modules:{len(info.modules)} lines:{info.lines} bytes:{info.bytes}")
     return target
 
 
@@ -239,7 +242,7 @@ def _run_in_dir(config: RunConfig, dist: DistInfo, manager: PluginManager, submi
     accum = grad_accum_steps(config, dist.world_size)
     _header_lines(config, dist, autocast, log, accum)
     log.log(f"run_id:{rid} run_dir:{run_dir}", event="start", run_id=rid, protocol=None)
-    code_path = _ship_code(run_dir, submission_dir, log) if dist.is_main else run_dir / "train_gpt.py"
+    code_path = _ship_code(run_dir, submission_dir, config.compress_code, log) if dist.is_main else run_dir / "train_gpt.py"
     if dist.is_main:
         (run_dir / "config.json").write_text(cfgmod.dumps(config) + "\n", encoding="utf-8")
     barrier(dist)
@@ -321,12 +324,12 @@ def _export(config: RunConfig, ctx: TrainContext, manager: PluginManager, run_di
         quantized = config.quantizer.build().quantize(state)
         info = write_artifact(
             artifact_path, quantized,
-            quantizer_name=qname, quantizer_config=cfgmod.to_jsonable(config.quantizer),
+            quantizer_name=qname, quantizer_config=config_to_json(config.quantizer),
             compressor=config.compressor.build(), compressor_name=cname,
-            compressor_config=cfgmod.to_jsonable(config.compressor),
+            compressor_config=config_to_json(config.compressor),
             extras={
                 "arch": manager.registry.name_of(config.model),
-                "arch_config": cfgmod.to_jsonable(config.model),
+                "arch_config": config_to_json(config.model),
                 "vocab_size": config.data.vocab_size,
                 "harness_version": harness.__version__,
             },

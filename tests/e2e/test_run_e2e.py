@@ -4,7 +4,9 @@ the 2-process gloo path runs."""
 
 from __future__ import annotations
 
+import base64
 import json
+import lzma
 import os
 import re
 import shutil
@@ -77,7 +79,11 @@ def test_bytes_come_from_the_shipped_files(finished_run):
     assert record["bytes_model"] == os.path.getsize(run_dir / "final_model.int8.zlib.pgolf")
     assert record["bytes_total"] == record["bytes_code"] + record["bytes_model"]
     assert not record["over_budget"] and record["valid"]
-    assert "__pgolf_bundle__" in (run_dir / "train_gpt.py").read_text()
+    shipped = (run_dir / "train_gpt.py").read_text()
+    assert shipped.startswith("import lzma,base64;exec(")  # compress_code=True by default
+    inner = lzma.decompress(base64.b85decode(re.search(r'b85decode\("([^"]+)"\)', shipped).group(1))).decode()
+    assert "__pgolf_bundle__" in inner
+    assert inner == (run_dir / "train_gpt_readable.py").read_text()
 
 
 def test_every_target_scored_once_and_headline_is_sliding(finished_run):
