@@ -30,7 +30,6 @@ import math
 import os
 import struct
 import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch
 
 from harness.components import Compressor, QTensor
 from harness.errors import ArtifactError, PgolfError
+from harness.fileio import write_atomic
 from harness.registry import Registry
 
 MAGIC = b"PGOLFAR1"
@@ -179,30 +179,11 @@ def _encode_manifest(path: Path, manifest: dict) -> bytes:
 
 
 def _write_new_file(path: Path, blob: bytes) -> None:
-    """Write atomically: a temp file in the same folder, then a no-clobber rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write atomically and never over an existing file."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        _publish(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-
-
-def _publish(tmp: str, path: Path) -> None:
-    # link() fails if the target exists, so two writers can never replace each other's file;
-    # os.replace (which would clobber) is the fall-back only where hard links are unsupported.
-    try:
-        os.link(tmp, path)
+        write_atomic(path, blob, overwrite=False)
     except FileExistsError:
         raise ArtifactError(f"{path}: refusing to overwrite an existing artifact") from None
-    except OSError:
-        if os.path.lexists(path):
-            raise ArtifactError(f"{path}: refusing to overwrite an existing artifact") from None
-        os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- reading

@@ -37,13 +37,13 @@ import lzma
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import __version__
 from harness.errors import ConfigError
+from harness.fileio import write_atomic
 
 BUNDLE_FORMAT_VERSION = 1
 BUNDLED_PACKAGES: tuple[str, ...] = ("harness", "plugins")
@@ -358,22 +358,6 @@ def _self_extracting(text: str) -> str:
     return f'import lzma,base64;exec(compile(lzma.decompress(base64.b85decode("{packed}")),"{ORIGIN_PREFIX}train_gpt.py","exec"))\n'
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600, but a script should be readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _check_target(submission_file: Path, out_path: Path) -> None:
     """Refuse an output path that is the submission's own source (also through links)."""
     same = out_path.resolve() == submission_file.resolve()
@@ -408,7 +392,7 @@ def bundle_submission(
     if compress:
         text = _self_extracting(text)
     data = text.encode("utf-8")
-    _write_atomic(out_path, data)
+    write_atomic(out_path, data)
     return BundleInfo(
         path=out_path,
         bytes=os.path.getsize(out_path),

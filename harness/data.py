@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from harness.errors import ConfigError, DataError
+from harness.fileio import write_atomic
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
@@ -84,17 +84,7 @@ def write_shard(path: str | os.PathLike[str], tokens: Any, vocab_size: int | Non
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[:3] = (SHARD_MAGIC, SHARD_VERSION, arr.size)
     payload = arr.astype("<u2", copy=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target so os.replace is a rename, never a cross-device copy.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(header.tobytes())
-            fh.write(payload.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, [header.tobytes(), payload.tobytes()])
 
 
 def read_shard_header(path: str | os.PathLike[str]) -> int:

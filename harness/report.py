@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from harness.fileio import write_atomic
 
 REQUIRED_KEYS = (
     "name", "author", "github_id", "date", "track", "protocol", "val_bpb", "val_loss",
@@ -34,6 +35,4 @@ def write_submission_json(path: Path, record: dict[str, Any]) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if missing:
         raise ValueError(f"submission record lacks {', '.join(missing)}")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(record), indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(_clean(record), indent=2) + "\n").encode("utf-8"))

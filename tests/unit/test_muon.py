@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
 
 import numpy as np
 import pytest
@@ -252,9 +251,10 @@ def _run_steps(model: nn.Module, opt: muon.MuonOptimizerSet) -> None:
         opt.step(step, scale)
 
 
-def _dist_worker(rank: int, port: int, out_dir: str) -> None:
+def _dist_worker(rank: int, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    # A file rendezvous: no TCP port that another process could take between pick and bind.
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=2)
     try:
         model = toy()
         opt = MuonConfig(weight_decay=0.1).build(model)
@@ -267,15 +267,9 @@ def _dist_worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.dist
 def test_distributed_matches_single_process(tmp_path):
-    mp.spawn(_dist_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_dist_worker, args=(str(tmp_path),), nprocs=2, join=True)
     model = toy()
     opt = MuonConfig(weight_decay=0.1).build(model)
     _run_steps(model, opt)
