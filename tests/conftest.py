@@ -90,3 +90,13 @@ def write_tiny_submission(folder: Path, grad_accum: int = 1) -> Path:
 def tiny_submission(tmp_path) -> Path:
     """A folder holding the tiny submission's train_gpt.py."""
     return write_tiny_submission(tmp_path / "tiny")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need CUDA: skip them (with the reason) where there is none."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marker: gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -170,3 +170,15 @@ def test_two_process_gloo_matches_single_process(tmp_path, default_dataset):
     first_s, first_d = float(_losses(log_s)[0]), float(_losses(log_d)[0])
     assert first_d == pytest.approx(first_s, abs=2e-3)
     assert rec["val_tokens"] == json.loads((single / "runs" / "s" / "submission.json").read_text())["val_tokens"]
+
+
+@pytest.mark.gpu
+def test_cuda_run_compiles_and_reports_the_device(tmp_path, default_dataset):
+    """On CUDA: the compiled model trains, the log names the GPU, and scores are finite."""
+    sub = write_tiny_submission(tmp_path / "tiny")
+    record = run(build_submission_config(sub), submission_dir=sub, run_id="gpu", sets={"train.iterations": "4"})
+    log = (sub / "runs" / "gpu" / "train.log").read_text()
+    assert log.startswith("device:cuda name:")
+    assert "peak memory allocated:" in log
+    assert record["protocol"] == "smoke"  # the built-in dataset is never the full protocol
+    assert 0 < record["val_bpb"] < 20
