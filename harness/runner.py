@@ -24,7 +24,7 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ import harness
 from harness import config as cfgmod
 from harness.artifact import config_to_json, load_state_dict, write_artifact
 from harness.bpb import ByteLUTs, build_byte_luts, tokenizer_sha256
-from harness.budget import measure_budget
+from harness.budget import Budget, measure_budget
 from harness.config import RunConfig
 from harness.data import DistributedTokenLoader, dataset_fingerprint, list_shards, load_validation_tokens
 from harness.distributed import DistInfo, barrier, broadcast_str, init_distributed, shutdown
@@ -44,7 +44,7 @@ from harness.eval import EVAL_VERSION, EvalResult, evaluate_sliding, evaluate_st
 from harness.manager import PluginManager, run_manager
 from harness.report import write_submission_json
 from harness.runlog import RunLogger
-from harness.train import TrainContext, Trainer, grad_accum_steps
+from harness.train import TrainContext, Trainer, TrainResult, grad_accum_steps
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,29 @@ def _fmt(result: EvalResult, exact: bool) -> str:
     return f"val_loss:{result.val_loss:.{digits}f} val_bpb:{result.val_bpb:.{digits}f}"
 
 
+@dataclass
+class RunState:
+    """What one run has established so far; each phase below reads and extends it."""
+
+    config: RunConfig
+    dist: DistInfo
+    manager: PluginManager
+    log: RunLogger
+    run_id: str
+    run_dir: Path
+    autocast: torch.dtype
+    accum: int
+    wall_start: float = field(default_factory=time.time)
+    code_path: Path | None = None
+    data: DataPaths | None = None
+    fingerprint: dict[str, str] = field(default_factory=dict)
+    protocol: str = "smoke"
+    n_params: int = 0
+    artifact_path: Path | None = None
+    qname: str = ""
+    cname: str = ""
+
+
 def run(
     config: RunConfig,
     *,
@@ -215,20 +238,28 @@ def run(
     """
     dist = init_distributed()
     try:
-        return _run(config, dist, submission_dir or _submission_dir_of_main(), dict(sets or {}), run_id)
+        return _run(config, dist, Path(submission_dir or _submission_dir_of_main()), dict(sets or {}), run_id)
     finally:
         shutdown(dist)
 
 
 def _run(config: RunConfig, dist: DistInfo, submission_dir: Path, sets: dict[str, str], run_id: str | None) -> dict[str, Any] | None:
-    cuda = dist.device.type == "cuda"
-    config = cfgmod.resolve(config, cuda=cuda, environ=os.environ, sets=sets)
+    config = cfgmod.resolve(config, cuda=dist.device.type == "cuda", environ=os.environ, sets=sets)
     manager = run_manager(cfgmod.component_modules(config))
     manager.hook.pg_configure(run=config)
-    rid, run_dir = _prepare_run_dir(Path(submission_dir), run_id, dist)
+    rid, run_dir = _prepare_run_dir(submission_dir, run_id, dist)
     log = RunLogger(run_dir, dist.rank)
+    st = RunState(config, dist, manager, log, rid, run_dir, autocast_dtype_for(dist.device), grad_accum_steps(config, dist.world_size))
     try:
-        return _run_in_dir(config, dist, manager, submission_dir, rid, run_dir, log)
+        _start(st, submission_dir)
+        scorer = _load_data(st)
+        ctx, result = _train(st, scorer)
+        # Pre-quantization score of the weights that will be exported (after any averaging swap).
+        pre = scorer.standard(ctx.model)
+        log.log(f"final_prequant {_fmt(pre, True)}", event="prequant", val_loss=pre.val_loss, val_bpb=pre.val_bpb)
+        _export(st, ctx)
+        scores = _score_artifact(st, scorer)
+        return _report(st, ctx, result, pre, scores) if dist.is_main else None
     except PgolfError as exc:
         log.event("error", kind=type(exc).__name__, message=str(exc))
         raise
@@ -236,137 +267,133 @@ def _run(config: RunConfig, dist: DistInfo, submission_dir: Path, sets: dict[str
         log.close()
 
 
-def _run_in_dir(config: RunConfig, dist: DistInfo, manager: PluginManager, submission_dir: Path, rid: str, run_dir: Path, log: RunLogger) -> dict[str, Any] | None:
-    wall_start = time.time()
-    autocast = autocast_dtype_for(dist.device)
-    accum = grad_accum_steps(config, dist.world_size)
-    _header_lines(config, dist, autocast, log, accum)
-    log.log(f"run_id:{rid} run_dir:{run_dir}", event="start", run_id=rid, protocol=None)
-    code_path = _ship_code(run_dir, submission_dir, config.compress_code, log) if dist.is_main else run_dir / "train_gpt.py"
-    if dist.is_main:
-        (run_dir / "config.json").write_text(cfgmod.dumps(config) + "\n", encoding="utf-8")
-    barrier(dist)
+def _start(st: RunState, submission_dir: Path) -> None:
+    """Header lines, the shipped code and the resolved config, written before anything heavy."""
+    _header_lines(st.config, st.dist, st.autocast, st.log, st.accum)
+    st.log.log(f"run_id:{st.run_id} run_dir:{st.run_dir}", event="start", run_id=st.run_id)
+    st.code_path = st.run_dir / "train_gpt.py"
+    if st.dist.is_main:
+        _ship_code(st.run_dir, submission_dir, st.config.compress_code, st.log)
+        (st.run_dir / "config.json").write_text(cfgmod.dumps(st.config) + "\n", encoding="utf-8")
+    barrier(st.dist)
 
-    data = _resolve_data(config, dist, log)
-    luts = build_byte_luts(data.tokenizer_path, config.data.vocab_size)
+
+def _load_data(st: RunState) -> _Scorer:
+    """Resolve the dataset, build the byte tables and validation tokens, fingerprint them."""
+    config = st.config
+    st.data = _resolve_data(config, st.dist, st.log)
+    luts = build_byte_luts(st.data.tokenizer_path, config.data.vocab_size)
     val_tokens = load_validation_tokens(
-        data.data_path, config.train.train_seq_len, config.data.vocab_size, max_targets=config.eval.val_max_tokens
+        st.data.data_path, config.train.train_seq_len, config.data.vocab_size, max_targets=config.eval.val_max_tokens
     )
-    val_shards = list_shards(data.data_path, "val")
-    fingerprint = {
+    val_shards = list_shards(st.data.data_path, "val")
+    st.fingerprint = {
         "dataset_sha256": dataset_fingerprint(val_shards),
-        "tokenizer_sha256": tokenizer_sha256(data.tokenizer_path),
+        "tokenizer_sha256": tokenizer_sha256(st.data.tokenizer_path),
     }
-    protocol = "full" if (dist.device.type == "cuda" and not data.builtin and config.eval.val_max_tokens == 0) else "smoke"
-    log.log(
-        f"val_tokens:{val_tokens.numel() - 1} val_shards:{len(val_shards)} protocol:{protocol} "
-        f"dataset_sha256:{fingerprint['dataset_sha256'][:16]} tokenizer_sha256:{fingerprint['tokenizer_sha256'][:16]}",
-        event="data", data_path=str(data.data_path), val_tokens=val_tokens.numel() - 1, **fingerprint,
+    full = st.dist.device.type == "cuda" and not st.data.builtin and config.eval.val_max_tokens == 0
+    st.protocol = "full" if full else "smoke"
+    st.log.log(
+        f"val_tokens:{val_tokens.numel() - 1} val_shards:{len(val_shards)} protocol:{st.protocol} "
+        f"dataset_sha256:{st.fingerprint['dataset_sha256'][:16]} tokenizer_sha256:{st.fingerprint['tokenizer_sha256'][:16]}",
+        event="data", data_path=str(st.data.data_path), val_tokens=val_tokens.numel() - 1, protocol=st.protocol, **st.fingerprint,
     )
+    return _Scorer(config, st.dist, luts, val_tokens, st.autocast, st.accum)
 
-    seed_everything(config.train.seed)
-    model = config.model.build(config.data.vocab_size).to(dist.device)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.log(f"model_params:{n_params}", event="model", model_params=n_params)
-    optimizer = config.optimizer.build(model)
-    for line in optimizer.describe():
-        log.log(line)
-    for plugin_cfg in config.plugins:
-        manager.register_object(plugin_cfg.build(), name=f"{type(plugin_cfg).__module__}:{type(plugin_cfg).__name__}")
 
-    train_model: torch.nn.Module = model
+def _wrap_for_training(model: torch.nn.Module, config: RunConfig, dist: DistInfo) -> torch.nn.Module:
+    """torch.compile on CUDA (as upstream, fullgraph), then DDP when there are several ranks."""
+    wrapped = model
     if dist.device.type == "cuda" and config.train.compile:
-        train_model = torch.compile(model, dynamic=False, fullgraph=True)
+        wrapped = torch.compile(model, dynamic=False, fullgraph=True)
     if dist.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [dist.local_rank] if dist.device.type == "cuda" else None
-        train_model = DDP(train_model, device_ids=ids, broadcast_buffers=False)
+        wrapped = DDP(wrapped, device_ids=ids, broadcast_buffers=False)
+    return wrapped
 
-    scorer = _Scorer(config, dist, luts, val_tokens, autocast, accum)
-    ctx = TrainContext(config=config, model=model, optimizer=optimizer, log=log, dist=dist, autocast_dtype=autocast)
-    loader = DistributedTokenLoader(data.data_path, dist.rank, dist.world_size, dist.device, config.data.vocab_size)
+
+def _train(st: RunState, scorer: _Scorer) -> tuple[TrainContext, TrainResult]:
+    """Build the model, optimizers and observers; prime, train, and let plugins finish."""
+    config, dist = st.config, st.dist
+    seed_everything(config.train.seed)
+    model = config.model.build(config.data.vocab_size).to(dist.device)
+    st.n_params = sum(p.numel() for p in model.parameters())
+    st.log.log(f"model_params:{st.n_params}", event="model", model_params=st.n_params)
+    optimizer = config.optimizer.build(model)
+    for line in optimizer.describe():
+        st.log.log(line)
+    for plugin_cfg in config.plugins:
+        st.manager.register_object(plugin_cfg.build(), name=f"{type(plugin_cfg).__module__}:{type(plugin_cfg).__name__}")
+    ctx = TrainContext(config=config, model=model, optimizer=optimizer, log=st.log, dist=dist, autocast_dtype=st.autocast)
+    loader = DistributedTokenLoader(st.data.data_path, dist.rank, dist.world_size, dist.device, config.data.vocab_size)
 
     def validate() -> dict[str, float]:
         r = scorer.standard(model)
         return {"val_loss": r.val_loss, "val_bpb": r.val_bpb}
 
-    trainer = Trainer(ctx, train_model=train_model, loader=loader, validate=validate, hooks=manager.hook)
+    trainer = Trainer(ctx, train_model=_wrap_for_training(model, config, dist), loader=loader, validate=validate, hooks=st.manager.hook)
     trainer.prime()
     result = trainer.run()
-    manager.hook.pg_train_end(ctx=ctx)
-
-    # Pre-quantization score of the weights that will be exported (after any averaging swap).
-    pre = scorer.standard(model)
-    log.log(f"final_prequant {_fmt(pre, True)}", event="prequant", val_loss=pre.val_loss, val_bpb=pre.val_bpb)
-
-    artifact_path, qname, cname = _export(config, ctx, manager, run_dir, dist, log, code_path)
-    scores = _score_artifact(config, manager, scorer, artifact_path, qname, cname, log)
-
-    if not dist.is_main:
-        return None
-    return _report(
-        config, ctx, manager, log, run_dir=run_dir, rid=rid, dist=dist, code_path=code_path,
-        artifact_path=artifact_path, result=result, pre=pre, scores=scores, fingerprint=fingerprint,
-        protocol=protocol, n_params=n_params, qname=qname, cname=cname, wall_start=wall_start, accum=accum,
-    )
+    st.manager.hook.pg_train_end(ctx=ctx)
+    return ctx, result
 
 
-def _export(config: RunConfig, ctx: TrainContext, manager: PluginManager, run_dir: Path, dist: DistInfo, log: RunLogger, code_path: Path) -> tuple[Path, str, str]:
-    """Rank 0 quantizes, compresses and writes the artifact; every rank gets its path."""
-    qname = manager.registry.name_of(config.quantizer)
-    cname = manager.registry.name_of(config.compressor)
-    artifact_path = run_dir / f"final_model.{qname}.{cname}.pgolf"
-    if dist.is_main:
+def _export(st: RunState, ctx: TrainContext) -> None:
+    """Rank 0 quantizes, compresses and writes the artifact; every rank learns its path."""
+    config, registry = st.config, st.manager.registry
+    st.qname, st.cname = registry.name_of(config.quantizer), registry.name_of(config.compressor)
+    st.artifact_path = st.run_dir / f"final_model.{st.qname}.{st.cname}.pgolf"
+    if st.dist.is_main:
         state = {k: v.detach().to("cpu").clone() for k, v in ctx.model.state_dict().items()}
-        manager.hook.pg_before_quantize(ctx=ctx, state_dict=state)
+        st.manager.hook.pg_before_quantize(ctx=ctx, state_dict=state)
         t0 = time.perf_counter()
-        quantized = config.quantizer.build().quantize(state)
         info = write_artifact(
-            artifact_path, quantized,
-            quantizer_name=qname, quantizer_config=config_to_json(config.quantizer),
-            compressor=config.compressor.build(), compressor_name=cname,
+            st.artifact_path, config.quantizer.build().quantize(state),
+            quantizer_name=st.qname, quantizer_config=config_to_json(config.quantizer),
+            compressor=config.compressor.build(), compressor_name=st.cname,
             compressor_config=config_to_json(config.compressor),
             extras={
-                "arch": manager.registry.name_of(config.model),
+                "arch": registry.name_of(config.model),
                 "arch_config": config_to_json(config.model),
                 "vocab_size": config.data.vocab_size,
                 "harness_version": harness.__version__,
             },
         )
         seconds = time.perf_counter() - t0
-        code_bytes = os.path.getsize(code_path)
-        log.log(
-            f"Serialized model {qname}+{cname}: {info.bytes_on_disk} bytes (raw_payload:{info.raw_bytes} "
+        code_bytes = os.path.getsize(st.code_path)
+        tag = f"{st.qname}+{st.cname}"
+        st.log.log(
+            f"Serialized model {tag}: {info.bytes_on_disk} bytes (raw_payload:{info.raw_bytes} "
             f"ratio:{info.raw_bytes / max(info.bytes_on_disk, 1):.2f}x time:{seconds:.1f}s)",
             event="artifact", bytes_model=info.bytes_on_disk, raw_bytes=info.raw_bytes, sha256=info.sha256,
         )
-        log.log(f"Code size: {code_bytes} bytes")
-        log.log(f"Total submission size {qname}+{cname}: {info.bytes_on_disk + code_bytes} bytes")
-    barrier(dist)
-    return artifact_path, qname, cname
+        st.log.log(f"Code size: {code_bytes} bytes")
+        st.log.log(f"Total submission size {tag}: {info.bytes_on_disk + code_bytes} bytes")
+    barrier(st.dist)
 
 
-def _score_artifact(config: RunConfig, manager: PluginManager, scorer: _Scorer, artifact_path: Path, qname: str, cname: str, log: RunLogger) -> dict[str, Any]:
+def _score_artifact(st: RunState, scorer: _Scorer) -> dict[str, Any]:
     """Every rank reads the artifact back from disk, rebuilds the model and scores it."""
+    config, log = st.config, st.log
     t0 = time.perf_counter()
-    state, _manifest = load_state_dict(artifact_path, manager.registry)
-    model = config.model.build(config.data.vocab_size).to(scorer.dist.device)
+    state, _manifest = load_state_dict(st.artifact_path, st.manager.registry)
+    model = config.model.build(config.data.vocab_size).to(st.dist.device)
     model.load_state_dict(state, strict=True)
-    tag = f"final_{qname}_{cname}_roundtrip"
+    tag = f"final_{st.qname}_{st.cname}_roundtrip"
     rt = scorer.standard(model)
     rt_ms = 1000.0 * (time.perf_counter() - t0)
     log.log(f"{tag} {_fmt(rt, False)} eval_time:{rt_ms:.0f}ms", event="roundtrip", val_loss=rt.val_loss, val_bpb=rt.val_bpb, eval_time_ms=rt_ms, tokens=rt.tokens, bytes=rt.bytes)
     log.log(f"{tag}_exact {_fmt(rt, True)}")
-    scores: dict[str, Any] = {"roundtrip": rt, "sliding": None, "tag": tag}
+    scores: dict[str, Any] = {"roundtrip": rt, "sliding": None}
     if scorer.sliding_enabled():
         t1 = time.perf_counter()
         sw = scorer.sliding(model)
         sw_ms = 1000.0 * (time.perf_counter() - t1)
-        stag = f"{tag}_sliding_window"
         head = f"stride:{config.eval.eval_stride} window:{scorer.window()}"
-        log.log(f"{stag} {head} {_fmt(sw, False)} eval_time:{sw_ms:.0f}ms", event="sliding", val_loss=sw.val_loss, val_bpb=sw.val_bpb, eval_time_ms=sw_ms, stride=config.eval.eval_stride, window=scorer.window(), tokens=sw.tokens, bytes=sw.bytes)
-        log.log(f"{stag}_exact {head} {_fmt(sw, True)}")
+        log.log(f"{tag}_sliding_window {head} {_fmt(sw, False)} eval_time:{sw_ms:.0f}ms", event="sliding", val_loss=sw.val_loss, val_bpb=sw.val_bpb, eval_time_ms=sw_ms, stride=config.eval.eval_stride, window=scorer.window(), tokens=sw.tokens, bytes=sw.bytes)
+        log.log(f"{tag}_sliding_window_exact {head} {_fmt(sw, True)}")
         scores["sliding"] = sw
     scores["eval_time_ms"] = 1000.0 * (time.perf_counter() - t0)
     return scores
@@ -375,66 +402,70 @@ def _score_artifact(config: RunConfig, manager: PluginManager, scorer: _Scorer, 
 _HARNESS_KEYS_NOTE = "keys the harness owns; pg_report implementations may only add new keys"
 
 
-def _report(config: RunConfig, ctx: TrainContext, manager: PluginManager, log: RunLogger, **k: Any) -> dict[str, Any]:
-    """Measure the budget from disk, decide validity, write submission.json."""
-    budget = measure_budget(k["code_path"], k["artifact_path"])
-    rt, sw, pre = k["scores"]["roundtrip"], k["scores"]["sliding"], k["pre"]
-    headline = sw or rt
-    eval_ms = k["scores"]["eval_time_ms"]
+def _verdict(st: RunState, budget: Budget, eval_ms: float) -> list[str]:
+    """Reasons the result is invalid (empty when valid), each also logged loudly."""
     invalid: list[str] = []
     if budget.over_budget:
         invalid.append(f"over budget: {budget.bytes_total} bytes > {budget.limit}")
-        log.log(
+        st.log.log(
             f"!!! OVER BUDGET: bytes_total:{budget.bytes_total} > limit:{budget.limit} by {-budget.headroom} bytes; "
             "the run is marked over_budget (nothing was deleted) !!!"
         )
-    if eval_ms > 1000.0 * config.eval.max_eval_seconds:
-        invalid.append(f"evaluation took {eval_ms / 1000:.1f}s > cap {config.eval.max_eval_seconds:.0f}s")
-        log.log(f"!!! EVAL OVER TIME: eval_time:{eval_ms:.0f}ms > cap {config.eval.max_eval_seconds * 1000:.0f}ms; result marked invalid !!!")
-    log.log(
+    cap_ms = 1000.0 * st.config.eval.max_eval_seconds
+    if eval_ms > cap_ms:
+        invalid.append(f"evaluation took {eval_ms / 1000:.1f}s > cap {st.config.eval.max_eval_seconds:.0f}s")
+        st.log.log(f"!!! EVAL OVER TIME: eval_time:{eval_ms:.0f}ms > cap {cap_ms:.0f}ms; result marked invalid !!!")
+    st.log.log(
         f"budget: bytes_code:{budget.bytes_code} bytes_model:{budget.bytes_model} bytes_total:{budget.bytes_total} "
         f"limit:{budget.limit} headroom:{budget.headroom} status:{'OVER_BUDGET' if budget.over_budget else 'ok'}",
         event="budget", bytes_code=budget.bytes_code, bytes_model=budget.bytes_model, bytes_total=budget.bytes_total,
     )
-    res = k["result"]
-    dist: DistInfo = k["dist"]
+    return invalid
+
+
+def _report(st: RunState, ctx: TrainContext, res: TrainResult, pre: EvalResult, scores: dict[str, Any]) -> dict[str, Any]:
+    """Measure the budget from disk, decide validity, write submission.json."""
+    config, dist = st.config, st.dist
+    budget = measure_budget(st.code_path, st.artifact_path)
+    rt, sw = scores["roundtrip"], scores["sliding"]
+    headline = sw or rt
+    invalid = _verdict(st, budget, scores["eval_time_ms"])
     device = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else f"cpu ({platform.machine()})"
-    score_method = (
-        f"sliding_window stride:{config.eval.eval_stride} window:{ctx_window(config)} on the {k['qname']}+{k['cname']} roundtrip"
-        if sw else f"standard seq_len:{config.train.train_seq_len} on the {k['qname']}+{k['cname']} roundtrip"
-    )
+    window = ctx_window(config)
+    on = f"on the {st.qname}+{st.cname} roundtrip"
+    score_method = f"sliding_window stride:{config.eval.eval_stride} window:{window} {on}" if sw else f"standard seq_len:{config.train.train_seq_len} {on}"
     record: dict[str, Any] = {
         "name": config.name, "author": config.author, "github_id": config.github_id,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "track": config.track, "protocol": k["protocol"], "blurb": config.blurb, "run_id": k["rid"],
+        "track": config.track, "protocol": st.protocol, "blurb": config.blurb, "run_id": st.run_id,
         "val_bpb": headline.val_bpb, "val_loss": headline.val_loss, "score_method": score_method,
         "pre_quant_val_bpb": pre.val_bpb, "pre_quant_val_loss": pre.val_loss,
         "roundtrip_val_bpb": rt.val_bpb, "roundtrip_val_loss": rt.val_loss,
         "sliding_val_bpb": sw.val_bpb if sw else None, "sliding_val_loss": sw.val_loss if sw else None,
-        "eval_stride": config.eval.eval_stride if sw else None, "eval_window": ctx_window(config) if sw else None,
+        "eval_stride": config.eval.eval_stride if sw else None, "eval_window": window if sw else None,
         "val_tokens": headline.tokens, "val_bytes": headline.bytes,
         "bytes_total": budget.bytes_total, "bytes_code": budget.bytes_code, "bytes_model": budget.bytes_model,
         "byte_limit": budget.limit, "over_budget": budget.over_budget,
         "valid": not invalid, "invalid_reasons": invalid,
-        "model_params": k["n_params"], "steps": res.steps,
+        "model_params": st.n_params, "steps": res.steps,
         "ms_per_step": res.train_time_ms / max(res.steps, 1), "train_time_ms": res.train_time_ms,
-        "stopped_early": res.stopped_early, "eval_time_ms": eval_ms,
-        "seed": config.train.seed, "world_size": dist.world_size, "grad_accum_steps": k["accum"],
+        "stopped_early": res.stopped_early, "eval_time_ms": scores["eval_time_ms"],
+        "seed": config.train.seed, "world_size": dist.world_size, "grad_accum_steps": st.accum,
         "train_batch_tokens": config.train.train_batch_tokens, "train_seq_len": config.train.train_seq_len,
-        "device": device, "quantizer": k["qname"], "compressor": k["cname"],
-        "dataset_sha256": k["fingerprint"]["dataset_sha256"], "tokenizer_sha256": k["fingerprint"]["tokenizer_sha256"],
-        "artifact_file": k["artifact_path"].name, "code_file": k["code_path"].name,
+        "device": device, "quantizer": st.qname, "compressor": st.cname,
+        "dataset_sha256": st.fingerprint["dataset_sha256"], "tokenizer_sha256": st.fingerprint["tokenizer_sha256"],
+        "artifact_file": st.artifact_path.name, "code_file": st.code_path.name,
         "harness_version": harness.__version__, "eval_version": EVAL_VERSION,
-        "torch_version": torch.__version__, "wall_time_s": round(time.time() - k["wall_start"], 1),
+        "torch_version": torch.__version__, "wall_time_s": round(time.time() - st.wall_start, 1),
     }
     extra: dict[str, Any] = {}
-    manager.hook.pg_report(ctx=ctx, record=extra)
+    st.manager.hook.pg_report(ctx=ctx, record=extra)
     clash = sorted(set(extra) & set(record))
     if clash:
         raise ConfigError(f"a pg_report plugin tried to set {', '.join(clash)}: {_HARNESS_KEYS_NOTE}")
     record.update(extra)
-    write_submission_json(k["run_dir"] / "submission.json", record)
-    log.log(f"submission:{k['run_dir'] / 'submission.json'} val_bpb:{headline.val_bpb:.8f} valid:{not invalid}", event="done", val_bpb=headline.val_bpb, valid=not invalid)
+    write_submission_json(st.run_dir / "submission.json", record)
+    st.log.log(f"submission:{st.run_dir / 'submission.json'} val_bpb:{headline.val_bpb:.8f} valid:{not invalid}", event="done", val_bpb=headline.val_bpb, valid=not invalid)
     return record
 
 
