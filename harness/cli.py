@@ -70,9 +70,12 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from harness.download import download_challenge_data
 
     path = download_challenge_data(args.variant, args.train_shards, Path(args.dest))
-    tok_dir = Path(args.dest) / "tokenizers"
-    print(f"dataset: {path}\ntokenizers: {tok_dir}")
-    print(f"run with: DATA_PATH={path} TOKENIZER_PATH={tok_dir}/fineweb_{args.variant[2:]}_bpe.model torchrun ...")
+    models = sorted((Path(args.dest) / "tokenizers").glob("*.model"))
+    print(f"dataset: {path}")
+    for model in models:  # the manifest names the tokenizer; list what arrived rather than guess
+        print(f"tokenizer: {model}")
+    tok = models[0] if len(models) == 1 else "<one of the tokenizers above>"
+    print(f"run with: DATA_PATH={path} TOKENIZER_PATH={tok} torchrun --standalone --nproc_per_node=8 harness/run.py submissions/<name>")
     return 0
 
 

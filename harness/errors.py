@@ -1,5 +1,7 @@
 """Exception types of the harness: each carries one message naming the file, field or value."""
 
+from __future__ import annotations
+
 
 class PgolfError(Exception):
     """Base class: the CLI prints the message alone (no traceback) and exits with status 2."""
