@@ -80,6 +80,16 @@ class Quantizer(Protocol):
         """Inverse of ``quantize`` up to quantization error; dtypes and shapes restored."""
 
 
+class Schedule(Protocol):
+    """LR multiplier per step. Built by a ``schedule`` Config: ``cfg.build()``."""
+
+    def __call__(self, step: int, elapsed_ms: float, *, iterations: int, max_wallclock_ms: float) -> float:
+        """Multiplier for the step after ``step`` steps and ``elapsed_ms`` of training time.
+
+        ``max_wallclock_ms <= 0`` means no wallclock cap. Must not sync the device.
+        """
+
+
 class Compressor(Protocol):
     """Lossless bytes codec. Built by ``cfg.build()``."""
 

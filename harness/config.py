@@ -95,6 +95,9 @@ class RunConfig:
     """The quantizer Config (kind ``quantizer``)."""
     compressor: Any
     """The compressor Config (kind ``compressor``)."""
+    schedule: Any = None
+    """The LR schedule Config (kind ``schedule``); None = the upstream wallclock warmdown
+    over ``train.warmdown_iters`` (`harness.train.lr_multiplier`)."""
     plugins: tuple[Any, ...] = ()
     """Extra observer Configs (averaging, QAT, ...); each ``build()``s a pluggy plugin object."""
     author: str = ""
@@ -256,6 +259,9 @@ def resolve(config: RunConfig, *, cuda: bool, environ: Mapping[str, str], sets: 
         value = getattr(config, name)
         if not is_dataclass(value) or not callable(getattr(value, "build", None)):
             raise ConfigError(f"RunConfig.{name} must be a component Config with build(), got {value!r}")
+    for value in ([config.schedule] if config.schedule is not None else []) + list(config.plugins):
+        if not is_dataclass(value) or not callable(getattr(value, "build", None)):
+            raise ConfigError(f"RunConfig.schedule/plugins entries must be Configs with build(), got {value!r}")
     if not cuda:
         config = apply_overrides(config, config.cpu_profile, "cpu profile")
     config = apply_overrides(config, env_overrides(environ), "environment")
@@ -264,7 +270,8 @@ def resolve(config: RunConfig, *, cuda: bool, environ: Mapping[str, str], sets: 
 
 def component_modules(config: RunConfig) -> list[str]:
     """Modules defining the run's components: the plugins a run (and its bundle) registers."""
-    configs = [getattr(config, n) for n in _COMPONENT_FIELDS] + list(config.plugins)
+    optional = [config.schedule] if config.schedule is not None else []
+    configs = [getattr(config, n) for n in _COMPONENT_FIELDS] + optional + list(config.plugins)
     seen: dict[str, None] = {}
     for cfg in configs:
         seen.setdefault(type(cfg).__module__, None)

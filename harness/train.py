@@ -114,6 +114,13 @@ class Trainer:
         self.clock = clock
         self.accum = grad_accum_steps(ctx.config, ctx.dist.world_size)
         self.max_ms = 1000.0 * self.cfg.max_wallclock_seconds
+        schedule = ctx.config.schedule
+        self.schedule = schedule.build() if schedule is not None else self._default_schedule
+
+    def _default_schedule(self, step: int, elapsed_ms: float, *, iterations: int, max_wallclock_ms: float) -> float:
+        return lr_multiplier(
+            step, elapsed_ms, iterations=iterations, warmdown_iters=self.cfg.warmdown_iters, max_wallclock_ms=max_wallclock_ms
+        )
 
     # -- one optimizer step -------------------------------------------------------------
     def _autocast(self):
@@ -213,9 +220,7 @@ class Trainer:
             if last:
                 break
             elapsed = train_ms + 1000.0 * (self.clock() - t0)
-            scale = lr_multiplier(
-                step, elapsed, iterations=cfg.iterations, warmdown_iters=cfg.warmdown_iters, max_wallclock_ms=self.max_ms
-            )
+            scale = float(self.schedule(step, elapsed, iterations=cfg.iterations, max_wallclock_ms=self.max_ms))
             loss = self._train_step(step + 1, scale)
             step += 1
             ctx.step, ctx.lr_scale = step, scale
