@@ -60,10 +60,13 @@ def pg_configure(run: RunConfig) -> None:
 
 @hookspec
 def pg_train_start(ctx: TrainContext) -> None:
-    """Called once after the model, optimizers and data loader exist, before step 1.
+    """Called once after the model, optimizers and data loader exist, before compilation.
 
-    Compile priming has already run and been undone. Plugins may keep references to
-    ``ctx.model`` (e.g. an EMA shadow copy) but must not change its parameters.
+    Runs before ``torch.compile``, DDP wrapping and the compile-priming steps (which are
+    undone afterwards), so anything attached here is compiled in. Plugins may keep
+    references to ``ctx.model`` (an EMA shadow copy) and attach parametrizations or buffers
+    (late QAT, whose on/off switch must be a tensor so compilation does not bake it), but
+    must not change parameter values.
     """
 
 

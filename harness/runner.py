@@ -333,6 +333,9 @@ def _train(st: RunState, scorer: _Scorer) -> tuple[TrainContext, TrainResult]:
         r = scorer.standard(model)
         return {"val_loss": r.val_loss, "val_bpb": r.val_bpb}
 
+    # Before compilation and priming, so plugins that attach parametrizations or buffers
+    # (late QAT) are compiled in and their switches are tensors, not baked Python flags.
+    st.manager.hook.pg_train_start(ctx=ctx)
     trainer = Trainer(ctx, train_model=_wrap_for_training(model, config, dist), loader=loader, validate=validate, hooks=st.manager.hook)
     trainer.prime()
     result = trainer.run()

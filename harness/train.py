@@ -206,7 +206,6 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train until ``iterations`` or the wallclock cap; validate as configured."""
         ctx, cfg = self.ctx, self.cfg
-        self.hooks.pg_train_start(ctx=ctx)
         self._sync()
         train_ms, step, stop_at, last_val = 0.0, 0, None, None
         t0 = self.clock()
