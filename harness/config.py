@@ -61,6 +61,9 @@ class TrainConfig:
     """Clip the total gradient norm to this value; 0 = off."""
     compile: bool = True
     """torch.compile the model on CUDA (never on CPU)."""
+    load_model_path: str | None = None
+    """Eval-only run (PR #560's LOAD_MODEL_PATH): score this pgolf artifact (or the one in
+    this run folder) instead of training; the artifact is shipped byte for byte."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,6 +155,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "EVAL_SEQ_LEN": "eval.eval_seq_len",
     "EVAL_STRIDE": "eval.eval_stride",
     "EVAL_BATCH_SEQS": "eval.eval_batch_seqs",
+    "LOAD_MODEL_PATH": "train.load_model_path",
 }
 
 _COMPONENT_FIELDS = ("model", "optimizer", "quantizer", "compressor")

@@ -253,11 +253,11 @@ def _run(config: RunConfig, dist: DistInfo, submission_dir: Path, sets: dict[str
     try:
         _start(st, submission_dir)
         scorer = _load_data(st)
-        ctx, result = _train(st, scorer)
+        ctx, result = _load_trained(st) if config.train.load_model_path else _train(st, scorer)
         # Pre-quantization score of the weights that will be exported (after any averaging swap).
         pre = scorer.standard(ctx.model)
         log.log(f"final_prequant {_fmt(pre, True)}", event="prequant", val_loss=pre.val_loss, val_bpb=pre.val_bpb)
-        _export(st, ctx)
+        _ship_existing_artifact(st) if config.train.load_model_path else _export(st, ctx)
         scores = _score_artifact(st, scorer)
         return _report(st, ctx, result, pre, scores) if dist.is_main else None
     except PgolfError as exc:
@@ -343,10 +343,52 @@ def _train(st: RunState, scorer: _Scorer) -> tuple[TrainContext, TrainResult]:
     return ctx, result
 
 
+def _source_artifact(path: Path) -> Path:
+    """The artifact named by ``train.load_model_path``: a .pgolf file or a run folder holding one."""
+    if path.is_dir():
+        found = sorted(path.glob("*.pgolf"))
+        if len(found) != 1:
+            raise ConfigError(f"train.load_model_path={path} holds {len(found)} .pgolf artifacts; expected exactly one")
+        return found[0]
+    if not path.is_file():
+        raise ConfigError(f"train.load_model_path={path} does not exist (expected a .pgolf artifact or a run folder)")
+    return path
+
+
+def _load_trained(st: RunState) -> tuple[TrainContext, TrainResult]:
+    """Eval-only: rebuild the model from an existing artifact; no training step runs."""
+    config = st.config
+    source = _source_artifact(Path(config.train.load_model_path))
+    state, manifest = load_state_dict(source, st.manager.registry)
+    names = (manifest["quantizer"]["name"], manifest["compressor"]["name"])
+    expected = (st.manager.registry.name_of(config.quantizer), st.manager.registry.name_of(config.compressor))
+    if names != expected:
+        raise ConfigError(f"{source} was written by quantizer/compressor {names}, but this submission uses {expected}")
+    model = config.model.build(config.data.vocab_size).to(st.dist.device)
+    model.load_state_dict(state, strict=True)
+    st.n_params = sum(p.numel() for p in model.parameters())
+    st.log.log(f"model_params:{st.n_params}", event="model", model_params=st.n_params)
+    st.log.log(f"eval_only: loaded {source} (no training)", event="eval_only", source=str(source))
+    ctx = TrainContext(config=config, model=model, optimizer=None, log=st.log, dist=st.dist, autocast_dtype=st.autocast)
+    return ctx, TrainResult(steps=0, train_time_ms=0.0, stopped_early=False, last_val=None)
+
+
+def _ship_existing_artifact(st: RunState) -> None:
+    """Eval-only: the shipped artifact is the loaded file itself, copied byte for byte."""
+    source = _source_artifact(Path(st.config.train.load_model_path))
+    st.qname, st.cname = st.config.quantizer.build().name, st.config.compressor.build().name
+    st.artifact_path = st.run_dir / f"final_model.{st.qname}.{st.cname}.pgolf"
+    if st.dist.is_main:
+        shutil.copyfile(source, st.artifact_path)
+        st.log.log(f"Serialized model {st.qname}+{st.cname}: {os.path.getsize(st.artifact_path)} bytes (copied from {source})")
+    barrier(st.dist)
+
+
 def _export(st: RunState, ctx: TrainContext) -> None:
     """Rank 0 quantizes, compresses and writes the artifact; every rank learns its path."""
     config, registry = st.config, st.manager.registry
-    st.qname, st.cname = registry.name_of(config.quantizer), registry.name_of(config.compressor)
+    # Log tags come from the built components (an "intn" quantizer calls itself int5 or int6).
+    st.qname, st.cname = config.quantizer.build().name, config.compressor.build().name
     st.artifact_path = st.run_dir / f"final_model.{st.qname}.{st.cname}.pgolf"
     if st.dist.is_main:
         state = {k: v.detach().to("cpu").clone() for k, v in ctx.model.state_dict().items()}

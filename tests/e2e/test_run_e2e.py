@@ -182,3 +182,18 @@ def test_cuda_run_compiles_and_reports_the_device(tmp_path, default_dataset):
     assert "peak memory allocated:" in log
     assert record["protocol"] == "smoke"  # the built-in dataset is never the full protocol
     assert 0 < record["val_bpb"] < 20
+
+
+def test_eval_only_reload_scores_the_same_artifact(finished_run, tmp_path, default_dataset):
+    """LOAD_MODEL_PATH (PR #560): no training, the artifact shipped byte for byte, same scores."""
+    run_dir, record = finished_run
+    sub = write_tiny_submission(tmp_path / "tiny")
+    again = run(build_submission_config(sub), submission_dir=sub, run_id="eval_only", sets={"train.load_model_path": str(run_dir)})
+    out_dir = sub / "runs" / "eval_only"
+    assert again["steps"] == 0 and again["train_time_ms"] == 0.0
+    assert (out_dir / "final_model.int8.zlib.pgolf").read_bytes() == (run_dir / "final_model.int8.zlib.pgolf").read_bytes()
+    assert again["roundtrip_val_bpb"] == record["roundtrip_val_bpb"]
+    assert again["sliding_val_bpb"] == record["sliding_val_bpb"]
+    assert "eval_only: loaded" in (out_dir / "train.log").read_text()
+    with pytest.raises(Exception, match="does not exist"):
+        run(build_submission_config(sub), submission_dir=sub, run_id="missing", sets={"train.load_model_path": str(tmp_path / "nope.pgolf")})
