@@ -168,7 +168,7 @@ def valid_keys(config: Any, prefix: str = "") -> list[str]:
         value = getattr(config, f.name)
         if is_dataclass(value) and not isinstance(value, type):
             keys.extend(valid_keys(value, f"{prefix}{f.name}."))
-        elif f.name not in ("plugins", "cpu_profile"):
+        elif f.name not in ("plugins", "cpu_profile", "schedule"):  # components, not values
             keys.append(prefix + f.name)
     return keys
 

@@ -6,7 +6,20 @@ five steps of the quintic Newton-Schulz iteration with coefficients (3.4445, -4.
 2.0315) in bf16, scaled by sqrt(max(1, rows/cols)). Routing, learning rates, the momentum
 warm-up and the distributed work split follow the upstream naive baseline ``train_gpt.py``
 of openai/parameter-golf (spec: TECHNIQUES.md §4, column B); decoupled weight decay on the
-Muon matrices and AdamW for the Adam groups are the later records' options (off by default).
+Muon matrices, AdamW for the token and scalar groups and name-pattern routing are the later
+records' options (off by default). ``t1_optimizer()`` and ``p1573_optimizer()`` return the
+settings of the T1 record (thwu1, 10L Int5-MLP, 2026-03-20) and of PR #1573 (12L
+RecycledCore); their routing reproduces each script's hand-built parameter lists.
+
+Deliberate differences from upstream:
+* P1573 keeps its block matrices in four layer-stacked "banks" and runs a reduce-scatter /
+  all-gather "parallel Muon" without DDP; here every block matrix is its own 2-D parameter
+  under the baseline split below (same update per matrix, different communication).
+* Gradient clipping is the harness's (``TrainConfig.grad_clip_norm``), applied after DDP
+  averaging as T1 does; P1573 clips each rank's local grad before its reduction.
+* Upstream ignores 2-D parameters it does not list by hand; here they join the scalar group.
+* AdamW's decay also shrinks control scalars (q_gain, attn/mlp scales, resid_mix, recycle
+  a) toward 0, as upstream does (TECHNIQUES.md §11.13); an untied lm_head stays plain Adam.
 
 Distributed: gradients arrive already averaged (DDP). Matrix i is owned by rank
 i mod world, which keeps its momentum and runs Newton-Schulz; the updates travel in one
@@ -30,6 +43,7 @@ from harness.registry import Registry
 
 NS5_COEFFS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
 TOKEN_EMBED_NAME = "tok_emb.weight"
+TOKEN_PATTERNS: tuple[str, ...] = ("tok_emb",)
 HEAD_PREFIX = "lm_head."
 BLOCKS_PREFIX = "blocks."
 
@@ -59,9 +73,11 @@ class MuonConfig:
     nesterov: bool = True
     """Use the Nesterov form g + mu*buf instead of the plain momentum buffer."""
     weight_decay: float = 0.0
-    """Decoupled weight decay of the Muon matrices: p *= 1 - lr*wd (baseline 0, T1 0.04)."""
+    """Decoupled weight decay of the Muon matrices: p *= 1 - lr*wd with the scheduled lr,
+    before the update (baseline 0, T1 and P1573 0.04)."""
     adam_weight_decay: float = 0.0
-    """Weight decay of the Adam groups; 0 uses torch.optim.Adam, > 0 AdamW."""
+    """Decoupled weight decay of the token and scalar groups: 0 uses torch.optim.Adam, > 0
+    AdamW (p *= 1 - lr*wd, scheduled lr). An untied lm_head always stays on Adam."""
     beta1: float = 0.9
     """Adam beta1."""
     beta2: float = 0.95
@@ -69,7 +85,16 @@ class MuonConfig:
     adam_eps: float = 1e-8
     """Adam epsilon."""
     control_patterns: tuple[str, ...] = BASELINE_CONTROL_PATTERNS
-    """Name substrings of 2-D tensors sent to the scalar Adam group instead of Muon."""
+    """Name substrings of 2-D tensors sent to the scalar Adam group instead of Muon
+    (upstream CONTROL_TENSOR_NAME_PATTERNS)."""
+    token_patterns: tuple[str, ...] = TOKEN_PATTERNS
+    """Name substrings of token/embedding tables: Adam at tied_embed_lr (embed_lr if untied).
+    Checked first, so they win over every other rule."""
+    muon_extra_patterns: tuple[str, ...] = ()
+    """Name substrings of 2-D matrices outside ``blocks.`` that go to Muon (T1: bigram.proj)."""
+    scalar_extra_patterns: tuple[str, ...] = ()
+    """Name substrings of 2-D tensors sent to the scalar Adam group even inside ``blocks.``
+    or listed in muon_extra_patterns (P1573: bigram.proj, ve_shared.proj, attn_gate)."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -100,12 +125,10 @@ def _validate(cfg: MuonConfig) -> None:
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"muon.{name}: expected an int >= 0, got {value!r}")
-    if isinstance(cfg.control_patterns, str) or not all(
-        isinstance(p, str) and p for p in cfg.control_patterns
-    ):
-        raise ConfigError(
-            f"muon.control_patterns: expected a tuple of non-empty strings, got {cfg.control_patterns!r}"
-        )
+    for name in ("control_patterns", "token_patterns", "muon_extra_patterns", "scalar_extra_patterns"):
+        value = getattr(cfg, name)
+        if not isinstance(value, (tuple, list)) or not all(isinstance(p, str) and p for p in value):
+            raise ConfigError(f"muon.{name}: expected a tuple of non-empty strings, got {value!r}")
 
 
 def newton_schulz5(g: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
@@ -211,27 +234,46 @@ class Muon(torch.optim.Optimizer):
         return o * max(1.0, p.size(0) / p.size(1)) ** 0.5
 
 
-def route_parameters(
-    model: nn.Module, control_patterns: tuple[str, ...] = BASELINE_CONTROL_PATTERNS
-) -> dict[str, list[tuple[str, nn.Parameter]]]:
-    """Split trainable parameters into the baseline groups ``tok``, ``head``, ``muon``, ``scalar``.
+def group_of(name: str, p: Tensor, cfg: MuonConfig) -> str:
+    """The group (``tok``, ``head``, ``muon`` or ``scalar``) of trainable parameter ``name``.
 
-    ``tok_emb.weight`` -> tok; ``lm_head.*`` -> head; non-control 2-D tensors under
-    ``blocks.`` -> muon; all the rest (vectors, scalars, control-named tensors such as
-    resid_mix and skip_weights) -> scalar. Each parameter lands in exactly one group.
+    Precedence, first match wins (patterns are substrings of the dotted name):
+    1. ``token_patterns`` -> tok;  2. ``lm_head.`` prefix -> head;
+    3. ``scalar_extra_patterns`` or ``control_patterns`` -> scalar;
+    4. not 2-D -> scalar (naming it in ``muon_extra_patterns`` is an error);
+    5. under ``blocks.`` or in ``muon_extra_patterns`` -> muon;  6. anything else -> scalar.
     """
+    if is_control_tensor(name, cfg.token_patterns):
+        return "tok"
+    if name.startswith(HEAD_PREFIX):
+        return "head"
+    if is_control_tensor(name, cfg.scalar_extra_patterns) or is_control_tensor(name, cfg.control_patterns):
+        return "scalar"
+    extra = is_control_tensor(name, cfg.muon_extra_patterns)
+    if p.ndim != 2:
+        if extra:
+            raise ConfigError(
+                f"muon.muon_extra_patterns: {name!r} has shape {tuple(p.shape)}; Muon takes 2-D matrices only"
+            )
+        return "scalar"
+    return "muon" if extra or name.startswith(BLOCKS_PREFIX) else "scalar"
+
+
+def route_parameters(
+    model: nn.Module, cfg: MuonConfig | None = None
+) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    """Split trainable parameters into the groups ``tok``, ``head``, ``muon``, ``scalar``.
+
+    With the default Config this is the baseline split: ``tok_emb.weight`` -> tok;
+    ``lm_head.*`` -> head; non-control 2-D tensors under ``blocks.`` -> muon; all the rest
+    (vectors, scalars, control-named tensors such as resid_mix and skip_weights) -> scalar.
+    See ``group_of`` for the precedence. Each parameter lands in exactly one group.
+    """
+    cfg = cfg if cfg is not None else MuonConfig()
     groups: dict[str, list[tuple[str, nn.Parameter]]] = {"tok": [], "head": [], "muon": [], "scalar": []}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if name == TOKEN_EMBED_NAME:
-            groups["tok"].append((name, p))
-        elif name.startswith(HEAD_PREFIX):
-            groups["head"].append((name, p))
-        elif p.ndim == 2 and name.startswith(BLOCKS_PREFIX) and not is_control_tensor(name, control_patterns):
-            groups["muon"].append((name, p))
-        else:
-            groups["scalar"].append((name, p))
+        if p.requires_grad:
+            groups[group_of(name, p, cfg)].append((name, p))
     routed = [id(p) for members in groups.values() for _, p in members]
     trainable = [id(p) for p in model.parameters() if p.requires_grad]
     assert sorted(routed) == sorted(trainable) and len(set(routed)) == len(routed), (
@@ -249,13 +291,17 @@ class MuonOptimizerSet:
 
     def __init__(self, model: nn.Module, cfg: MuonConfig) -> None:
         self.cfg = cfg
-        groups = route_parameters(model, cfg.control_patterns)
+        groups = route_parameters(model, cfg)
         if not groups["tok"]:
-            raise ConfigError(f"muon: the model has no trainable {TOKEN_EMBED_NAME!r} parameter to route")
+            raise ConfigError(
+                f"muon: no trainable parameter matches token_patterns {cfg.token_patterns!r} "
+                f"(expected a token embedding such as {TOKEN_EMBED_NAME!r})"
+            )
         tied = not groups["head"]
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self._add_adam("adam_tok", groups["tok"], cfg.tied_embed_lr if tied else cfg.embed_lr)
-        self._add_adam("adam_head", groups["head"], cfg.head_lr)
+        self._add_adam("adam_tok", groups["tok"], cfg.tied_embed_lr if tied else cfg.embed_lr, decay=True)
+        # Upstream (T1, P1573) keeps an untied head on plain Adam even when the rest use AdamW.
+        self._add_adam("adam_head", groups["head"], cfg.head_lr, decay=False)
         if groups["muon"]:
             self.optimizers["muon"] = Muon(
                 [p for _, p in groups["muon"]],
@@ -266,18 +312,21 @@ class MuonOptimizerSet:
                 weight_decay=cfg.weight_decay,
             )
             self.optimizers["muon"].param_groups[0]["base_lr"] = cfg.matrix_lr
-        self._add_adam("adam_scalar", groups["scalar"], cfg.scalar_lr)
+        self._add_adam("adam_scalar", groups["scalar"], cfg.scalar_lr, decay=True)
 
-    def _add_adam(self, name: str, members: list[tuple[str, nn.Parameter]], lr: float) -> None:
+    def _add_adam(
+        self, name: str, members: list[tuple[str, nn.Parameter]], lr: float, *, decay: bool
+    ) -> None:
         if not members:
             return
         params = [p for _, p in members]
         kwargs: dict[str, Any] = dict(betas=(self.cfg.beta1, self.cfg.beta2), eps=self.cfg.adam_eps)
-        # Fused kernels are what upstream uses on CUDA; CPU keeps the default implementation.
+        # Fused kernels are what upstream uses on CUDA (they take bf16 embedding tables, whose
+        # Adam moments then stay bf16 as upstream's do); CPU keeps the default implementation.
         if all(p.is_cuda for p in params):
             kwargs["fused"] = True
         group = {"params": params, "lr": lr, "base_lr": lr}
-        if self.cfg.adam_weight_decay > 0:
+        if decay and self.cfg.adam_weight_decay > 0:
             self.optimizers[name] = torch.optim.AdamW(
                 [group], weight_decay=self.cfg.adam_weight_decay, **kwargs
             )
@@ -319,11 +368,62 @@ class MuonOptimizerSet:
             for group in opt.param_groups:
                 numel = sum(p.numel() for p in group["params"])
                 extra = f" momentum:{group['momentum']:.4f}" if name == "muon" else ""
+                if group.get("weight_decay", 0.0) > 0:
+                    extra += f" weight_decay:{group['weight_decay']:g}"
                 lines.append(
                     f"optimizer:{name} kind:{type(opt).__name__} lr:{group['base_lr']:g}"
                     f" tensors:{len(group['params'])} params:{numel}{extra}"
                 )
         return lines
+
+
+# Control-name patterns of the records' scripts (upstream CONTROL_TENSOR_NAME_PATTERNS).
+T1_CONTROL_PATTERNS: tuple[str, ...] = (*BASELINE_CONTROL_PATTERNS, "smear", "bigram.scale")
+P1573_CONTROL_PATTERNS: tuple[str, ...] = (
+    *BASELINE_CONTROL_PATTERNS,
+    *("smear", "dtg_gate", "ve_layer_scales", "ve_shared.scale", "attn_gate", "vr_lambda"),
+)
+
+
+def t1_optimizer() -> MuonConfig:
+    """T1 record (10L Int5-MLP, TECHNIQUES.md §4): Muon lr 0.02 with WD 0.04 (hard-coded
+    upstream) over the block matrices and bigram.proj, momentum 0.92 -> 0.99 over 1500 steps;
+    AdamW WD 0.04 on tokens {tok_emb, bigram.embed} (lr 0.03) and scalars (lr 0.02)."""
+    return MuonConfig(
+        matrix_lr=0.02,
+        scalar_lr=0.02,
+        tied_embed_lr=0.03,
+        momentum=0.99,
+        momentum_warmup_start=0.92,
+        momentum_warmup_steps=1500,
+        weight_decay=0.04,
+        adam_weight_decay=0.04,
+        control_patterns=T1_CONTROL_PATTERNS,
+        token_patterns=("tok_emb", "bigram.embed"),
+        muon_extra_patterns=("bigram.proj",),
+    )
+
+
+def p1573_optimizer() -> MuonConfig:
+    """PR #1573 (12L RecycledCore, TECHNIQUES.md §4): Muon lr 0.025, MUON_WD 0.04 over the
+    block matrices, same momentum warm-up as T1; AdamW ADAM_WD 0.04 on tokens {tok_emb,
+    bigram.embed, ve_shared.embed} (lr 0.035) and scalars (lr 0.025), which here include the
+    small matrices bigram.proj, ve_shared.proj and every block's attn_gate."""
+    return MuonConfig(
+        matrix_lr=0.025,
+        scalar_lr=0.025,
+        tied_embed_lr=0.035,
+        momentum=0.99,
+        momentum_warmup_start=0.92,
+        momentum_warmup_steps=1500,
+        weight_decay=0.04,
+        adam_weight_decay=0.04,
+        control_patterns=P1573_CONTROL_PATTERNS,
+        token_patterns=("tok_emb", "bigram.embed", "ve_shared.embed"),
+        # Upstream appends these to the scalar list by hand; "recycle." keeps the RecycleModulation
+        # a/b there whatever their shape.
+        scalar_extra_patterns=("bigram.proj", "ve_shared.proj", "attn_gate", "recycle."),
+    )
 
 
 @hookimpl
