@@ -186,9 +186,11 @@ class Trainer:
         )
         return metrics
 
-    def _should_stop(self, step: int, train_ms: float) -> bool:
-        reached = 1.0 if (self.max_ms > 0 and train_ms >= self.max_ms) else 0.0
-        return all_reduce_max(reached, self.ctx.dist) > 0
+    def _agreed_time(self, train_ms: float) -> float:
+        """The slowest rank's train time. Every rank uses it for the stop rule and the LR
+        schedule, so all stop on the same step and apply the same LR (and averaging/QAT
+        plugins, which key off ``lr_scale``, act on the same step everywhere)."""
+        return all_reduce_max(train_ms, self.ctx.dist)
 
     def _log_step(self, step: int, loss: float, train_ms: float, lr_scale: float, force: bool) -> None:
         every = self.cfg.train_log_every
@@ -207,7 +209,7 @@ class Trainer:
         """Train until ``iterations`` or the wallclock cap; validate as configured."""
         ctx, cfg = self.ctx, self.cfg
         self._sync()
-        train_ms, step, stop_at, last_val = 0.0, 0, None, None
+        train_ms, step, stop_at, last_val, agreed_ms = 0.0, 0, None, None, 0.0
         t0 = self.clock()
         while True:
             last = step == cfg.iterations or (stop_at is not None and step >= stop_at)
@@ -218,8 +220,7 @@ class Trainer:
                 t0 = self.clock()  # validation is not training time
             if last:
                 break
-            elapsed = train_ms + 1000.0 * (self.clock() - t0)
-            scale = float(self.schedule(step, elapsed, iterations=cfg.iterations, max_wallclock_ms=self.max_ms))
+            scale = float(self.schedule(step, agreed_ms, iterations=cfg.iterations, max_wallclock_ms=self.max_ms))
             loss = self._train_step(step + 1, scale)
             step += 1
             ctx.step, ctx.lr_scale = step, scale
@@ -230,7 +231,8 @@ class Trainer:
             if not math.isfinite(loss_value):
                 ctx.log.log(f"step:{step}/{cfg.iterations} train_loss:{loss_value} aborting: non-finite loss", event="diverged", step=step)
                 raise TrainingDiverged(f"training loss became {loss_value} at step {step}; run aborted, files written so far are kept")
-            stop_now = stop_at is None and self._should_stop(step, now_ms)
+            agreed_ms = self._agreed_time(now_ms)
+            stop_now = stop_at is None and self.max_ms > 0 and agreed_ms >= self.max_ms
             self._log_step(step, loss_value, now_ms, scale, force=stop_now or step == cfg.iterations)
             if stop_now:
                 stop_at = step

@@ -129,19 +129,33 @@ def test_stops_on_first_step_past_the_cap(tmp_path):
     assert vals == [result.steps]
 
 
+def _charge_per_step(trainer, clock, seconds):
+    """Make every training step cost ``seconds`` on the fake clock (reads themselves are free)."""
+    original = trainer._train_step
+
+    def step(step_no, scale):
+        clock.t += seconds
+        return original(step_no, scale)
+
+    trainer._train_step = step
+
+
 def test_validation_time_is_excluded(tmp_path):
-    slow = _Clock(tick=0.5)
+    slow = _Clock(tick=0.0)
     trainer, _, _, vals, log = _setup(tmp_path, slow, cap=5.0, val_every=2, validate_cost=100.0)
+    _charge_per_step(trainer, slow, 0.5)
     result = trainer.run()
     log.close()
     (tmp_path / "b").mkdir()
-    trainer2, _, _, _, log2 = _setup(tmp_path / "b", _Clock(tick=0.5), cap=5.0)
+    fast = _Clock(tick=0.0)
+    trainer2, _, _, _, log2 = _setup(tmp_path / "b", fast, cap=5.0)
+    _charge_per_step(trainer2, fast, 0.5)
     result2 = trainer2.run()
     log2.close()
     assert len(vals) > 2  # validated at step 0, 2, 4, ... and at the end
-    # 100 s validations did not eat the 5 s training budget: about the same number of steps
-    assert abs(result.steps - result2.steps) <= 2
-    assert result.train_time_ms < 10_000
+    # 100 s validations did not eat the 5 s training budget: the same stop step, 5.0 s of training
+    assert result.steps == result2.steps == 10
+    assert result.train_time_ms == result2.train_time_ms == 5000.0
 
 
 def test_iterations_limit_without_early_stop(tmp_path):
