@@ -396,8 +396,9 @@ def _export(st: RunState, ctx: TrainContext) -> None:
         t0 = time.perf_counter()
         info = write_artifact(
             st.artifact_path, config.quantizer.build().quantize(state),
-            quantizer_name=st.qname, quantizer_config=config_to_json(config.quantizer),
-            compressor=config.compressor.build(), compressor_name=st.cname,
+            # The manifest names registry entries (the loader looks them up); log tags may differ.
+            quantizer_name=registry.name_of(config.quantizer), quantizer_config=config_to_json(config.quantizer),
+            compressor=config.compressor.build(), compressor_name=registry.name_of(config.compressor),
             compressor_config=config_to_json(config.compressor),
             extras={
                 "arch": registry.name_of(config.model),

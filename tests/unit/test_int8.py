@@ -11,8 +11,9 @@ import torch
 
 import plugins.quant.int8 as int8_plugin
 from harness.errors import ArtifactError, ConfigError, TrainingDiverged
+from harness.quantcore import linear_quantile
 from harness.registry import Registry
-from plugins.quant.int8 import Int8Config, linear_quantile
+from plugins.quant.int8 import Int8Config
 
 Q = 0.9999984
 
