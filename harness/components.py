@@ -79,6 +79,10 @@ class Quantizer(Protocol):
     def dequantize(self, tensors: dict[str, QTensor]) -> dict[str, torch.Tensor]:
         """Inverse of ``quantize`` up to quantization error; dtypes and shapes restored."""
 
+    def qat_bits(self, name: str, tensor: torch.Tensor) -> int | None:
+        """Bit width ``quantize`` will give parameter ``name`` (symmetric per-row), or None
+        when it keeps the tensor in floating point. QAT plugins fake-quantize exactly these."""
+
 
 class Schedule(Protocol):
     """LR multiplier per step. Built by a ``schedule`` Config: ``cfg.build()``."""

@@ -28,11 +28,28 @@ from harness.registry import Registry
 # Built-in plugin modules, registered by `full_manager`. One component per module.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.arch.gpt",
+    "plugins.arch.bigram_hash",
+    "plugins.arch.smeargate",
+    "plugins.arch.value_embed",
+    "plugins.arch.value_residual",
+    "plugins.arch.gated_attention",
+    "plugins.arch.xsa",
+    "plugins.arch.recycled_core",
+    "plugins.arch.parallel_residual",
     "plugins.optim.muon",
     "plugins.quant.int8",
+    "plugins.quant.intn",
+    "plugins.quant.mixed",
+    "plugins.quant.prune",
+    "plugins.quant.late_qat",
+    "plugins.averaging.swa",
+    "plugins.averaging.ema",
     "plugins.compress.zlib",
     "plugins.compress.zstd",
     "plugins.compress.lzma",
+    "plugins.schedule.wallclock_warmdown",
+    "plugins.schedule.step_warmdown",
+    "plugins.schedule.cosine",
 )
 
 ENV_DISABLE = "PG_DISABLE_PLUGINS"  # comma-separated module or plugin names to block

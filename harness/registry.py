@@ -12,7 +12,7 @@ from dataclasses import dataclass, is_dataclass
 
 from harness.errors import ConfigError
 
-KINDS = ("arch", "optimizer", "averaging", "quantizer", "compressor", "schedule")
+KINDS = ("arch", "arch_component", "optimizer", "averaging", "quantizer", "compressor", "schedule", "observer")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The naive-baseline GPT of Parameter Golf (kind ``arch``, name ``gpt``).
+"""The Parameter Golf GPT (kind ``arch``, name ``gpt``): the naive baseline, and the host the
+record architectures plug into.
 
 Re-implements the model of the upstream baseline ``train_gpt.py`` (openai/parameter-golf),
 itself derived from modded-nanogpt: a U-Net-skipped stack of pre-norm blocks with
@@ -6,7 +7,52 @@ parameter-free RMSNorm, GQA attention with QK-norm, half-split RoPE and per-head
 a relu² MLP, learned residual mixing with the embedding (``resid_mix``), zero-initialised
 output projections, a tied embedding head and a 30·tanh(z/30) logit softcap
 (spec: TECHNIQUES.md §1, column B). The default config has exactly 17,059,912 parameters,
-the ``model_params`` upstream logs. The model returns logits only: the harness owns the loss.
+the ``model_params`` upstream logs, and computes what it always did. The model returns
+logits only: the harness owns the loss.
+
+Small knobs of the T1 (10L Int5-MLP) and P1573 (12L RecycledCore) records are fields of
+``GPTConfig`` (``mlp_mult``, ``mlp_activation``, ``rope_dims``, ``rope_train_seq_len``,
+``ln_scale``, ``orthogonal_init``, ``orthogonal_proj_scale``); the add-on modules are
+``components``: Configs of kind ``arch_component`` from other plugin modules (BigramHash,
+SmearGate, value embeddings, value residual, gated attention, XSA, recycled core, parallel
+residuals; TECHNIQUES.md §2-§3). This module never imports them: a component's
+``build(model_cfg, vocab_size)`` returns an ``nn.Module`` that this GPT registers under the
+module's ``slot`` name, and calls at these extension points (each optional, looked up on the
+component's class, so a child module named ``embed`` is no hook):
+
+1. ``attach(model)``: once at build, before the init pass; adds per-layer parameters into
+   ``model.blocks[i].attn`` (``vr_lambda``, ``attn_gate``) or extra top-level ones
+   (``ve_layer_scales``), or sets block flags (``parallel``).
+2. ``hook_embed(ids, x)``: on E[tok], before the embedding RMSNorm (BigramHash adds here).
+3. ``hook_post_embed(ids, x)``: after that RMSNorm, before x0 is saved (SmearGate).
+4. ``hook_value(v, *, attn, layer, recycled, state)``: on the V projection (B, T, kv_dim),
+   before the head reshape (value embeddings, then value-residual mixing).
+5. ``hook_attn_out(y, *, attn, h, v, layer, recycled, state)``: on the per-head attention
+   output y (B, T, H, Dh) before W_o; v (B, T, Hkv, Dh) holds the values attention read and
+   h (B, T, d) its normed input (XSA, then the gated-attention gate).
+6. ``layer_plan(num_layers)`` and ``hook_recycle(x, k)``: the virtual layer order, encoder
+   0..enc-1, then recycled passes, then decoder enc..L-1; before recycled pass k the stream
+   goes through ``hook_recycle`` (RecycledCore). At most one component may plan layers.
+7. ``describe()``: log lines (``recycle_layers:[3, 4] repeats:1 effective_depth:14``).
+
+At every point components run in ``COMPONENT_ORDER`` (by slot), whatever order the config
+lists them in. ``layer`` is the physical block index; ``recycled`` is True on a recycled pass
+(which reuses that block's weights, resid_mix, LN scale and λ); ``state`` is one dict per
+forward (``ids``, ``host`` = this model, and what components leave there, such as ``v0``).
+All dispatch is static Python over lists fixed at build, so ``torch.compile(fullgraph=True)``
+traces it.
+
+Attention backend (P560 portability, TECHNIQUES.md §8): SDPA's ``enable_gqa=`` is missing
+in torch < 2.5 and fails on some backends, so a tiny probe call runs at build and whenever
+the model moves to another device (``_apply``, i.e. ``.to()``), before compilation; on
+failure K/V heads are expanded with ``repeat_interleave``. ``model.attention_backend`` says
+which path runs.
+
+Deliberate differences from upstream code: RoPE tables are fp32 (upstream rounds
+``inv_freq`` to bf16 in the baseline); P1573's hard-coded ``train_seq_len=1024`` NTK rescale
+is an explicit option (``rope_train_seq_len``), off by default; ``orthogonal_init`` never
+redraws Linears flagged zero-init (upstream: same rule) and the gated-attention gate is
+flagged, so it stays zero even with 64+ heads.
 
 Parameter names follow upstream (``tok_emb.weight``, ``blocks.{i}.attn.c_q.weight``, ...,
 ``skip_weights``) so the shared control-tensor patterns route and keep the same tensors.
@@ -14,7 +60,10 @@ Parameter names follow upstream (``tok_emb.weight``, ``blocks.{i}.attn.c_q.weigh
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,13 +73,21 @@ from harness.errors import ConfigError
 from harness.hookspecs import hookimpl
 from harness.registry import Registry
 
+MLP_ACTIVATIONS = ("relu2", "leaky_relu2")
+
+# Extension-point order by slot: VE before value residual (v0 includes VE), XSA before the
+# gate (TECHNIQUES §2). Unknown slots run after these, in config order.
+COMPONENT_ORDER = (
+    "bigram", "smear", "ve_shared", "value_residual", "xsa", "gated_attention", "recycle", "parallel_residual",
+)
+
 
 @dataclass(frozen=True, kw_only=True)
 class GPTConfig:
-    """Shape and init of the baseline GPT (upstream ``Hyperparameters`` names and defaults)."""
+    """Shape, init and add-ons of the GPT (upstream ``Hyperparameters`` names and defaults)."""
 
     num_layers: int = 9
-    """Transformer blocks; the first ``num_layers // 2`` are the U-Net encoder half."""
+    """Physical transformer blocks; the first ``num_layers // 2`` are the U-Net encoder half."""
     model_dim: int = 512
     """Residual stream width d."""
     num_heads: int = 8
@@ -38,7 +95,11 @@ class GPTConfig:
     num_kv_heads: int = 4
     """Key/value heads (grouped-query attention); must divide num_heads."""
     mlp_mult: float = 2.0
-    """MLP hidden width as a multiple of model_dim (baseline 2, T1 records 3)."""
+    """MLP hidden width as a multiple of model_dim, mlp_mult·d must be an integer
+    (baseline 2, T1 and P1573 3)."""
+    mlp_activation: str = "relu2"
+    """MLP nonlinearity before the square: "relu2" (baseline, T1) relu(u)²; "leaky_relu2"
+    (P1573) leaky_relu(u, 0.5)², i.e. u² for u > 0 and 0.25u² for u < 0."""
     tie_embeddings: bool = True
     """Use the token embedding transposed as the output head (no separate lm_head)."""
     tied_embed_init_std: float = 0.005
@@ -46,9 +107,30 @@ class GPTConfig:
     logit_softcap: float = 30.0
     """Logits are c·tanh(z/c) with this c > 0."""
     rope_base: float = 10000.0
-    """RoPE frequency base, applied over the full head dimension."""
+    """RoPE frequency base."""
+    rope_dims: int = 0
+    """Head dims that rotate: 0 = all (baseline, T1); P1573 16: dims 0..15 rotate as pairs
+    (i, i + rope_dims/2) with rope_dims/2 frequencies, the rest carry no position."""
+    rope_train_seq_len: int = 0
+    """0 = off. Otherwise, for sequences T longer than this, RoPE uses the NTK-scaled base
+    rope_base·(T/rope_train_seq_len)^(r/(r-2)), r = rotated dims. P1573 hard-codes 1024, so
+    at T=2048 with r=16 every call (train and eval) runs with base ≈ 22,082 (TECHNIQUES §11.8)."""
     qk_gain_init: float = 1.5
     """Initial value of the learned per-head query gain applied after QK-norm."""
+    ln_scale: bool = False
+    """P1573: scale the normed inputs of attention and MLP of block l by 1/sqrt(l+1)
+    (recycled passes use their physical block's factor)."""
+    orthogonal_init: bool = False
+    """T1/P1573: after build, every Linear with both dims >= 64 that is not flagged zero-init
+    gets an orthogonal init with gain 1 (the zero flag is checked first, so W_o and the MLP
+    down projection stay 0). Overwrites component projections (bigram.proj, ve_shared.proj)."""
+    orthogonal_proj_scale: bool = False
+    """T1 only, with orthogonal_init: multiply re-drawn Linears named ``.proj`` by
+    1/sqrt(2·num_layers). Meant as muP for output projections, it reaches only bigram.proj,
+    because the block projections are zero-flagged (TECHNIQUES §11.7)."""
+    components: tuple[Any, ...] = ()
+    """Add-on module Configs (kind ``arch_component``), e.g. ``(BigramHashConfig(),
+    SmearGateConfig())``; each at most once. Run in COMPONENT_ORDER, not in listed order."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -78,12 +160,55 @@ def _validate(cfg: GPTConfig) -> None:
         )
     if not cfg.mlp_mult > 0 or not float(cfg.mlp_mult * cfg.model_dim).is_integer():
         raise ConfigError(f"gpt.mlp_mult={cfg.mlp_mult}: expected > 0 with mlp_mult*model_dim an integer")
+    if cfg.mlp_activation not in MLP_ACTIVATIONS:
+        raise ConfigError(f"gpt.mlp_activation: expected one of {MLP_ACTIVATIONS}, got {cfg.mlp_activation!r}")
     if not cfg.logit_softcap > 0:
         raise ConfigError(f"gpt.logit_softcap: expected > 0, got {cfg.logit_softcap}")
     if not cfg.rope_base > 0:
         raise ConfigError(f"gpt.rope_base: expected > 0, got {cfg.rope_base}")
     if not cfg.tied_embed_init_std >= 0:
         raise ConfigError(f"gpt.tied_embed_init_std: expected >= 0, got {cfg.tied_embed_init_std}")
+    _validate_rope(cfg)
+    for name in ("tie_embeddings", "ln_scale", "orthogonal_init", "orthogonal_proj_scale"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"gpt.{name}: expected a bool, got {getattr(cfg, name)!r}")
+    _validate_components(cfg)
+
+
+def _validate_rope(cfg: GPTConfig) -> None:
+    head_dim = cfg.model_dim // cfg.num_heads
+    rd = cfg.rope_dims
+    if not isinstance(rd, int) or isinstance(rd, bool) or rd < 0 or rd % 2 or rd > head_dim:
+        raise ConfigError(f"gpt.rope_dims: expected 0 (all) or an even int <= head dim {head_dim}, got {rd!r}")
+    L = cfg.rope_train_seq_len
+    if not isinstance(L, int) or isinstance(L, bool) or L < 0:
+        raise ConfigError(f"gpt.rope_train_seq_len: expected an int >= 0 (0 = off), got {L!r}")
+    if L and (rd or head_dim) <= 2:
+        raise ConfigError("gpt.rope_train_seq_len: the NTK exponent r/(r-2) needs more than 2 rotated dims")
+
+
+def _validate_components(cfg: GPTConfig) -> None:
+    if not isinstance(cfg.components, tuple):
+        raise ConfigError(f"gpt.components: expected a tuple of component Configs, got {cfg.components!r}")
+    seen: set[type] = set()
+    for comp in cfg.components:
+        if not dataclasses.is_dataclass(comp) or isinstance(comp, type) or not callable(getattr(comp, "build", None)):
+            raise ConfigError(f"gpt.components: {comp!r} is not a component Config (a dataclass with build())")
+        if type(comp) in seen:
+            raise ConfigError(f"gpt.components: {type(comp).__name__} is listed twice")
+        seen.add(type(comp))
+        check = getattr(comp, "check", None)
+        if callable(check):
+            check(cfg)
+
+
+def rope_base_for(cfg: GPTConfig, seq_len: int) -> float:
+    """The RoPE base a length-``seq_len`` forward uses (NTK-scaled past rope_train_seq_len)."""
+    L = cfg.rope_train_seq_len
+    if not L or seq_len <= L:
+        return cfg.rope_base
+    rd = cfg.rope_dims or cfg.model_dim // cfg.num_heads
+    return cfg.rope_base * (seq_len / L) ** (rd / (rd - 2))
 
 
 def _rms_norm(x: Tensor) -> Tensor:
@@ -91,9 +216,16 @@ def _rms_norm(x: Tensor) -> Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
-def _sdpa_has_gqa() -> bool:
-    # `enable_gqa=` arrived in torch 2.5 (stock images with 2.4 lack it, upstream #1810).
-    return torch.__version__ >= "2.5"
+def _sdpa_gqa_works(device: torch.device, num_heads: int, num_kv_heads: int, head_dim: int) -> bool:
+    """P560's probe: does ``enable_gqa=True`` SDPA run on ``device`` with these head counts?"""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    q = torch.zeros(1, num_heads, 4, head_dim, device=device, dtype=dtype)
+    kv = torch.zeros(1, num_kv_heads, 4, head_dim, device=device, dtype=dtype)
+    try:
+        F.scaled_dot_product_attention(q, kv, kv, is_causal=True, enable_gqa=True)
+    except Exception:  # noqa: BLE001 - TypeError on torch < 2.5, RuntimeError when no kernel fits
+        return False
+    return True
 
 
 class CastedLinear(nn.Linear):
@@ -101,6 +233,7 @@ class CastedLinear(nn.Linear):
 
     def __init__(self, in_features: int, out_features: int, zero_init: bool = False) -> None:
         super().__init__(in_features, out_features, bias=False)
+        self._zero_init = zero_init  # orthogonal_init leaves flagged weights at zero
         if zero_init:
             nn.init.zeros_(self.weight)
 
@@ -108,49 +241,62 @@ class CastedLinear(nn.Linear):
         return F.linear(x, self.weight.to(x.dtype))
 
 
-def rotary_tables(seq_len: int, head_dim: int, base: float, device: torch.device) -> tuple[Tensor, Tensor]:
-    """cos/sin tables (1, 1, T, head_dim/2) in fp32 for half-split RoPE."""
+def rotary_tables(seq_len: int, rot_dims: int, base: float, device: torch.device) -> tuple[Tensor, Tensor]:
+    """cos/sin tables (1, 1, T, rot_dims/2) in fp32 for half-split RoPE over ``rot_dims`` dims."""
     # fp32 throughout: upstream's .bfloat16() also cast its inv_freq buffer, so its
     # positions above 256 were rounded; TECHNIQUES §1 specifies fp32 tables.
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
+    inv_freq = 1.0 / (base ** (torch.arange(0, rot_dims, 2, dtype=torch.float32, device=device) / rot_dims))
     freqs = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
     return freqs.cos()[None, None], freqs.sin()[None, None]
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate pairs (i, i + D/2) of the last dim of x (B, H, T, D) by the position angles."""
+    """Rotate pairs (i, i + r/2) of the first r = 2·cos.size(-1) dims of x (B, H, T, D);
+    dims r..D-1 pass through (partial RoPE)."""
+    rot = 2 * cos.size(-1)
+    if rot < x.size(-1):
+        return torch.cat((apply_rotary(x[..., :rot], cos, sin), x[..., rot:]), dim=-1)
     half = x.size(-1) // 2
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
 
 
 class CausalSelfAttention(nn.Module):
-    """GQA attention with QK-norm, RoPE and a learned per-head query gain."""
+    """GQA attention with QK-norm, RoPE, a learned per-head query gain and component hooks."""
 
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, qk_gain_init: float) -> None:
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, qk_gain_init: float, layer_idx: int = 0) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
         self.head_dim = dim // num_heads
+        self.layer_idx = layer_idx
         kv_dim = num_kv_heads * self.head_dim
         self.c_q = CastedLinear(dim, dim)
         self.c_k = CastedLinear(dim, kv_dim)
         self.c_v = CastedLinear(dim, kv_dim)
         self.proj = CastedLinear(dim, dim, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init, dtype=torch.float32))
-        self.native_gqa = _sdpa_has_gqa()
+        self.native_gqa = True  # set by GPT.probe_attention
+        # Plain tuples (not registered): the components are registered once, on the GPT.
+        self.value_hooks: tuple[nn.Module, ...] = ()
+        self.out_hooks: tuple[nn.Module, ...] = ()
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        bsz, seqlen, dim = x.shape
-        q = self.c_q(x).view(bsz, seqlen, self.num_heads, self.head_dim).transpose(1, 2)  # (B,H,T,Dh)
-        k = self.c_k(x).view(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B,Hkv,T,Dh)
-        v = self.c_v(x).view(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(1, 2)
+    def forward(self, h: Tensor, cos: Tensor, sin: Tensor, state: dict | None = None, recycled: bool = False) -> Tensor:
+        bsz, seqlen, dim = h.shape
+        q = self.c_q(h).view(bsz, seqlen, self.num_heads, self.head_dim).transpose(1, 2)  # (B,H,T,Dh)
+        k = self.c_k(h).view(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B,Hkv,T,Dh)
+        v = self.c_v(h)  # (B,T,kv_dim)
+        for comp in self.value_hooks:
+            v = comp.hook_value(v, attn=self, layer=self.layer_idx, recycled=recycled, state=state)
+        v = v.reshape(bsz, seqlen, self.num_kv_heads, self.head_dim)  # (B,T,Hkv,Dh)
         q, k = _rms_norm(q), _rms_norm(k)
         q = apply_rotary(q, cos.to(q.dtype), sin.to(q.dtype))
         k = apply_rotary(k, cos.to(k.dtype), sin.to(k.dtype))
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
-        y = self._attend(q, k, v)
-        return self.proj(y.transpose(1, 2).reshape(bsz, seqlen, dim))
+        y = self._attend(q, k, v.transpose(1, 2)).transpose(1, 2)  # (B,T,H,Dh)
+        for comp in self.out_hooks:
+            y = comp.hook_attn_out(y, attn=self, h=h, v=v, layer=self.layer_idx, recycled=recycled, state=state)
+        return self.proj(y.reshape(bsz, seqlen, dim))
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if self.num_kv_heads == self.num_heads:
@@ -164,39 +310,62 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """relu(W1 h)² then a zero-initialised down projection (modded-nanogpt's relu²)."""
+    """act(W1 h)² then a zero-initialised down projection (modded-nanogpt's relu²; P1573's
+    LeakyReLU(0.5)²)."""
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, activation: str = "relu2") -> None:
         super().__init__()
         self.fc = CastedLinear(dim, hidden)
         self.proj = CastedLinear(hidden, dim, zero_init=True)
+        self.leaky = activation == "leaky_relu2"
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(torch.relu(self.fc(x)).square())
+        u = self.fc(x)
+        act = F.leaky_relu(u, negative_slope=0.5) if self.leaky else torch.relu(u)
+        return self.proj(act.square())
 
 
 class Block(nn.Module):
-    """Pre-norm block: mix the stream with x0, then scaled attention and MLP residuals."""
+    """Pre-norm block: mix the stream with x0, then scaled attention and MLP residuals
+    (sequential, or GPT-J parallel when a component sets ``parallel``)."""
 
-    def __init__(self, cfg: GPTConfig) -> None:
+    def __init__(self, cfg: GPTConfig, layer_idx: int = 0) -> None:
         super().__init__()
         dim = cfg.model_dim
-        self.attn = CausalSelfAttention(dim, cfg.num_heads, cfg.num_kv_heads, cfg.qk_gain_init)
-        self.mlp = MLP(dim, int(cfg.mlp_mult * dim))
+        self.attn = CausalSelfAttention(dim, cfg.num_heads, cfg.num_kv_heads, cfg.qk_gain_init, layer_idx)
+        self.mlp = MLP(dim, int(cfg.mlp_mult * dim), cfg.mlp_activation)
         self.attn_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
         self.mlp_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
         # Row 0 weighs the running stream, row 1 the embedding x0: starts as the plain stream.
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))).float())
+        self.ln_scale = 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale else 1.0
+        self.parallel = False
 
-    def forward(self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def _normed(self, x: Tensor) -> Tensor:
+        h = _rms_norm(x)
+        # Skipping the multiply by 1.0 keeps the baseline's numbers bit-identical.
+        return h if self.ln_scale == 1.0 else h * self.ln_scale
+
+    def forward(
+        self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, state: dict | None = None, recycled: bool = False
+    ) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(_rms_norm(x), cos, sin)
-        return x + self.mlp_scale.to(x.dtype) * self.mlp(_rms_norm(x))
+        h = self._normed(x)
+        attn = self.attn_scale.to(x.dtype) * self.attn(h, cos, sin, state, recycled)
+        if self.parallel:
+            return x + attn + self.mlp_scale.to(x.dtype) * self.mlp(h)
+        x = x + attn
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(self._normed(x))
+
+
+def _has_hook(comp: nn.Module, name: str) -> bool:
+    # Looked up on the class: BigramHash's child module `embed` must not count as a hook.
+    return callable(getattr(type(comp), name, None))
 
 
 class GPT(nn.Module):
-    """The baseline GPT; implements ``harness.components.LanguageModel``."""
+    """The GPT host; implements ``harness.components.LanguageModel``."""
 
     def __init__(self, cfg: GPTConfig, vocab_size: int) -> None:
         super().__init__()
@@ -207,28 +376,133 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(vocab_size, cfg.model_dim)
         if cfg.tie_embeddings:
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
         num_skips = min(self.num_encoder_layers, self.num_decoder_layers)
         self.skip_weights = nn.Parameter(torch.ones(num_skips, cfg.model_dim, dtype=torch.float32))
         # Upstream zero-inits an untied head too.
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(cfg.model_dim, vocab_size, zero_init=True)
+        self._attach_components(cfg, vocab_size)
+        if cfg.orthogonal_init:
+            self._orthogonal_init()
+        self.attention_backend = ""
+        self._probed_device: torch.device | None = None
+        self.probe_attention()
+
+    # ------------------------------------------------------------------ build
+
+    def _attach_components(self, cfg: GPTConfig, vocab_size: int) -> None:
+        built = [c.build(cfg, vocab_size) for c in cfg.components]
+        rank = {slot: i for i, slot in enumerate(COMPONENT_ORDER)}
+        built.sort(key=lambda c: rank.get(getattr(c, "slot", ""), len(rank)))  # stable for unknown slots
+        for comp in built:
+            slot = getattr(comp, "slot", None)
+            if not isinstance(comp, nn.Module) or not isinstance(slot, str) or not slot.isidentifier():
+                raise ConfigError(f"gpt.components: {type(comp).__name__} must be an nn.Module with a str `slot`")
+            if hasattr(self, slot):
+                raise ConfigError(f"gpt.components: slot {slot!r} of {type(comp).__name__} is already taken")
+            self.add_module(slot, comp)
+            if _has_hook(comp, "attach"):
+                comp.attach(self)
+        self._components = tuple(built)
+        self._hooks_embed = tuple(c for c in built if _has_hook(c, "hook_embed"))
+        self._hooks_post_embed = tuple(c for c in built if _has_hook(c, "hook_post_embed"))
+        for block in self.blocks:
+            block.attn.value_hooks = tuple(c for c in built if _has_hook(c, "hook_value"))
+            block.attn.out_hooks = tuple(c for c in built if _has_hook(c, "hook_attn_out"))
+        planners = [c for c in built if _has_hook(c, "layer_plan")]
+        if len(planners) > 1:
+            raise ConfigError(f"gpt.components: only one may plan layers, got {[type(c).__name__ for c in planners]}")
+        self._planners = tuple(planners)  # a tuple, so the module is not registered twice
+        self.recycled_layers = self._recycled_from_plan(planners[0].layer_plan(cfg.num_layers)) if planners else ()
+        self.effective_depth = cfg.num_layers + len(self.recycled_layers)
+
+    def _recycled_from_plan(self, plan: tuple[int, ...]) -> tuple[int, ...]:
+        """The recycled passes of a virtual layer order; the encoder prefix and decoder suffix are fixed."""
+        L, enc = self.cfg.num_layers, self.num_encoder_layers
+        plan = tuple(plan)
+        middle = plan[enc : len(plan) - (L - enc)]
+        if plan[:enc] != tuple(range(enc)) or plan[enc + len(middle) :] != tuple(range(enc, L)):
+            raise ConfigError(f"gpt: layer plan {list(plan)} must be 0..{enc - 1}, recycled layers, {enc}..{L - 1}")
+        if any(not 0 <= i < L for i in middle):
+            raise ConfigError(f"gpt: layer plan {list(plan)} recycles a layer outside 0..{L - 1}")
+        return middle
+
+    @torch.no_grad()
+    def _orthogonal_init(self) -> None:
+        """T1/P1573 init pass: orthogonal (gain 1) for non-zero-flagged Linears with both dims >= 64."""
+        proj_scale = 1.0 / math.sqrt(2 * self.cfg.num_layers) if self.cfg.orthogonal_proj_scale else None
+        for name, module in self.named_modules():
+            if not isinstance(module, nn.Linear):
+                continue
+            if getattr(module, "_zero_init", False):  # checked first, as upstream
+                nn.init.zeros_(module.weight)
+            elif module.weight.ndim == 2 and min(module.weight.shape) >= 64:
+                nn.init.orthogonal_(module.weight, gain=1.0)
+                if proj_scale is not None and (name.endswith(".proj") or ".proj." in name):
+                    module.weight.mul_(proj_scale)
+
+    # ------------------------------------------------------------------ attention backend
+
+    def probe_attention(self, device: torch.device | str | None = None) -> str:
+        """Pick native-GQA SDPA or the repeat_interleave fallback by a tiny trial call on ``device``
+        (default: where the parameters are); sets and returns ``attention_backend``."""
+        device = torch.device(device) if device is not None else self.tok_emb.weight.device
+        cfg = self.cfg
+        if cfg.num_heads == cfg.num_kv_heads:
+            native, backend = True, "sdpa_mha"
+        else:
+            native = _sdpa_gqa_works(device, cfg.num_heads, cfg.num_kv_heads, cfg.model_dim // cfg.num_heads)
+            backend = "sdpa_native_gqa" if native else "sdpa_repeat_kv"
+        self.set_native_gqa(native)
+        self.attention_backend, self._probed_device = backend, device
+        return backend
+
+    def set_native_gqa(self, native: bool) -> None:
+        """Force the attention path: SDPA ``enable_gqa=True`` or explicit K/V head expansion."""
+        for block in self.blocks:
+            block.attn.native_gqa = native
+        if self.cfg.num_heads != self.cfg.num_kv_heads:
+            self.attention_backend = "sdpa_native_gqa" if native else "sdpa_repeat_kv"
+
+    def _apply(self, fn: Any, recurse: bool = True) -> GPT:
+        # .to()/.cuda() end here: re-probe on the new device, before anyone compiles the model.
+        out = super()._apply(fn, recurse)
+        device = self.tok_emb.weight.device
+        if getattr(self, "_probed_device", None) is not None and device != self._probed_device:
+            self.probe_attention(device)
+        return out
+
+    # ------------------------------------------------------------------ forward
+
+    def rotary(self, seq_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """cos/sin tables for a length-``seq_len`` forward (partial and NTK-scaled as configured)."""
+        rot = self.cfg.rope_dims or self.cfg.model_dim // self.cfg.num_heads
+        return rotary_tables(seq_len, rot, rope_base_for(self.cfg, seq_len), device)
 
     def hidden(self, input_ids: Tensor) -> Tensor:
         """(B, T) token ids -> (B, T, d) hidden states after the final RMSNorm."""
-        x = _rms_norm(self.tok_emb(input_ids))
+        x = self.tok_emb(input_ids)
+        for comp in self._hooks_embed:
+            x = comp.hook_embed(input_ids, x)
+        x = _rms_norm(x)
+        for comp in self._hooks_post_embed:
+            x = comp.hook_post_embed(input_ids, x)
         x0 = x
-        cos, sin = rotary_tables(
-            input_ids.size(1), self.cfg.model_dim // self.cfg.num_heads, self.cfg.rope_base, input_ids.device
-        )
+        cos, sin = self.rotary(input_ids.size(1), input_ids.device)
+        state = {"ids": input_ids, "host": self} if self._components else None
         skips: list[Tensor] = []
         for block in self.blocks[: self.num_encoder_layers]:
-            x = block(x, x0, cos, sin)
+            x = block(x, x0, cos, sin, state)
             skips.append(x)
+        # Recycled passes reuse a block's weights and neither push nor pop U-Net skips.
+        for k, layer in enumerate(self.recycled_layers):
+            x = self._planners[0].hook_recycle(x, k)
+            x = self.blocks[layer](x, x0, cos, sin, state, recycled=True)
         # Decoder i pops the most recent encoder output: the last encoder feeds the first decoder.
         for i, block in enumerate(self.blocks[self.num_encoder_layers :]):
             if skips:
                 x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
-            x = block(x, x0, cos, sin)
+            x = block(x, x0, cos, sin, state)
         return _rms_norm(x)
 
     def logits(self, hidden: Tensor) -> Tensor:
@@ -242,18 +516,32 @@ class GPT(nn.Module):
         """(B, T) token ids -> (B, T, V) softcapped logits; equals ``logits(hidden(ids))``."""
         return self.logits(self.hidden(input_ids))
 
+    # ------------------------------------------------------------------ reporting
+
     def num_params(self) -> int:
         """Number of parameters (the tied embedding counted once), as upstream logs it."""
         return sum(p.numel() for p in self.parameters())
 
+    def describe(self) -> list[str]:
+        """Log lines: the attention backend, then one or more per component (upstream formats
+        where upstream has one, e.g. ``XSA:last_4 active_layers:[8, 9, 10, 11]``)."""
+        lines = [f"attention_backend:{self.attention_backend} native_gqa:{self.blocks[0].attn.native_gqa}"]
+        for comp in self._components:
+            if _has_hook(comp, "describe"):
+                lines.extend(comp.describe())
+        return lines
+
     def to_baseline_dtypes(self) -> GPT:
-        """Apply upstream's dtype policy: the embedding table in bf16, everything else fp32.
+        """Apply upstream's dtype policy: embedding tables in bf16, everything else fp32.
 
         Upstream casts the model to bf16 and then restores every Linear weight and every
-        < 2-D or control-named parameter to fp32, which leaves only ``tok_emb`` in bf16.
+        < 2-D or control-named parameter to fp32, which leaves only the embedding tables
+        (``tok_emb``, and ``bigram.embed`` / ``ve_shared.embed`` when present) in bf16.
         Meant for CUDA runs under bf16 autocast; ``build`` itself keeps all fp32.
         """
-        self.tok_emb.to(torch.bfloat16)
+        for module in self.modules():
+            if isinstance(module, nn.Embedding):
+                module.to(torch.bfloat16)
         return self
 
 

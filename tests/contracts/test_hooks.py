@@ -76,3 +76,12 @@ def test_disable_env_blocks_a_plugin(monkeypatch):
 def test_unknown_plugin_module_is_a_clear_error():
     with pytest.raises(ConfigError, match="plugins.nope.missing"):
         PluginManager().register_module("plugins.nope.missing")
+
+
+def test_every_plugin_module_is_a_default_plugin():
+    on_disk = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        for p in (ROOT / "plugins").rglob("*.py")
+        if p.name != "__init__.py"
+    }
+    assert on_disk == set(DEFAULT_PLUGINS)

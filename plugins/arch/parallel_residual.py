@@ -1,0 +1,66 @@
+"""Parallel residuals (kind ``arch_component``, name ``parallel_residual``): GPT-J style
+blocks, x ← x + α_a⊙Attn(n(x)) + α_m⊙MLP(n(x)), on the last K layers.
+
+Described in the README of the P1573 (12L RecycledCore) record of openai/parameter-golf
+("parallel residuals on the last 5 layers") but implemented in none of the reference
+scripts (TECHNIQUES.md §2); the form is GPT-J's (Wang & Komatsuzaki 2021): attention and
+MLP both read the same normed input x_in = resid_mix(x, x0), and both residuals are added
+to x_in. Off unless listed in ``GPTConfig.components``. Sets ``block.parallel`` on the last
+``last_n`` physical blocks (recycled passes of those blocks are parallel too). No parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from harness.errors import ConfigError
+from harness.hookspecs import hookimpl
+from harness.registry import Registry
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParallelResidualConfig:
+    """How many final layers run attention and MLP in parallel (README claim: 5)."""
+
+    last_n: int = 5
+    """Parallel blocks are num_layers-last_n .. num_layers-1."""
+
+    def check(self, model_cfg: Any) -> None:
+        """Refuse more layers than the model has."""
+        n, L = self.last_n, model_cfg.num_layers
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= L:
+            raise ConfigError(f"parallel_residual.last_n: expected an int in 1..num_layers={L}, got {n!r}")
+
+    def build(self, model_cfg: Any, vocab_size: int) -> ParallelResidual:
+        """The switch for the last ``last_n`` of ``model_cfg.num_layers`` blocks."""
+        self.check(model_cfg)
+        L = model_cfg.num_layers
+        return ParallelResidual(tuple(range(L - self.last_n, L)))
+
+
+class ParallelResidual(nn.Module):
+    """Marks blocks parallel at build; the GPT block does the rest."""
+
+    slot = "parallel_residual"
+
+    def __init__(self, layers: tuple[int, ...]) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def attach(self, model: nn.Module) -> None:
+        """Set ``parallel`` on the chosen blocks."""
+        for i in self.layers:
+            model.blocks[i].parallel = True
+
+    def describe(self) -> list[str]:
+        """Log line."""
+        return [f"parallel_residual:last_{len(self.layers)} layers:{list(self.layers)}"]
+
+
+@hookimpl
+def pg_register_components(registry: Registry) -> None:
+    """Register ``ParallelResidualConfig`` as the ``arch_component`` ``parallel_residual``."""
+    registry.register("arch_component", "parallel_residual", ParallelResidualConfig)
