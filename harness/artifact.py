@@ -394,32 +394,62 @@ def load_state_dict(path: str | os.PathLike[str], registry: Registry) -> tuple[d
 def _build(path: Path, registry: Registry, kind: str, name: str, config: dict) -> Any:
     """``registry.get(kind, name).config_cls(**config).build()``, JSON lists back to tuples."""
     try:
-        return config_from_json(registry.get(kind, name).config_cls, config).build()
+        return config_from_json(registry.get(kind, name).config_cls, config, registry).build()
     except PgolfError as exc:
         raise ArtifactError(f"{path}: manifest {kind} {name!r}: {exc}") from None
 
 
-def _json_to_config_kwargs(cls: type, config: dict) -> dict:
+def _tuple_fields(cls: type) -> set[str]:
     # JSON has no tuples: a list goes back to a tuple where the field's default is a tuple
     # (or its annotation says tuple), so frozen Configs compare and hash as when written.
-    tuple_fields = {
+    return {
         f.name
         for f in dataclasses.fields(cls)
         if isinstance(f.default, tuple) or str(f.type).startswith(("tuple", "Tuple"))
     }
-    return {k: tuple(v) if k in tuple_fields and isinstance(v, list) else v for k, v in config.items()}
 
 
-def config_from_json(cls: type, config: dict) -> Any:
-    """Instantiate Config ``cls`` from ``config_to_json`` output; a mismatch is an ArtifactError."""
+def _from_json(value: Any, registry: Registry | None) -> Any:
+    """Nested Configs come back only as classes the registry knows: a manifest can never
+    name arbitrary code to import."""
+    if isinstance(value, dict) and CLASS_KEY in value:
+        path = value[CLASS_KEY]
+        comp = registry.by_class_path(path) if registry is not None else None
+        if comp is None:
+            raise ArtifactError(f"manifest names component class {path!r}, which is not a registered plugin")
+        return config_from_json(comp.config_cls, {k: v for k, v in value.items() if k != CLASS_KEY}, registry)
+    if isinstance(value, list):
+        return [_from_json(v, registry) for v in value]
+    return value
+
+
+def config_from_json(cls: type, config: dict, registry: Registry | None = None) -> Any:
+    """Instantiate Config ``cls`` from ``config_to_json`` output; a mismatch is an ArtifactError.
+
+    Nested component Configs (``{"_class": ...}``) are resolved through ``registry``.
+    """
+    tuples = _tuple_fields(cls)
+    kwargs = {}
+    for key, raw in config.items():
+        value = _from_json(raw, registry)
+        kwargs[key] = tuple(value) if key in tuples and isinstance(value, list) else value
     try:
-        return cls(**_json_to_config_kwargs(cls, config))
+        return cls(**kwargs)
     except TypeError as exc:
         raise ArtifactError(f"manifest config does not fit {cls.__name__}: {exc}") from None
 
 
+CLASS_KEY = "_class"
+
+
+def class_path(cls: type) -> str:
+    """``module.QualName`` of a Config class, the tag nested Configs carry in JSON."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def config_to_json(cfg: object) -> dict:
-    """A Config dataclass as a JSON-ready dict (tuples become lists, nested dataclasses dicts)."""
+    """A Config dataclass as a JSON-ready dict (tuples become lists; nested Configs become
+    dicts tagged with their class path, resolved on load through the registry)."""
     if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
         raise ArtifactError(f"config_to_json needs a dataclass instance, got {type(cfg).__name__}")
     return {f.name: _to_json(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
@@ -427,7 +457,7 @@ def config_to_json(cfg: object) -> dict:
 
 def _to_json(value: object) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return config_to_json(value)
+        return {CLASS_KEY: class_path(type(value)), **config_to_json(value)}
     if isinstance(value, (tuple, list)):
         return [_to_json(v) for v in value]
     if isinstance(value, dict):

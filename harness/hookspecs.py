@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from harness.train import TrainContext
-
     from harness.config import RunConfig
     from harness.registry import Registry
+    from harness.train import TrainContext
 
 PROJECT = "pgolf"
 hookspec = pluggy.HookspecMarker(PROJECT)

@@ -64,6 +64,13 @@ class Registry:
                 return comp.name
         raise ConfigError(f"{type(config).__qualname__} is not a registered component Config")
 
+    def by_class_path(self, path: str) -> Component | None:
+        """The component whose Config class is ``module.QualName`` ``path`` (None if unknown)."""
+        for comp in self._items.values():
+            if f"{comp.config_cls.__module__}.{comp.config_cls.__qualname__}" == path:
+                return comp
+        return None
+
     def __iter__(self):
         return iter(sorted(self._items.values(), key=lambda c: (c.kind, c.name)))
 

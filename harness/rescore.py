@@ -29,7 +29,7 @@ def model_from_artifact(path: Path, manager: PluginManager | None = None) -> tup
     if "arch" not in extras or "vocab_size" not in extras:
         raise ArtifactError(f"{path}: manifest extras lack 'arch'/'vocab_size'; cannot rebuild the model")
     comp = manager.registry.get("arch", extras["arch"])
-    cfg = config_from_json(comp.config_cls, extras.get("arch_config", {}))
+    cfg = config_from_json(comp.config_cls, extras.get("arch_config", {}), manager.registry)
     model = cfg.build(int(extras["vocab_size"]))
     model.load_state_dict(state, strict=True)
     return model, manifest

@@ -314,6 +314,16 @@ def _wrap_for_training(model: torch.nn.Module, config: RunConfig, dist: DistInfo
     return wrapped
 
 
+def _describe_model(model: torch.nn.Module, log: RunLogger) -> None:
+    """The architecture's own header lines (components, effective depth, attention backend)."""
+    describe = getattr(model, "describe", None)
+    for line in describe() if callable(describe) else []:
+        log.log(line)
+    backend = getattr(model, "attention_backend", None)
+    if backend is not None:
+        log.log(f"sdp_backend:{backend} native_gqa:{backend == 'sdpa_native_gqa'}")
+
+
 def _train(st: RunState, scorer: _Scorer) -> tuple[TrainContext, TrainResult]:
     """Build the model, optimizers and observers; prime, train, and let plugins finish."""
     config, dist = st.config, st.dist
@@ -321,6 +331,7 @@ def _train(st: RunState, scorer: _Scorer) -> tuple[TrainContext, TrainResult]:
     model = config.model.build(config.data.vocab_size).to(dist.device)
     st.n_params = sum(p.numel() for p in model.parameters())
     st.log.log(f"model_params:{st.n_params}", event="model", model_params=st.n_params)
+    _describe_model(model, st.log)
     optimizer = config.optimizer.build(model)
     for line in optimizer.describe():
         st.log.log(line)

@@ -54,9 +54,16 @@ class ValueResidual(nn.Module):
         self.lambda_init = lambda_init
 
     def attach(self, model: nn.Module) -> None:
-        """Give every block's attention its ``vr_lambda``."""
-        for block in model.blocks:
-            block.attn.vr_lambda = nn.Parameter(torch.tensor(self.lambda_init, dtype=torch.float32))
+        """Give every block's attention its ``vr_lambda``.
+
+        Layer 0 defines v0 and never mixes, so its λ never gets a gradient (as upstream,
+        where it stays at its init). It is frozen here: it still counts in model_params
+        (29,406,940 for P1573) and ships in the state dict, but DDP does not wait for a
+        gradient that never comes, and no optimizer decays it.
+        """
+        for i, block in enumerate(model.blocks):
+            lam = nn.Parameter(torch.tensor(self.lambda_init, dtype=torch.float32), requires_grad=i != 0)
+            block.attn.vr_lambda = lam
 
     def hook_value(self, v: Tensor, *, attn: nn.Module, layer: int, recycled: bool, state: dict) -> Tensor:
         """GPT extension point: the first call (layer 0) stores v0; later ones mix it in."""
