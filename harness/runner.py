@@ -235,12 +235,38 @@ def run(
     ``submission_dir`` defaults to the folder of the running ``__main__`` file; the run
     writes into ``<submission_dir>/runs/<run_id>/`` (``run_id`` defaults to ``RUN_ID`` or a
     timestamp). ``sets`` are ``--set`` overrides (``{"train.iterations": "50"}``).
+
+    Called from a script's ``__main__`` without ``submission_dir`` (a submission file or its
+    bundle run directly), the script's own command line may carry the same ``--set KEY=VALUE``
+    and ``--run-id ID`` flags as ``harness/run.py``.
     """
+    if submission_dir is None:
+        try:
+            argv_sets, argv_run_id = _script_flags(sys.argv[1:])
+            return _run_and_shutdown(config, None, {**argv_sets, **(sets or {})}, run_id or argv_run_id)
+        except PgolfError as exc:  # a script prints one clear line, as harness/run.py does
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+    return _run_and_shutdown(config, submission_dir, sets, run_id)
+
+
+def _run_and_shutdown(config: RunConfig, submission_dir: Path | None, sets: Mapping[str, str] | None, run_id: str | None) -> dict[str, Any] | None:
     dist = init_distributed()
     try:
         return _run(config, dist, Path(submission_dir or _submission_dir_of_main()), dict(sets or {}), run_id)
     finally:
         shutdown(dist)
+
+
+def _script_flags(argv: list[str]) -> tuple[dict[str, str], str | None]:
+    """``--set KEY=VALUE`` (repeatable) and ``--run-id ID`` from a submission script's argv."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=Path(sys.argv[0]).name, description="Run this submission.")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--run-id", default=None)
+    args = parser.parse_args(argv)
+    return cfgmod.parse_set_args(args.sets), args.run_id
 
 
 def _run(config: RunConfig, dist: DistInfo, submission_dir: Path, sets: dict[str, str], run_id: str | None) -> dict[str, Any] | None:
@@ -319,9 +345,6 @@ def _describe_model(model: torch.nn.Module, log: RunLogger) -> None:
     describe = getattr(model, "describe", None)
     for line in describe() if callable(describe) else []:
         log.log(line)
-    backend = getattr(model, "attention_backend", None)
-    if backend is not None:
-        log.log(f"sdp_backend:{backend} native_gqa:{backend == 'sdpa_native_gqa'}")
 
 
 def _train(st: RunState, scorer: _Scorer) -> tuple[TrainContext, TrainResult]:
