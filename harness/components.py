@@ -125,3 +125,19 @@ BASELINE_CONTROL_PATTERNS: tuple[str, ...] = (
 def is_control_tensor(name: str, patterns: tuple[str, ...] = BASELINE_CONTROL_PATTERNS) -> bool:
     """True if any pattern occurs in the dotted parameter ``name`` (upstream substring rule)."""
     return any(p in name for p in patterns)
+
+
+def live_float_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The model's floating-point parameters and persistent buffers, as live objects
+    (``state_dict(keep_vars=True)``), deduplicated by identity so a tied tensor counts once.
+
+    Shared by the averaging plugins (SWA, EMA): tracking objects rather than names keeps them
+    working while late QAT's parametrizations rename the weights.
+    """
+    seen: set[int] = set()
+    out: list[torch.Tensor] = []
+    for tensor in model.state_dict(keep_vars=True).values():
+        if tensor.is_floating_point() and id(tensor) not in seen:
+            seen.add(id(tensor))
+            out.append(tensor)
+    return out

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from harness.components import live_float_tensors
 from harness.errors import ConfigError
 from harness.hookspecs import hookimpl
 from harness.registry import Registry
@@ -58,18 +59,6 @@ class EMAConfig:
     def build(self) -> EMA:
         """The observer plugin object (register it with the run's plugin manager)."""
         return EMA(self)
-
-
-def live_float_tensors(model: nn.Module) -> list[Tensor]:
-    """The model's floating-point parameters and persistent buffers, as live objects
-    (``state_dict(keep_vars=True)``), deduplicated by identity so a tied tensor counts once."""
-    seen: set[int] = set()
-    out: list[Tensor] = []
-    for tensor in model.state_dict(keep_vars=True).values():
-        if tensor.is_floating_point() and id(tensor) not in seen:
-            seen.add(id(tensor))
-            out.append(tensor)
-    return out
 
 
 class EMA:

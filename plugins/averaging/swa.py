@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from harness.components import live_float_tensors
 from harness.errors import ConfigError
 from harness.hookspecs import hookimpl
 from harness.registry import Registry
@@ -71,21 +72,6 @@ def _validate(cfg: SWAConfig) -> None:
             raise ConfigError(f"swa.{name}: expected an integer >= 1, got {value!r}")
     if not isinstance(cfg.enabled, bool):
         raise ConfigError(f"swa.enabled: expected true or false, got {cfg.enabled!r}")
-
-
-def live_float_tensors(model: nn.Module) -> list[Tensor]:
-    """The model's floating-point parameters and persistent buffers, as live objects.
-
-    Taken from ``state_dict(keep_vars=True)`` (what upstream averages), deduplicated by
-    identity so a tied tensor is averaged once.
-    """
-    seen: set[int] = set()
-    out: list[Tensor] = []
-    for tensor in model.state_dict(keep_vars=True).values():
-        if tensor.is_floating_point() and id(tensor) not in seen:
-            seen.add(id(tensor))
-            out.append(tensor)
-    return out
 
 
 class SWA:

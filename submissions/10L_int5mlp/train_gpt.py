@@ -19,7 +19,7 @@ PR #560 variant (one GPU, non-record track), through the upstream variables it u
 
 from __future__ import annotations
 
-from harness.config import EvalConfig, RunConfig, TrainConfig
+from harness.config import EvalConfig, RunConfig, TrainConfig, cpu_smoke_profile
 from harness.runner import run
 from plugins.arch.bigram_hash import BigramHashConfig
 from plugins.arch.gpt import GPTConfig
@@ -56,12 +56,7 @@ def build_config() -> RunConfig:
             grad_clip_norm=0.3, train_log_every=100, val_loss_every=500,
         ),
         eval=EvalConfig(eval_seq_len=2048, eval_stride=64, eval_batch_seqs=32),
-        cpu_profile={
-            "train.train_batch_tokens": 4096, "train.train_seq_len": 1024, "train.grad_accum_steps": 1,
-            "train.max_wallclock_seconds": 150.0, "train.warmup_steps": 0, "train.warmdown_iters": 10,
-            "train.train_log_every": 5, "train.val_loss_every": 0, "eval.eval_seq_len": 1024,
-            "eval.val_batch_size": 8192, "eval.val_max_tokens": 8192, "eval.eval_batch_seqs": 16,
-        },
+        cpu_profile=cpu_smoke_profile(batch_tokens=4096, val_tokens=8192, eval_batch_seqs=16),
     )
 
 
