@@ -81,3 +81,29 @@ def test_quantizer_roundtrip_within_tolerance(name):
         assert back[key].shape == original.shape and back[key].dtype == original.dtype, key
         err = (back[key].float() - original.float()).abs().max().item()
         assert err <= 0.05 * max(original.float().abs().max().item(), 1e-3) + 1e-3, (key, err)
+
+
+@pytest.mark.parametrize("cname", REGISTRY.names("compressor"))
+@pytest.mark.parametrize("qname", REGISTRY.names("quantizer"))
+def test_quantizer_compressor_pair_roundtrips_through_the_artifact(qname, cname, tmp_path):
+    """Through the file: exactly what the quantizer alone gives back (the container and codec
+    are lossless), and within quantization error of the original."""
+    from harness.artifact import config_to_json, load_state_dict, write_artifact
+
+    state = {k: v.detach().clone() for k, v in tiny_model().state_dict().items()}
+    state["big.weight"] = torch.randn(300, 256) * 0.05
+    qcfg = REGISTRY.get("quantizer", qname).config_cls()
+    ccfg = REGISTRY.get("compressor", cname).config_cls()
+    quant = qcfg.build()
+    direct = quant.dequantize(quant.quantize(state))
+    path = tmp_path / "a.pgolf"
+    write_artifact(
+        path, quant.quantize(state), quantizer_name=qname, quantizer_config=config_to_json(qcfg),
+        compressor=ccfg.build(), compressor_name=cname, compressor_config=config_to_json(ccfg),
+    )
+    loaded, manifest = load_state_dict(path, REGISTRY)
+    assert manifest["quantizer"]["name"] == qname and manifest["compressor"]["name"] == cname
+    assert set(loaded) == set(state)
+    for key in state:
+        assert torch.equal(loaded[key], direct[key]), key
+        assert loaded[key].dtype == state[key].dtype and loaded[key].shape == state[key].shape
