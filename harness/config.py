@@ -31,6 +31,9 @@ class DataConfig:
     """SentencePiece ``.model`` used for BPB byte accounting; None = the one beside the default dataset."""
     vocab_size: int = 1024
     """Model vocabulary; must equal the tokenizer's vocabulary size."""
+    default_variant: str = "sp1024"
+    """Which built-in default dataset to use when data_path is None: "sp1024" or "bytes"
+    (the same documents as raw UTF-8 bytes, tokens 0-255)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,7 +34,7 @@ import sentencepiece as spm
 from tqdm import tqdm
 
 from harness.data import file_sha256, write_shard
-from harness.errors import DataError
+from harness.errors import ConfigError, DataError
 
 BUILD_VERSION = 1
 """Bump when the recipe changes, so old caches are not reused."""
@@ -316,8 +316,13 @@ def _build_lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def ensure_default_dataset(progress: bool = True) -> DefaultDataset:
-    """The cached default dataset, built on first use (about 5 s on 2 CPU cores)."""
+def ensure_default_dataset(progress: bool = True, variant: str = "sp1024") -> DefaultDataset:
+    """The cached default dataset, built on first use (about 5 s on 2 CPU cores).
+
+    ``variant`` is "sp1024" (the SentencePiece dataset); other variants are refused.
+    """
+    if variant != "sp1024":
+        raise ConfigError(f"data.default_variant={variant!r}: expected 'sp1024'")
     dest = default_dataset_dir()
     if is_complete(dest):
         return _load(dest)

@@ -113,10 +113,11 @@ def _resolve_data(config: RunConfig, dist: DistInfo, log: RunLogger) -> DataPath
         return DataPaths(data_path, tok, builtin=False)
     from harness.default_data import ensure_default_dataset
 
+    variant = config.data.default_variant
     if dist.is_main:
-        ensure_default_dataset(progress=True)
+        ensure_default_dataset(progress=True, variant=variant)
     barrier(dist)
-    ds = ensure_default_dataset(progress=False)
+    ds = ensure_default_dataset(progress=False, variant=variant)
     tok = Path(config.data.tokenizer_path) if config.data.tokenizer_path else ds.tokenizer_path
     log.log(f"dataset:builtin_default path:{ds.data_path}")
     return DataPaths(ds.data_path, tok, builtin=True)
@@ -270,6 +271,9 @@ def _script_flags(argv: list[str]) -> tuple[dict[str, str], str | None]:
 
 
 def _run(config: RunConfig, dist: DistInfo, submission_dir: Path, sets: dict[str, str], run_id: str | None) -> dict[str, Any] | None:
+    if dist.device.type == "cuda":  # TF32 matmuls, as every upstream script enables
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     config = cfgmod.resolve(config, cuda=dist.device.type == "cuda", environ=os.environ, sets=sets)
     manager = run_manager(cfgmod.component_modules(config))
     manager.hook.pg_configure(run=config)
@@ -360,7 +364,7 @@ def _train(st: RunState, scorer: _Scorer) -> tuple[TrainContext, TrainResult]:
         st.log.log(line)
     for plugin_cfg in config.plugins:
         st.manager.register_object(plugin_cfg.build(), name=f"{type(plugin_cfg).__module__}:{type(plugin_cfg).__name__}")
-    ctx = TrainContext(config=config, model=model, optimizer=optimizer, log=st.log, dist=dist, autocast_dtype=st.autocast)
+    ctx = TrainContext(config=config, model=model, optimizer=optimizer, log=st.log, dist=dist, autocast_dtype=st.autocast, run_dir=st.run_dir)
     loader = DistributedTokenLoader(st.data.data_path, dist.rank, dist.world_size, dist.device, config.data.vocab_size)
 
     def validate() -> dict[str, float]:
@@ -403,7 +407,7 @@ def _load_trained(st: RunState) -> tuple[TrainContext, TrainResult]:
     st.n_params = sum(p.numel() for p in model.parameters())
     st.log.log(f"model_params:{st.n_params}", event="model", model_params=st.n_params)
     st.log.log(f"eval_only: loaded {source} (no training)", event="eval_only", source=str(source))
-    ctx = TrainContext(config=config, model=model, optimizer=None, log=st.log, dist=st.dist, autocast_dtype=st.autocast)
+    ctx = TrainContext(config=config, model=model, optimizer=None, log=st.log, dist=st.dist, autocast_dtype=st.autocast, run_dir=st.run_dir)
     return ctx, TrainResult(steps=0, train_time_ms=0.0, stopped_early=False, last_val=None)
 
 

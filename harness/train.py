@@ -44,6 +44,8 @@ class TrainContext:
     step: int = 0
     lr_scale: float = 1.0
     train_time_ms: float = 0.0
+    run_dir: Any = None
+    """The run folder (a Path) where plugins may write extra files (e.g. an export)."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Free-form notes plugins leave for later hooks (e.g. which averaging was applied)."""
 
