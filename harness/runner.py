@@ -34,16 +34,17 @@ import torch
 import harness
 from harness import config as cfgmod
 from harness.artifact import config_to_json, load_state_dict, write_artifact
-from harness.bpb import ByteLUTs, build_byte_luts, tokenizer_sha256
+from harness.bpb import build_byte_luts, tokenizer_sha256
 from harness.budget import Budget, measure_budget
 from harness.config import RunConfig
 from harness.data import DistributedTokenLoader, dataset_fingerprint, list_shards, load_validation_tokens
 from harness.distributed import DistInfo, barrier, broadcast_str, init_distributed, shutdown
 from harness.errors import ConfigError, PgolfError
-from harness.eval import EVAL_VERSION, EvalResult, evaluate_sliding, evaluate_standard
+from harness.eval import EVAL_VERSION, EvalResult
 from harness.manager import PluginManager, run_manager
 from harness.report import write_submission_json
 from harness.runlog import RunLogger
+from harness.scoring import Scorer, fmt_scores, scoring_window
 from harness.train import TrainContext, Trainer, TrainResult, grad_accum_steps
 
 
@@ -152,55 +153,6 @@ def _header_lines(config: RunConfig, dist: DistInfo, autocast: torch.dtype, log:
     log.log(f"config:{cfgmod.dumps(config)}")
 
 
-class _Scorer:
-    """Evaluates a model with the harness's scorer (no plugin is involved)."""
-
-    def __init__(self, config: RunConfig, dist: DistInfo, luts: ByteLUTs, val_tokens: torch.Tensor, autocast: torch.dtype, accum: int):
-        self.config, self.dist, self.luts, self.val = config, dist, luts, val_tokens
-        self.autocast = autocast
-        seq = config.train.train_seq_len
-        self.batch_seqs = config.eval.val_batch_size // (dist.world_size * accum) // seq
-        if self.batch_seqs < 1:
-            raise ConfigError(
-                f"eval.val_batch_size={config.eval.val_batch_size} is too small: it must hold one sequence of "
-                f"{seq} tokens per rank and micro-batch (world {dist.world_size} x accum {accum})"
-            )
-
-    def _forward(self, model: torch.nn.Module):
-        return lambda ids: model(ids)
-
-    def standard(self, model: torch.nn.Module) -> EvalResult:
-        was_training = model.training
-        model.eval()
-        try:
-            return evaluate_standard(
-                self._forward(model), self.val, self.luts, seq_len=self.config.train.train_seq_len,
-                batch_seqs=self.batch_seqs, device=self.dist.device, autocast_dtype=self.autocast,
-                rank=self.dist.rank, world_size=self.dist.world_size,
-            )
-        finally:
-            model.train(was_training)
-
-    def window(self) -> int:
-        return self.config.eval.eval_seq_len or self.config.train.train_seq_len
-
-    def sliding_enabled(self) -> bool:
-        return 0 < self.config.eval.eval_stride < self.window()
-
-    def sliding(self, model: torch.nn.Module) -> EvalResult:
-        model.eval()
-        return evaluate_sliding(
-            self._forward(model), self.val, self.luts, window=self.window(), stride=self.config.eval.eval_stride,
-            batch_seqs=self.config.eval.eval_batch_seqs, device=self.dist.device, autocast_dtype=self.autocast,
-            rank=self.dist.rank, world_size=self.dist.world_size,
-        )
-
-
-def _fmt(result: EvalResult, exact: bool) -> str:
-    digits = 8 if exact else 4
-    return f"val_loss:{result.val_loss:.{digits}f} val_bpb:{result.val_bpb:.{digits}f}"
-
-
 @dataclass
 class RunState:
     """What one run has established so far; each phase below reads and extends it."""
@@ -286,7 +238,7 @@ def _run(config: RunConfig, dist: DistInfo, submission_dir: Path, sets: dict[str
         ctx, result = _load_trained(st) if config.train.load_model_path else _train(st, scorer)
         # Pre-quantization score of the weights that will be exported (after any averaging swap).
         pre = scorer.standard(ctx.model)
-        log.log(f"final_prequant {_fmt(pre, True)}", event="prequant", val_loss=pre.val_loss, val_bpb=pre.val_bpb)
+        log.log(f"final_prequant {fmt_scores(pre, True)}", event="prequant", val_loss=pre.val_loss, val_bpb=pre.val_bpb)
         _ship_existing_artifact(st) if config.train.load_model_path else _export(st, ctx)
         scores = _score_artifact(st, scorer)
         return _report(st, ctx, result, pre, scores) if dist.is_main else None
@@ -308,7 +260,7 @@ def _start(st: RunState, submission_dir: Path) -> None:
     barrier(st.dist)
 
 
-def _load_data(st: RunState) -> _Scorer:
+def _load_data(st: RunState) -> Scorer:
     """Resolve the dataset, build the byte tables and validation tokens, fingerprint them."""
     config = st.config
     st.data = _resolve_data(config, st.dist, st.log)
@@ -328,7 +280,7 @@ def _load_data(st: RunState) -> _Scorer:
         f"dataset_sha256:{st.fingerprint['dataset_sha256'][:16]} tokenizer_sha256:{st.fingerprint['tokenizer_sha256'][:16]}",
         event="data", data_path=str(st.data.data_path), val_tokens=val_tokens.numel() - 1, protocol=st.protocol, **st.fingerprint,
     )
-    return _Scorer(config, st.dist, luts, val_tokens, st.autocast, st.accum)
+    return Scorer(config, st.dist, luts, val_tokens, st.autocast, st.accum)
 
 
 def _wrap_for_training(model: torch.nn.Module, config: RunConfig, dist: DistInfo) -> torch.nn.Module:
@@ -351,7 +303,7 @@ def _describe_model(model: torch.nn.Module, log: RunLogger) -> None:
         log.log(line)
 
 
-def _train(st: RunState, scorer: _Scorer) -> tuple[TrainContext, TrainResult]:
+def _train(st: RunState, scorer: Scorer) -> tuple[TrainContext, TrainResult]:
     """Build the model, optimizers and observers; prime, train, and let plugins finish."""
     config, dist = st.config, st.dist
     seed_everything(config.train.seed)
@@ -458,7 +410,7 @@ def _export(st: RunState, ctx: TrainContext) -> None:
     barrier(st.dist)
 
 
-def _score_artifact(st: RunState, scorer: _Scorer) -> dict[str, Any]:
+def _score_artifact(st: RunState, scorer: Scorer) -> dict[str, Any]:
     """Every rank reads the artifact back from disk, rebuilds the model and scores it."""
     config, log = st.config, st.log
     t0 = time.perf_counter()
@@ -468,16 +420,16 @@ def _score_artifact(st: RunState, scorer: _Scorer) -> dict[str, Any]:
     tag = f"final_{st.qname}_{st.cname}_roundtrip"
     rt = scorer.standard(model)
     rt_ms = 1000.0 * (time.perf_counter() - t0)
-    log.log(f"{tag} {_fmt(rt, False)} eval_time:{rt_ms:.0f}ms", event="roundtrip", val_loss=rt.val_loss, val_bpb=rt.val_bpb, eval_time_ms=rt_ms, tokens=rt.tokens, bytes=rt.bytes)
-    log.log(f"{tag}_exact {_fmt(rt, True)}")
+    log.log(f"{tag} {fmt_scores(rt, False)} eval_time:{rt_ms:.0f}ms", event="roundtrip", val_loss=rt.val_loss, val_bpb=rt.val_bpb, eval_time_ms=rt_ms, tokens=rt.tokens, bytes=rt.bytes)
+    log.log(f"{tag}_exact {fmt_scores(rt, True)}")
     scores: dict[str, Any] = {"roundtrip": rt, "sliding": None}
     if scorer.sliding_enabled():
         t1 = time.perf_counter()
         sw = scorer.sliding(model)
         sw_ms = 1000.0 * (time.perf_counter() - t1)
         head = f"stride:{config.eval.eval_stride} window:{scorer.window()}"
-        log.log(f"{tag}_sliding_window {head} {_fmt(sw, False)} eval_time:{sw_ms:.0f}ms", event="sliding", val_loss=sw.val_loss, val_bpb=sw.val_bpb, eval_time_ms=sw_ms, stride=config.eval.eval_stride, window=scorer.window(), tokens=sw.tokens, bytes=sw.bytes)
-        log.log(f"{tag}_sliding_window_exact {head} {_fmt(sw, True)}")
+        log.log(f"{tag}_sliding_window {head} {fmt_scores(sw, False)} eval_time:{sw_ms:.0f}ms", event="sliding", val_loss=sw.val_loss, val_bpb=sw.val_bpb, eval_time_ms=sw_ms, stride=config.eval.eval_stride, window=scorer.window(), tokens=sw.tokens, bytes=sw.bytes)
+        log.log(f"{tag}_sliding_window_exact {head} {fmt_scores(sw, True)}")
         scores["sliding"] = sw
     scores["eval_time_ms"] = 1000.0 * (time.perf_counter() - t0)
     return scores
@@ -515,7 +467,7 @@ def _report(st: RunState, ctx: TrainContext, res: TrainResult, pre: EvalResult, 
     headline = sw or rt
     invalid = _verdict(st, budget, scores["eval_time_ms"])
     device = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else f"cpu ({platform.machine()})"
-    window = ctx_window(config)
+    window = scoring_window(config)
     on = f"on the {st.qname}+{st.cname} roundtrip"
     score_method = f"sliding_window stride:{config.eval.eval_stride} window:{window} {on}" if sw else f"standard seq_len:{config.train.train_seq_len} {on}"
     record: dict[str, Any] = {
@@ -551,8 +503,3 @@ def _report(st: RunState, ctx: TrainContext, res: TrainResult, pre: EvalResult, 
     write_submission_json(st.run_dir / "submission.json", record)
     st.log.log(f"submission:{st.run_dir / 'submission.json'} val_bpb:{headline.val_bpb:.8f} valid:{not invalid}", event="done", val_bpb=headline.val_bpb, valid=not invalid)
     return record
-
-
-def ctx_window(config: RunConfig) -> int:
-    """The sliding-window length of ``config``."""
-    return config.eval.eval_seq_len or config.train.train_seq_len
