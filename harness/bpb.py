@@ -12,6 +12,12 @@ evaluation loop; see PROTOCOL.md §2.1-2.2):
 
 The space byte is added exactly once, in `count_bytes`, never in the table: adding it in both
 places is the "double space byte" bug of PRs #1545/#1576/#1632/#1672 (PITFALLS.md §1.4).
+
+A byte tokenizer spec (`harness.bytes_data`, vocabulary 256, token = UTF-8 byte) has the
+trivial tables: every id is 1 byte, with no leading-space flag and no boundary, so BPB is
+the cross-entropy in bits with every byte counted once. Unlike upstream's byte260 LUT
+(PROTOCOL.md §1.7) there are no special ids to count as 0 bytes.
+
 Scoring belongs to the harness alone; nothing here is pluggable.
 """
 
@@ -24,6 +30,7 @@ from pathlib import Path
 import sentencepiece as spm
 import torch
 
+from harness.bytes_data import BYTE_VOCAB, is_byte_tokenizer
 from harness.errors import DataError
 
 SPACE_MARKER = "\u2581"  # SentencePiece's visible stand-in for a leading space
@@ -75,13 +82,30 @@ def _load_sentencepiece(tokenizer_path: str | Path) -> spm.SentencePieceProcesso
         raise DataError(f"tokenizer file {str(path)!r} is not a readable SentencePiece model: {exc}") from exc
 
 
+def _byte_spec_luts(tokenizer_path: str | Path, vocab_size: int) -> ByteLUTs:
+    """Tables of a byte tokenizer spec: 1 byte per id, no spaces, no boundaries."""
+    if vocab_size != BYTE_VOCAB:
+        raise DataError(
+            f"tokenizer file {str(tokenizer_path)!r} is a byte tokenizer with vocab size {BYTE_VOCAB}, "
+            f"but the model's vocab_size is {vocab_size}; they must be equal"
+        )
+    return ByteLUTs(
+        base_bytes=torch.ones(BYTE_VOCAB, dtype=torch.int32),
+        has_leading_space=torch.zeros(BYTE_VOCAB, dtype=torch.bool),
+        is_boundary=torch.zeros(BYTE_VOCAB, dtype=torch.bool),
+        vocab_size=BYTE_VOCAB,
+    )
+
+
 def build_byte_luts(tokenizer_path: str | Path, vocab_size: int) -> ByteLUTs:
-    """Byte tables of the SentencePiece model at ``tokenizer_path``.
+    """Byte tables of the SentencePiece model or byte tokenizer spec at ``tokenizer_path``.
 
     ``vocab_size`` is the model's vocabulary and must equal the tokenizer's: a model scoring
     ids the tokenizer never emits (or missing some it does) would make the byte count and
-    the distribution disagree.
+    the distribution disagree. A malformed byte spec raises DataError naming the file.
     """
+    if is_byte_tokenizer(tokenizer_path):
+        return _byte_spec_luts(tokenizer_path, vocab_size)
     sp = _load_sentencepiece(tokenizer_path)
     sp_vocab = int(sp.vocab_size())
     if sp_vocab != vocab_size:

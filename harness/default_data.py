@@ -10,6 +10,10 @@ tokenizer trained with the official settings on all documents, every document pr
 with BOS (id 1) and no EOS, `fineweb_{train,val}_NNNNNN.bin` shards of at most 1e8 tokens.
 The result is cached under ``$PGOLF_CACHE_DIR`` (default ``~/.cache/pgolf``) with a
 `manifest.json` recording doc ids, token counts and the sha256 of every file.
+
+The "bytes" variant is the same documents as UTF-8 bytes (tokens 0-255), made from the
+sp1024 shards by `harness.bytes_data.convert_to_bytes` into a sibling folder; the tokenizer
+has byte fallback on, so the conversion is lossless.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numpy as np
 import sentencepiece as spm
 from tqdm import tqdm
 
+from harness.bytes_data import SPEC_NAME, convert_to_bytes
 from harness.data import file_sha256, write_shard
 from harness.errors import ConfigError, DataError
 
@@ -65,6 +70,10 @@ TOKENIZER_SETTINGS: dict[str, Any] = {
     "num_threads": 1,
     "minloglevel": 2,
 }
+VARIANTS = ("sp1024", "bytes")
+"""Values of ``data.default_variant``."""
+BYTES_BUILD_VERSION = 1
+"""Bump when the byte conversion changes, so old byte caches are not reused."""
 SOURCE = (
     "CPython documentation shipped with the interpreter: every pydoc_data.topics entry, "
     "and per standard-library .py file its module/class/function docstrings (parsed with ast)"
@@ -90,6 +99,12 @@ def default_dataset_dir() -> Path:
     """Cache folder of the default dataset for this Python version and build recipe."""
     name = f"cpython_docs_sp1024_py{sys.version_info.major}{sys.version_info.minor}_v{BUILD_VERSION}"
     return cache_root() / "datasets" / name
+
+
+def default_bytes_dataset_dir() -> Path:
+    """Cache folder of the byte variant: a sibling named after the sp1024 folder it is made from."""
+    sp_dir = default_dataset_dir()
+    return sp_dir.with_name(f"{sp_dir.name}_bytes_v{BYTES_BUILD_VERSION}")
 
 
 def _clean(text: str) -> str:
@@ -316,18 +331,80 @@ def _build_lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+def build_default_bytes_dataset(dest: Path, source: DefaultDataset, progress: bool = True) -> DefaultDataset:
+    """Convert the sp1024 dataset ``source`` into ``dest`` (replacing an incomplete one); return it.
+
+    Like `build_default_dataset`, the work happens in a temporary sibling renamed into place.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        convert_to_bytes(source.data_path, source.tokenizer_path, tmp, progress=progress)
+        manifest = json.loads((tmp / "manifest.json").read_text(encoding="utf-8"))
+        manifest.update(
+            name=dest.name,
+            variant="bytes",
+            build_version=BUILD_VERSION,
+            bytes_build_version=BYTES_BUILD_VERSION,
+            source_dataset=source.data_path.name,
+        )
+        (tmp / "manifest.json").write_text(
+            json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _load_bytes(dest)
+
+
+def _load_bytes(folder: Path) -> DefaultDataset:
+    """The DefaultDataset of a finished byte-variant folder (tokenizer = the byte spec)."""
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    return DefaultDataset(data_path=folder, tokenizer_path=folder / SPEC_NAME, manifest=manifest)
+
+
+def is_bytes_complete(folder: Path, source: DefaultDataset) -> bool:
+    """True when the byte folder is finished, of this recipe, made from ``source``'s tokenizer, and intact."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        sizes = manifest["file_bytes"]
+        if (
+            manifest.get("variant") != "bytes"
+            or manifest.get("build_version") != BUILD_VERSION
+            or manifest.get("bytes_build_version") != BYTES_BUILD_VERSION
+            or manifest["source"]["tokenizer_sha256"] != source.manifest["sha256"]["tokenizer.model"]
+            or SPEC_NAME not in sizes
+        ):
+            return False
+        return all((folder / name).stat().st_size == size for name, size in sizes.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def ensure_default_dataset(progress: bool = True, variant: str = "sp1024") -> DefaultDataset:
     """The cached default dataset, built on first use (about 5 s on 2 CPU cores).
 
-    ``variant`` is "sp1024" (the SentencePiece dataset); other variants are refused.
+    ``variant`` is "sp1024" (the SentencePiece dataset) or "bytes" (its byte variant, built
+    from the sp1024 one, which is built first if needed). Both builds run under one lock.
     """
-    if variant != "sp1024":
-        raise ConfigError(f"data.default_variant={variant!r}: expected 'sp1024'")
+    if variant not in VARIANTS:
+        raise ConfigError(f"data.default_variant={variant!r}: expected one of {list(VARIANTS)}")
     dest = default_dataset_dir()
+    bytes_dest = default_bytes_dataset_dir()
     if is_complete(dest):
-        return _load(dest)
-    with _build_lock(dest.parent):
-        # Another process may have finished the build while we waited for the lock.
-        if is_complete(dest):
+        if variant == "sp1024":
             return _load(dest)
-        return build_default_dataset(dest, progress=progress)
+        if is_bytes_complete(bytes_dest, _load(dest)):
+            return _load_bytes(bytes_dest)
+    with _build_lock(dest.parent):
+        # Another process may have finished a build while we waited for the lock.
+        source = _load(dest) if is_complete(dest) else build_default_dataset(dest, progress=progress)
+        if variant == "sp1024":
+            return source
+        if is_bytes_complete(bytes_dest, source):
+            return _load_bytes(bytes_dest)
+        return build_default_bytes_dataset(bytes_dest, source, progress=progress)
