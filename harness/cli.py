@@ -64,8 +64,14 @@ def _cmd_data(args: argparse.Namespace) -> int:
     if args.data_cmd == "build-default":
         from harness.default_data import ensure_default_dataset
 
-        ds = ensure_default_dataset(progress=True)
+        ds = ensure_default_dataset(progress=True, variant=args.variant)
         print(f"default dataset: {ds.data_path}\ntokenizer: {ds.tokenizer_path}")
+        return 0
+    if args.data_cmd == "bytes":
+        from harness.bytes_data import convert_to_bytes
+
+        dest = convert_to_bytes(Path(args.source), Path(args.tokenizer), Path(args.dest), progress=True)
+        print(f"byte dataset: {dest}\ntokenizer: {dest / 'tokenizer.json'}")
         return 0
     from harness.download import download_challenge_data
 
@@ -135,7 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="build the default dataset or download the challenge data")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
-    dsub.add_parser("build-default", help="build (or find) the built-in default dataset")
+    bd = dsub.add_parser("build-default", help="build (or find) the built-in default dataset")
+    bd.add_argument("--variant", default="sp1024", choices=("sp1024", "bytes"), help="sp1024 tokens or raw UTF-8 bytes")
+    by = dsub.add_parser("bytes", help="write the byte variant (tokens 0-255) of a SentencePiece dataset")
+    by.add_argument("source", help="folder holding fineweb_{train,val}_*.bin")
+    by.add_argument("--tokenizer", required=True, help="the SentencePiece .model that made the source")
+    by.add_argument("--dest", required=True, help="new or empty folder for the byte shards")
     dl = dsub.add_parser("download", help="download the challenge's cached FineWeb shards from the HF hub")
     dl.add_argument("--variant", default="sp1024")
     dl.add_argument("--train-shards", type=int, default=80)

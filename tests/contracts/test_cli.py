@@ -26,7 +26,8 @@ def test_cli_flags_are_frozen():
         "run", "run <submission>", "run --nproc", "run --set", "run --run-id",
         "list", "list --no-entrypoints",
         "bundle", "bundle <submission>", "bundle -o", "bundle --output", "bundle --compress",
-        "data", "data build-default", "data download",
+        "data", "data build-default", "data build-default --variant", "data download",
+        "data bytes", "data bytes <source>", "data bytes --tokenizer", "data bytes --dest",
         "data download --variant", "data download --train-shards", "data download --dest",
         "rescore", "rescore <target>", "rescore --data-path", "rescore --tokenizer-path", "rescore --device",
     }
