@@ -34,6 +34,14 @@ import torch
 import harness
 from harness import config as cfgmod
 from harness.artifact import config_to_json, load_state_dict, write_artifact
+from harness.baselines import (
+    DEFAULT_SHUFFLE_SEED,
+    BaselineReport,
+    shuffled_context_ce,
+    train_unigram,
+    uniform_ce,
+    unigram_ce,
+)
 from harness.bpb import build_byte_luts, tokenizer_sha256
 from harness.budget import Budget, measure_budget
 from harness.config import RunConfig
@@ -45,6 +53,14 @@ from harness.manager import PluginManager, run_manager
 from harness.report import write_submission_json
 from harness.runlog import RunLogger
 from harness.scoring import Scorer, fmt_scores, scoring_window
+from harness.telemetry import (
+    GpuSampler,
+    cpu_telemetry,
+    model_flops_per_token,
+    nvml_device_for,
+    telemetry_line,
+    throughput,
+)
 from harness.train import TrainContext, Trainer, TrainResult, grad_accum_steps
 
 
@@ -174,6 +190,9 @@ class RunState:
     artifact_path: Path | None = None
     qname: str = ""
     cname: str = ""
+    unigram: Any = None
+    unigram_ce: float = float("nan")
+    gpu: dict[str, Any] = field(default_factory=cpu_telemetry)
 
 
 def run(
@@ -280,6 +299,9 @@ def _load_data(st: RunState) -> Scorer:
         f"dataset_sha256:{st.fingerprint['dataset_sha256'][:16]} tokenizer_sha256:{st.fingerprint['tokenizer_sha256'][:16]}",
         event="data", data_path=str(st.data.data_path), val_tokens=val_tokens.numel() - 1, protocol=st.protocol, **st.fingerprint,
     )
+    if st.dist.is_main:  # the unigram baseline: token frequencies of the training split
+        st.unigram = train_unigram(st.data.data_path, config.data.vocab_size)
+        st.unigram_ce = unigram_ce(st.unigram.probs, val_tokens)
     return Scorer(config, st.dist, luts, val_tokens, st.autocast, st.accum)
 
 
@@ -328,7 +350,13 @@ def _train(st: RunState, scorer: Scorer) -> tuple[TrainContext, TrainResult]:
     st.manager.hook.pg_train_start(ctx=ctx)
     trainer = Trainer(ctx, train_model=_wrap_for_training(model, config, dist), loader=loader, validate=validate, hooks=st.manager.hook)
     trainer.prime()
-    result = trainer.run()
+    # NVML sampling on rank 0's GPU over the timed loop only (after compile priming).
+    sampler = GpuSampler(nvml_device_for(dist.local_rank)).start() if dist.device.type == "cuda" and dist.is_main else None
+    try:
+        result = trainer.run()
+    finally:
+        if sampler is not None:
+            st.gpu = sampler.stop()
     st.manager.hook.pg_train_end(ctx=ctx)
     return ctx, result
 
@@ -422,7 +450,15 @@ def _score_artifact(st: RunState, scorer: Scorer) -> dict[str, Any]:
     rt_ms = 1000.0 * (time.perf_counter() - t0)
     log.log(f"{tag} {fmt_scores(rt, False)} eval_time:{rt_ms:.0f}ms", event="roundtrip", val_loss=rt.val_loss, val_bpb=rt.val_bpb, eval_time_ms=rt_ms, tokens=rt.tokens, bytes=rt.bytes)
     log.log(f"{tag}_exact {fmt_scores(rt, True)}")
-    scores: dict[str, Any] = {"roundtrip": rt, "sliding": None}
+    # The shuffled-context baseline is not part of the scored evaluation: timed apart.
+    t_shuffle = time.perf_counter()
+    model.eval()
+    shuffled = shuffled_context_ce(
+        model, scorer.val, seq_len=config.train.train_seq_len, batch_seqs=scorer.batch_seqs, device=st.dist.device,
+        autocast_dtype=st.autocast, seed=DEFAULT_SHUFFLE_SEED, rank=st.dist.rank, world_size=st.dist.world_size,
+    )
+    shuffle_ms = 1000.0 * (time.perf_counter() - t_shuffle)
+    scores: dict[str, Any] = {"roundtrip": rt, "sliding": None, "shuffled_ce": shuffled}
     if scorer.sliding_enabled():
         t1 = time.perf_counter()
         sw = scorer.sliding(model)
@@ -431,7 +467,7 @@ def _score_artifact(st: RunState, scorer: Scorer) -> dict[str, Any]:
         log.log(f"{tag}_sliding_window {head} {fmt_scores(sw, False)} eval_time:{sw_ms:.0f}ms", event="sliding", val_loss=sw.val_loss, val_bpb=sw.val_bpb, eval_time_ms=sw_ms, stride=config.eval.eval_stride, window=scorer.window(), tokens=sw.tokens, bytes=sw.bytes)
         log.log(f"{tag}_sliding_window_exact {head} {fmt_scores(sw, True)}")
         scores["sliding"] = sw
-    scores["eval_time_ms"] = 1000.0 * (time.perf_counter() - t0)
+    scores["eval_time_ms"] = 1000.0 * (time.perf_counter() - t0) - shuffle_ms
     return scores
 
 
@@ -457,6 +493,31 @@ def _verdict(st: RunState, budget: Budget, eval_ms: float) -> list[str]:
         event="budget", bytes_code=budget.bytes_code, bytes_model=budget.bytes_model, bytes_total=budget.bytes_total,
     )
     return invalid
+
+
+def _baselines(st: RunState, rt: EvalResult, shuffled: float) -> dict[str, Any]:
+    """Model CE next to uniform, unigram and shuffled-context CE (true ln, held-out val)."""
+    rep = BaselineReport(
+        model_ce=rt.val_loss, uniform_ce=uniform_ce(st.config.data.vocab_size), unigram_ce=st.unigram_ce,
+        shuffled_ce=shuffled, shuffle_seed=DEFAULT_SHUFFLE_SEED, unigram_tokens=st.unigram.tokens,
+    )
+    st.log.log(rep.log_line(), event="baselines", **rep.as_record())
+    alert = rep.alert_line()
+    if alert is not None:
+        st.log.log(alert)
+    return rep.as_record()
+
+
+def _telemetry(st: RunState, ctx: TrainContext, res: TrainResult, device: str) -> dict[str, Any]:
+    """GPU samples (n/a on CPU), train tokens/s over the timed steps, and MFU."""
+    cfg = st.config.model
+    layers = getattr(ctx.model, "effective_depth", None) or getattr(cfg, "num_layers", None) or getattr(cfg, "n_layers", 0)
+    width = getattr(cfg, "model_dim", None) or getattr(cfg, "d_model", 0)
+    window = st.config.train.train_seq_len
+    flops = model_flops_per_token(st.n_params, int(layers), window, int(width))
+    out = {**st.gpu, **throughput(res.steps, st.config.train.train_batch_tokens, res.train_time_ms, flops, device, num_devices=st.dist.world_size)}
+    st.log.log(telemetry_line(out), event="telemetry", **out)
+    return out
 
 
 def _report(st: RunState, ctx: TrainContext, res: TrainResult, pre: EvalResult, scores: dict[str, Any]) -> dict[str, Any]:
@@ -494,6 +555,8 @@ def _report(st: RunState, ctx: TrainContext, res: TrainResult, pre: EvalResult, 
         "harness_version": harness.__version__, "eval_version": EVAL_VERSION,
         "torch_version": torch.__version__, "wall_time_s": round(time.time() - st.wall_start, 1),
     }
+    record["baselines"] = _baselines(st, rt, scores["shuffled_ce"])
+    record["telemetry"] = _telemetry(st, ctx, res, device)
     extra: dict[str, Any] = {}
     st.manager.hook.pg_report(ctx=ctx, record=extra)
     clash = sorted(set(extra) & set(record))

@@ -53,9 +53,19 @@ def test_run_writes_every_output(finished_run):
     assert saved["protocol"] == "smoke" and saved["world_size"] == 1 and saved["steps"] == 6
     assert saved["quantizer"] == "int8" and saved["compressor"] == "zlib"
     assert len(saved["dataset_sha256"]) == 64 and len(saved["tokenizer_sha256"]) == 64
+    base = saved["baselines"]
+    assert base["uniform_ce"] == pytest.approx(6.931471805599453)  # ln 1024
+    assert base["model_ce"] == pytest.approx(saved["roundtrip_val_loss"])
+    assert base["shuffle_seed"] == 1337 and base["unigram_tokens"] > 0
+    assert base["beats_all"] == (base["model_ce"] < min(base["uniform_ce"], base["unigram_ce"], base["shuffled_ce"]) - 1e-4)
+    if not base["beats_all"]:  # six steps of a tiny model: flagged loudly
+        assert "!!! BASELINE CHECK FAILED" in (run_dir / "train.log").read_text()
+    tele = saved["telemetry"]
+    assert tele["gpu_util_mean"] == "n/a" and tele["mfu"] == "n/a"  # CPU: the same fields say n/a
+    assert tele["train_tokens_per_s"] == pytest.approx(6 * 1024 / (saved["train_time_ms"] / 1000.0))
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     kinds = {e["event"] for e in events}
-    assert {"start", "model", "train", "val", "artifact", "roundtrip", "sliding", "budget", "done"} <= kinds
+    assert {"start", "model", "train", "val", "artifact", "roundtrip", "sliding", "baselines", "telemetry", "budget", "done"} <= kinds
 
 
 def test_log_lines_follow_upstream_format(finished_run):
