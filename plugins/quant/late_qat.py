@@ -35,11 +35,16 @@ Deliberate differences from P1573:
 * The fake quantizer sees only the bit width, not the quantizer's clipping rule (percentile
   clip, step floor). ``step_floor=False`` drops the 1/c floor for quantizers without one
   (T1's intN uses Δ = max|w_r| / c).
+* Exception: a quantizer with a ``fake_quant(name, w) -> Tensor`` method (the exact values its
+  ``dequantize`` will return for that weight, e.g. the per-channel ``int4``) is used as fq
+  instead of the per-row formula, so the forward sees exactly the artifact's weights.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,17 +100,28 @@ def fake_quantize(w: Tensor, bits: int, step_floor: bool = True) -> Tensor:
 
 
 class FakeQuant(nn.Module):
-    """Parametrization w -> w + alpha·stopgrad(fq(w) - w), with a shared tensor switch ``alpha``."""
+    """Parametrization w -> w + alpha·stopgrad(fq(w) - w), with a shared tensor switch ``alpha``.
 
-    def __init__(self, bits: int, alpha: Tensor, step_floor: bool = True) -> None:
+    fq is ``exact(w)`` when given (a quantizer's own ``fake_quant``), else `fake_quantize`.
+    """
+
+    def __init__(
+        self, bits: int, alpha: Tensor, step_floor: bool = True, exact: Callable[[Tensor], Tensor] | None = None
+    ) -> None:
         super().__init__()
         self.bits = bits
         self.step_floor = step_floor
+        self.exact = exact
         # A buffer, not a plain attribute: compiled graphs take it as an input, never a constant.
         self.register_buffer("alpha", alpha, persistent=False)
 
     def forward(self, w: Tensor) -> Tensor:
-        delta = fake_quantize(w, self.bits, self.step_floor) - w.detach()
+        if self.exact is not None:
+            with torch.no_grad():
+                target = self.exact(w.detach())
+        else:
+            target = fake_quantize(w, self.bits, self.step_floor)
+        delta = target - w.detach()
         # alpha is 0-dim fp32, so the result keeps w's dtype; d(out)/dw = identity (the STE).
         return w + self.alpha * delta
 
@@ -139,6 +155,21 @@ def qat_targets(model: nn.Module, quantizer: Any) -> list[tuple[str, int]]:
     return targets
 
 
+def _exact_fake_quant(quantizer: Any, name: str, param: Tensor) -> Callable[[Tensor], Tensor] | None:
+    """``quantizer.fake_quant`` bound to ``name``, checked once on ``param``; None without one."""
+    fake_quant = getattr(quantizer, "fake_quant", None)
+    if not callable(fake_quant):
+        return None
+    probe = fake_quant(name, param.detach())
+    if not isinstance(probe, Tensor) or probe.shape != param.shape or probe.dtype != param.dtype:
+        got = f"{tuple(probe.shape)} {probe.dtype}" if isinstance(probe, Tensor) else type(probe).__name__
+        raise ConfigError(
+            f"late_qat: {type(quantizer).__name__}.fake_quant({name!r}) returned {got}; "
+            f"expected a tensor of shape {tuple(param.shape)} and dtype {param.dtype}"
+        )
+    return functools.partial(fake_quant, name)
+
+
 class LateQAT:
     """Observer plugin: attaches `FakeQuant` at train start, flips ``alpha`` late, detaches at end."""
 
@@ -155,13 +186,16 @@ class LateQAT:
         if not self.cfg.enabled:
             return
         model = ctx.model
-        targets = qat_targets(model, ctx.config.quantizer.build())
+        quantizer = ctx.config.quantizer.build()
+        targets = qat_targets(model, quantizer)
         device = next(model.parameters()).device if targets else torch.device("cpu")
         self.alpha = torch.zeros((), dtype=torch.float32, device=device)
         for name, bits in targets:
             module_name, _, tensor_name = name.rpartition(".")
             module = model.get_submodule(module_name)
-            parametrize.register_parametrization(module, tensor_name, FakeQuant(bits, self.alpha, self.cfg.step_floor))
+            exact = _exact_fake_quant(quantizer, name, module.get_parameter(tensor_name))
+            fq = FakeQuant(bits, self.alpha, self.cfg.step_floor, exact)
+            parametrize.register_parametrization(module, tensor_name, fq)
             self.attached.append((module, tensor_name))
             self.names.append(name)
         widths = sorted({bits for _, bits in targets})
