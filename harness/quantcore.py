@@ -416,3 +416,55 @@ def _meta_shape(name: str, qt: QTensor) -> list[int]:
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise ArtifactError(f"tensor {name}: meta.shape must be a list of integers >= 0, got {shape!r}")
     return shape
+
+
+# ---- per-output-channel int4 (CLMConvMoE, BYTE_LMS.md §2.3), shared by the int4 quantizer and
+# the .clm exporter so the two can never disagree on a code.
+
+INT4_LEVELS = 7
+"""Largest code magnitude: q ∈ [-7, 7] (−8 is never produced: 15 levels, as the reference)."""
+INT4_NIBBLE_OFFSET = 8
+"""Stored nibble = q + 8 (so 8 means 0 and nibble 0, i.e. q = -8, never occurs)."""
+
+
+def quantize_channels(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Cout, ...) float -> (q int8 of w's shape in -7..7, scale fp32 (Cout,)), on w's device.
+
+    No host sync: callable inside a compiled training step.
+    """
+    rows = w.detach().float().reshape(w.shape[0], -1)
+    amax = rows.abs().amax(dim=1) if rows.shape[1] else rows.new_zeros(rows.shape[0])
+    scale = torch.where(amax > 0, amax / INT4_LEVELS, torch.ones_like(amax))  # hexa: s = 1 for a zero channel
+    q = torch.round(rows / scale[:, None]).clamp(-INT4_LEVELS, INT4_LEVELS)
+    return q.to(torch.int8).reshape(w.shape), scale
+
+
+def dequantize_channels(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """q·s in fp32, q of shape (Cout, ...) and scale (Cout,)."""
+    rows = q.reshape(q.shape[0], -1).float() * scale.float()[:, None]
+    return rows.reshape(q.shape)
+
+
+def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
+    """Codes in -7..7 (read flattened) -> uint8 [ceil(n/2)]: element 2i low nibble, 2i+1 high, nibble q+8, odd tail padded 8."""
+    flat = q.detach().to("cpu").reshape(-1).to(torch.int16)
+    if bool(((flat < -INT4_LEVELS) | (flat > INT4_LEVELS)).any()):
+        raise ValueError(f"pack_nibbles: codes must lie in -{INT4_LEVELS}..{INT4_LEVELS}, got {int(flat.min())}..{int(flat.max())}")
+    nib = (flat + INT4_NIBBLE_OFFSET).to(torch.uint8)
+    if nib.numel() % 2:
+        nib = torch.cat([nib, torch.tensor([INT4_NIBBLE_OFFSET], dtype=torch.uint8)])
+    pairs = nib.view(-1, 2)
+    return (pairs[:, 0] | (pairs[:, 1] << 4)).contiguous()
+
+
+def unpack_nibbles(codes: torch.Tensor, count: int) -> torch.Tensor:
+    """Inverse of ``pack_nibbles``: the first ``count`` codes as int8; ValueError on a -8 code."""
+    if codes.dtype != torch.uint8 or codes.ndim != 1 or codes.numel() != (count + 1) // 2:
+        raise ValueError(
+            f"unpack_nibbles: {count} codes need {(count + 1) // 2} uint8 bytes, "
+            f"got {list(codes.shape)} {dtype_name(codes.dtype)}"
+        )
+    nib = torch.stack([codes & 0xF, codes >> 4], dim=1).reshape(-1)[:count]
+    if bool((nib == 0).any()):
+        raise ValueError(f"unpack_nibbles: code -8 (nibble 0) at index {int((nib == 0).nonzero()[0])}; only -7..7 are valid")
+    return (nib.to(torch.int16) - INT4_NIBBLE_OFFSET).to(torch.int8)

@@ -50,12 +50,12 @@ import torch
 from harness.errors import ArtifactError, ConfigError
 from harness.fileio import write_atomic
 from harness.hookspecs import hookimpl
+from harness.quantcore import INT4_NIBBLE_OFFSET as NIBBLE_OFFSET
+from harness.quantcore import pack_nibbles, quantize_channels
 from harness.registry import Registry
 
 MAGIC = b"CLM\x01"
 EXT_MAGIC = b"CLMX"
-LEVELS = 7
-NIBBLE_OFFSET = 8
 _U32 = struct.Struct("<I")
 _MODEL_FIELDS = ("d_model", "experts", "kernel", "trunk_layers")
 
@@ -150,22 +150,16 @@ def _count(state_dict: dict[str, torch.Tensor], pattern: str) -> int:
 
 
 def int4_channels(w: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(Cout, ...) float -> (q int8 [Cout·rest] in -7..7, scale fp32 [Cout]): plugins/quant/int4.py's rule."""
-    rows = w.detach().to("cpu").float().reshape(w.shape[0], -1)
-    if not bool(torch.isfinite(rows).all()):
+    """(Cout, ...) float -> (q int8 [Cout·rest] in -7..7, scale fp32 [Cout]): the int4 quantizer's rule."""
+    if not bool(torch.isfinite(w.detach()).all()):
         raise ConfigError("clm_export: a conv weight holds NaN or infinite values")
-    amax = rows.abs().amax(dim=1) if rows.shape[1] else rows.new_zeros(rows.shape[0])
-    scale = torch.where(amax > 0, amax / LEVELS, torch.ones_like(amax))
-    q = torch.round(rows / scale[:, None]).clamp(-LEVELS, LEVELS)
-    return q.to(torch.int8).reshape(-1).numpy(), scale.numpy()
+    q, scale = quantize_channels(w.detach().to("cpu"))
+    return q.reshape(-1).numpy(), scale.numpy()
 
 
 def pack_codes(q: np.ndarray) -> bytes:
     """int codes -> bytes: element 2i low nibble, 2i+1 high nibble, nibble = q+8, odd tail padded 8."""
-    nib = (q.astype(np.int16) + NIBBLE_OFFSET).astype(np.uint8)
-    if nib.size % 2:
-        nib = np.append(nib, np.uint8(NIBBLE_OFFSET))
-    return (nib[0::2] | (nib[1::2] << 4)).astype(np.uint8).tobytes()
+    return pack_nibbles(torch.from_numpy(np.asarray(q))).numpy().tobytes()
 
 
 def encode_clm(state_dict: dict[str, torch.Tensor]) -> bytes:

@@ -38,17 +38,17 @@ from harness.hookspecs import hookimpl
 from harness.quantcore import (
     check_finite,
     decode_passthrough,
+    dequantize_channels,
     dtype_name,
     get_array,
+    pack_nibbles,
     passthrough,
+    quantize_channels,
     restore_dtype,
+    unpack_nibbles,
 )
 from harness.registry import Registry
 
-LEVELS = 7
-"""Largest code magnitude: q ∈ [-7, 7]."""
-NIBBLE_OFFSET = 8
-"""Stored nibble = q + 8 (so 8 means 0 and nibble 0, i.e. q = -8, never occurs)."""
 CONV_MOE_WEIGHTS = ("ec.weight", "trunk.*.conv.weight", "experts.*.weight", "router.weight", "readout.weight")
 _PASSTHROUGH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -75,49 +75,6 @@ class Int4Config:
     def build(self) -> Int4Quantizer:
         """The quantizer these settings describe."""
         return Int4Quantizer(self)
-
-
-def quantize_channels(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Cout, ...) float -> (q int8 of w's shape in -7..7, scale fp32 (Cout,)), on w's device.
-
-    No host sync: callable inside a compiled training step.
-    """
-    rows = w.detach().float().reshape(w.shape[0], -1)
-    amax = rows.abs().amax(dim=1) if rows.shape[1] else rows.new_zeros(rows.shape[0])
-    scale = torch.where(amax > 0, amax / LEVELS, torch.ones_like(amax))  # hexa: s = 1 for a zero channel
-    q = torch.round(rows / scale[:, None]).clamp(-LEVELS, LEVELS)
-    return q.to(torch.int8).reshape(w.shape), scale
-
-
-def dequantize_channels(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """q·s in fp32, q of shape (Cout, ...) and scale (Cout,)."""
-    rows = q.reshape(q.shape[0], -1).float() * scale.float()[:, None]
-    return rows.reshape(q.shape)
-
-
-def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
-    """Codes in -7..7 (read flattened) -> uint8 [ceil(n/2)]: element 2i low nibble, 2i+1 high, nibble q+8, odd tail padded 8."""
-    flat = q.detach().to("cpu").reshape(-1).to(torch.int16)
-    if bool(((flat < -LEVELS) | (flat > LEVELS)).any()):
-        raise ValueError(f"pack_nibbles: codes must lie in -{LEVELS}..{LEVELS}, got {int(flat.min())}..{int(flat.max())}")
-    nib = (flat + NIBBLE_OFFSET).to(torch.uint8)
-    if nib.numel() % 2:
-        nib = torch.cat([nib, torch.tensor([NIBBLE_OFFSET], dtype=torch.uint8)])
-    pairs = nib.view(-1, 2)
-    return (pairs[:, 0] | (pairs[:, 1] << 4)).contiguous()
-
-
-def unpack_nibbles(codes: torch.Tensor, count: int) -> torch.Tensor:
-    """Inverse of ``pack_nibbles``: the first ``count`` codes as int8; ValueError on a -8 code."""
-    if codes.dtype != torch.uint8 or codes.ndim != 1 or codes.numel() != (count + 1) // 2:
-        raise ValueError(
-            f"unpack_nibbles: {count} codes need {(count + 1) // 2} uint8 bytes, "
-            f"got {list(codes.shape)} {dtype_name(codes.dtype)}"
-        )
-    nib = torch.stack([codes & 0xF, codes >> 4], dim=1).reshape(-1)[:count]
-    if bool((nib == 0).any()):
-        raise ValueError(f"unpack_nibbles: code -8 (nibble 0) at index {int((nib == 0).nonzero()[0])}; only -7..7 are valid")
-    return (nib.to(torch.int16) - NIBBLE_OFFSET).to(torch.int8)
 
 
 class Int4Quantizer:
