@@ -45,7 +45,13 @@ from harness.baselines import (
 from harness.bpb import build_byte_luts, tokenizer_sha256
 from harness.budget import Budget, measure_budget
 from harness.config import RunConfig
-from harness.data import DistributedTokenLoader, dataset_fingerprint, list_shards, load_validation_tokens
+from harness.data import (
+    DistributedTokenLoader,
+    dataset_fingerprint,
+    file_sha256,
+    list_shards,
+    load_validation_tokens,
+)
 from harness.distributed import DistInfo, barrier, broadcast_str, init_distributed, shutdown
 from harness.errors import ConfigError, PgolfError
 from harness.eval import EVAL_VERSION, EvalResult
@@ -552,6 +558,7 @@ def _report(st: RunState, ctx: TrainContext, res: TrainResult, pre: EvalResult, 
         "device": device, "quantizer": st.qname, "compressor": st.cname,
         "dataset_sha256": st.fingerprint["dataset_sha256"], "tokenizer_sha256": st.fingerprint["tokenizer_sha256"],
         "artifact_file": st.artifact_path.name, "code_file": st.code_path.name,
+        "artifact_sha256": file_sha256(st.artifact_path), "code_sha256": file_sha256(st.code_path),
         "harness_version": harness.__version__, "eval_version": EVAL_VERSION,
         "torch_version": torch.__version__, "wall_time_s": round(time.time() - st.wall_start, 1),
     }
