@@ -1,0 +1,204 @@
+"""Read a Parameter Golf train log (upstream families A and B, and our own pgolf ``train.log``)
+into a `LogSummary`: the final score lines, steps, timing, sizes and the seed.
+
+Formats and hazards follow PROTOCOL.md §4.2 and §9 (upstream ``openai/parameter-golf``
+records): family A ``step:S/N train_loss:X … step_avg:Fms`` (baseline ``train_gpt.py``),
+family B ``S/N train_loss: X train_time: F.Fm`` (PR #1394 lineage), Unix-epoch prefixes,
+embedded source code with f-string templates, torchrun warnings and nvidia-smi tables.
+Only text is read; nothing here executes anything a log names.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan|inf|-inf"
+_EPOCH_PREFIX = re.compile(r"^\d{9,11}(?:\.\d+)?\s+")
+_FINAL_NAME = re.compile(r"^(?P<name>(?:final_|quantized|legal_ttt)[\w.+-]*)(?=\s|$)")
+_VAL_LOSS = re.compile(rf"(?:^|\s)val_loss:\s*(?P<v>{_NUM})(?=\s|$|,)")
+_VAL_BPB = re.compile(rf"(?:^|\s)val_bpb:\s*(?P<v>{_NUM})(?=\s|$|,)")
+_STOP = re.compile(r"^stopping_early:.*?train_time:\s*(?P<ms>\d+(?:\.\d+)?)ms\s+step:\s*(?P<s>\d+)/(?P<n>\d+)")
+_STEP_A = re.compile(r"^step:(?P<s>\d+)/(?P<n>\d+)\s+(?:train_loss|val_loss):")
+_STEP_A_TIME = re.compile(r"\strain_time:(?P<ms>\d+(?:\.\d+)?)ms")
+_STEP_A_AVG = re.compile(r"\sstep_avg:(?P<avg>\d+(?:\.\d+)?)ms")
+_STEP_B = re.compile(r"^(?P<s>\d+)/(?P<n>\d+)\s+(?:train_loss|val_loss):\s")
+_STEP_B_TIME = re.compile(r"\strain_time:\s*(?P<m>\d+(?:\.\d+)?)m(?:\s|$)")
+_TOTAL = re.compile(r"^Total submission size[^:]*:\s*(?P<b>\d+)\s*bytes")
+_CODE = re.compile(r"^Code size(?:\s*\((?P<kind>compressed|uncompressed)\))?:\s*(?P<b>\d+)\s*bytes")
+_PARAMS = re.compile(r"^model_params:\s*(?P<p>\d+)")
+_SEED = re.compile(r"^\s*seed:\s*(?P<seed>\d+)\s*$")
+_PGOLF = re.compile(r"^run_id:\S+\s+run_dir:")
+
+# Pre-quantization numbers are not a submission's score (PROTOCOL §6.2: DGAttention's
+# claimed value was the pre-quant one), so they never count as support.
+_NOT_A_SCORE = ("prequant", "pre_quant")
+
+
+@dataclass
+class LogSummary:
+    """What one train log says about its run."""
+
+    finals: dict[str, tuple[float | None, float]] = field(default_factory=dict)
+    """Final score lines, name -> (val_loss, val_bpb); the last occurrence of a name wins."""
+    final_lines: list[tuple[str, float | None, float]] = field(default_factory=list)
+    """Every final score line in order (a name can repeat with other numbers)."""
+    steps: int | None = None
+    iterations: int | None = None
+    train_time_ms: float | None = None
+    ms_per_step: float | None = None
+    total_bytes: int | None = None
+    """The LAST ``Total submission size …: N bytes`` line (earlier ones are raw fp32 totals)."""
+    code_bytes: int | None = None
+    model_params: int | None = None
+    seed: str | None = None
+    truncated: bool = True
+    """No final score line: the run or its log stopped before scoring."""
+    family: str = "unknown"
+    """"A", "B", "pgolf" or "unknown" (PROTOCOL §9.1)."""
+
+
+@dataclass
+class _Scan:
+    """Mutable state while scanning lines (kept apart from the public summary)."""
+
+    out: LogSummary = field(default_factory=LogSummary)
+    stop: tuple[int, int, float] | None = None
+    last_a: tuple[int, int, float | None, float | None] | None = None
+    last_b: tuple[int, int, float | None] | None = None
+    code: dict[str, int] = field(default_factory=dict)
+    pgolf: bool = False
+
+
+def clean_line(raw: str) -> str | None:
+    """The line without its epoch-timestamp prefix, or None when it cannot be a log line
+    (embedded source with ``{`` templates)."""
+    if "{" in raw:
+        return None
+    return _EPOCH_PREFIX.sub("", raw.rstrip("\r\n"), count=1)
+
+
+def _num(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _final(line: str) -> tuple[str, float | None, float] | None:
+    m = _FINAL_NAME.match(line)
+    if not m:
+        return None
+    bpb = _VAL_BPB.search(line)
+    if not bpb or _num(bpb.group("v")) is None:
+        return None
+    loss = _VAL_LOSS.search(line)
+    return m.group("name"), (_num(loss.group("v")) if loss else None), float(bpb.group("v"))
+
+
+def _steps(line: str, st: _Scan) -> bool:
+    m = _STOP.match(line)
+    if m:
+        st.stop = (int(m.group("s")), int(m.group("n")), float(m.group("ms")))
+        return True
+    m = _STEP_A.match(line)
+    if m:
+        t, a = _STEP_A_TIME.search(line), _STEP_A_AVG.search(line)
+        st.last_a = (int(m.group("s")), int(m.group("n")), float(t.group("ms")) if t else None, float(a.group("avg")) if a else None)
+        return True
+    m = _STEP_B.match(line)
+    if m:
+        t = _STEP_B_TIME.search(line)
+        # Family B prints minutes with one decimal: good for the family, too coarse for timing.
+        st.last_b = (int(m.group("s")), int(m.group("n")), 60_000.0 * float(t.group("m")) if t else None)
+        return True
+    return False
+
+
+def _facts(line: str, st: _Scan) -> None:
+    out = st.out
+    if m := _TOTAL.match(line):
+        out.total_bytes = int(m.group("b"))
+    elif m := _CODE.match(line):
+        st.code[m.group("kind") or "plain"] = int(m.group("b"))
+    elif m := _PARAMS.match(line):
+        out.model_params = int(m.group("p"))
+    elif (m := _SEED.match(line)) and out.seed is None:
+        out.seed = m.group("seed")
+    elif _PGOLF.match(line):
+        st.pgolf = True
+
+
+def _finish(st: _Scan) -> LogSummary:
+    out = st.out
+    out.truncated = not out.final_lines
+    out.family = "pgolf" if st.pgolf else "A" if st.last_a else "B" if st.last_b else "unknown"
+    # §4.3: when both are logged, the compressed code size is the one in the total.
+    out.code_bytes = st.code.get("compressed", st.code.get("plain", st.code.get("uncompressed")))
+    if st.stop:
+        out.steps, out.iterations, out.train_time_ms = st.stop
+    elif st.last_a:
+        out.steps, out.iterations, out.train_time_ms = st.last_a[0], st.last_a[1], st.last_a[2]
+    elif st.last_b:
+        out.steps, out.iterations, out.train_time_ms = st.last_b
+    if st.last_a and st.last_a[3] is not None:
+        out.ms_per_step = st.last_a[3]  # family A / pgolf print the running average
+    elif out.train_time_ms is not None and out.steps:
+        out.ms_per_step = out.train_time_ms / out.steps  # family B: only derivable (§9.2)
+    return out
+
+
+def parse_log(text: str) -> LogSummary:
+    """Parse one train log's text; never raises on odd content (unknown lines are skipped)."""
+    st = _Scan()
+    for raw in text.splitlines():
+        line = clean_line(raw)
+        if not line:
+            continue
+        hit = _final(line)
+        if hit:
+            st.out.final_lines.append(hit)
+            st.out.finals[hit[0]] = (hit[1], hit[2])
+            continue
+        if not _steps(line, st):
+            _facts(line, st)
+    return _finish(st)
+
+
+def decimals(value: float) -> int:
+    """How many decimals ``value`` was written with (its shortest repr, as JSON stores it)."""
+    exp = Decimal(repr(float(value))).as_tuple().exponent
+    return max(0, -exp) if isinstance(exp, int) else 0
+
+
+def round_half_up(value: float, places: int) -> Decimal:
+    """``value`` rounded half-up on its decimal text (1.09785 -> 1.0979), not binary rounding."""
+    return Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+
+
+def matches(score: float, value: float, tol: float = 1e-5) -> bool:
+    """True when ``value`` (a log number or a mean of them) shows ``score``: equal after
+    half-up rounding to the score's decimals, or within ``tol``."""
+    try:
+        if round_half_up(value, decimals(score)) == Decimal(repr(float(score))):
+            return True
+    except InvalidOperation:
+        return False
+    return abs(float(value) - float(score)) <= tol + 1e-12
+
+
+def is_score_line(name: str) -> bool:
+    """Whether a final line can carry a submission's score (pre-quant lines cannot)."""
+    return not any(tag in name for tag in _NOT_A_SCORE)
+
+
+def supporting_lines(score: float, summary: LogSummary, tol: float = 1e-5) -> list[str]:
+    """Names of the final lines of ``summary`` whose bpb shows ``score`` (see `matches`)."""
+    names = [n for n, _loss, bpb in summary.final_lines if is_score_line(n) and matches(score, bpb, tol)]
+    return list(dict.fromkeys(names))
+
+
+def support(score: float, summary: LogSummary, tol: float = 1e-5) -> bool:
+    """Does ANY final line of this log show this bpb? The line's name says nothing reliable
+    about its method (``final_int8_zlib_roundtrip_exact`` is a legacy alias, PROTOCOL §4.2)."""
+    return bool(supporting_lines(score, summary, tol))
