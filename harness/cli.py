@@ -117,6 +117,42 @@ def _cmd_rescore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _entries(records: str | None):
+    from harness.records import import_records, import_runs
+
+    return import_records(Path(records)) if records else import_runs(Path("submissions"))
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from harness.leaderboard import regenerate, render
+
+    if args.records:
+        out = Path(args.out or "leaderboard_records")
+        paths = render(_entries(args.records), out, title=f"Upstream records: {args.records}", root=Path(args.records))
+    else:
+        paths = regenerate(Path("."), Path(args.out) if args.out else None)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from harness.significance import compare
+
+    entries = {e.key: e for e in _entries(args.records)}
+    missing = [k for k in (args.a, args.b) if k not in entries]
+    if missing:
+        raise PgolfError(f"no entry named {', '.join(missing)}; known: {', '.join(sorted(entries))}")
+    print(compare(entries[args.a], entries[args.b]))
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from harness.verify import verify_main
+
+    return verify_main(Path(args.run_dir))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (its flag set is frozen by a test)."""
     p = argparse.ArgumentParser(prog="pgolf", description="Parameter Golf harness")
@@ -159,6 +195,20 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--tokenizer-path", default=None)
     rs.add_argument("--device", default="cpu", help="cpu or cuda")
     rs.set_defaults(func=_cmd_rescore)
+    lb = sub.add_parser("leaderboard", help="regenerate leaderboard/ from the runs (or render an upstream records folder)")
+    lb.add_argument("--records", default=None, help="an upstream records/ folder to import instead of our runs")
+    lb.add_argument("--out", default=None, help="output folder (default: leaderboard/, or leaderboard_records/ with --records)")
+    lb.set_defaults(func=_cmd_leaderboard)
+
+    cp = sub.add_parser("compare", help="one-sided Welch test that A improves on B by 0.005 nats (p < 0.01)")
+    cp.add_argument("a")
+    cp.add_argument("b")
+    cp.add_argument("--records", default=None, help="compare entries of an upstream records/ folder")
+    cp.set_defaults(func=_cmd_compare)
+
+    vf = sub.add_parser("verify", help="re-check a run from its files alone, in a fresh process")
+    vf.add_argument("run_dir")
+    vf.set_defaults(func=_cmd_verify)
     return p
 
 

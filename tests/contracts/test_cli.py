@@ -29,5 +29,8 @@ def test_cli_flags_are_frozen():
         "data", "data build-default", "data build-default --variant", "data download",
         "data bytes", "data bytes <source>", "data bytes --tokenizer", "data bytes --dest",
         "data download --variant", "data download --train-shards", "data download --dest",
+        "leaderboard", "leaderboard --records", "leaderboard --out",
+        "compare", "compare <a>", "compare <b>", "compare --records",
+        "verify", "verify <run_dir>",
         "rescore", "rescore <target>", "rescore --data-path", "rescore --tokenizer-path", "rescore --device",
     }
