@@ -209,6 +209,24 @@ def read_artifact(
     """
     path = Path(path)
     _check_little_endian(path)
+    manifest, payload = _read_verified(path)
+    raw_bytes = manifest["raw_bytes"]
+    if raw_bytes > max_raw_bytes:
+        raise ArtifactError(f"{path}: raw_bytes {raw_bytes} exceeds the limit max_raw_bytes={max_raw_bytes}")
+    comp = manifest["compressor"]
+    raw = _decompress(path, compressor_for(comp["name"], comp["config"]), payload, raw_bytes)
+    tensors = {name: _decode_tensor(path, name, raw, entry) for name, entry in manifest["tensors"].items()}
+    return tensors, manifest
+
+
+def verify_payload(path: str | os.PathLike[str]) -> dict:
+    """The validated manifest, after checking the payload against its stored sha256
+    (no decompression: what `pgolf verify` needs to detect a changed payload byte)."""
+    return _read_verified(Path(path))[0]
+
+
+def _read_verified(path: Path) -> tuple[dict, bytes]:
+    """(manifest, compressed payload) once the header, manifest and payload digest validate."""
     with _open(path) as f:
         manifest = _read_head(path, f, os.fstat(f.fileno()).st_size)
         digest = f.read(DIGEST_BYTES)
@@ -217,13 +235,7 @@ def read_artifact(
         raise ArtifactError(f"{path}: file is truncated inside the payload digest")
     if hashlib.sha256(payload).digest() != digest:
         raise ArtifactError(f"{path}: payload sha256 mismatch (the file is corrupt or was modified)")
-    raw_bytes = manifest["raw_bytes"]
-    if raw_bytes > max_raw_bytes:
-        raise ArtifactError(f"{path}: raw_bytes {raw_bytes} exceeds the limit max_raw_bytes={max_raw_bytes}")
-    comp = manifest["compressor"]
-    raw = _decompress(path, compressor_for(comp["name"], comp["config"]), payload, raw_bytes)
-    tensors = {name: _decode_tensor(path, name, raw, entry) for name, entry in manifest["tensors"].items()}
-    return tensors, manifest
+    return manifest, payload
 
 
 def _open(path: Path) -> BinaryIO:

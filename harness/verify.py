@@ -25,12 +25,10 @@ passed, 1 a check failed, and a `ConfigError` (status 2) when the folder is not 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -41,10 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.artifact import DIGEST_BYTES, MAGIC, config_from_json, read_manifest
+from harness.artifact import config_from_json, verify_payload
 from harness.budget import BYTE_LIMIT
 from harness.config import ENV_OVERRIDES
-from harness.errors import ArtifactError, ConfigError, PgolfError
+from harness.data import file_sha256
+from harness.errors import ConfigError, PgolfError
 
 BPB_TOLERANCE = 1e-6
 """Largest accepted |claimed - re-measured| BPB (the issue's bound, same device and dtype)."""
@@ -62,7 +61,6 @@ _SCORING_KEYS: tuple[str, ...] = (
     "data.data_path", "data.tokenizer_path", "data.default_variant", "data.vocab_size",
     "train.train_seq_len", "train.grad_accum_steps", "train.seed",
 )
-_HEAD = struct.Struct("<8sHI")  # the artifact header (magic, version, manifest length); see harness.artifact
 # Launcher variables that would turn the re-run into a distributed rank or rename it.
 _DROPPED_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "RUN_ID")
 
@@ -226,17 +224,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _check_hash(report: VerifyReport, record: dict[str, Any], key: str, path: Path) -> None:
     """(3) the file's sha256 against the recorded one; older runs record none."""
-    measured = _sha256(path)
+    measured = file_sha256(path)
     claimed = record.get(key)
     if claimed is None:
         report.add(key, True, f"not recorded in submission.json; {path.name} sha256 is {measured}")
@@ -247,25 +237,13 @@ def _check_hash(report: VerifyReport, record: dict[str, Any], key: str, path: Pa
 def _check_artifact(report: VerifyReport, record: dict[str, Any], artifact: Path) -> bool:
     """(4) header and manifest validate, the payload matches its digest, components match."""
     try:
-        manifest = read_manifest(artifact)
-        _check_payload_digest(artifact)
+        manifest = verify_payload(artifact)
     except PgolfError as exc:
         report.add("artifact_format", False, str(exc))
         return False
     report.add("artifact_format", True, f"{artifact.name}: header, manifest and payload digest valid ({manifest['format']})")
     _check_components(report, record, artifact, manifest)
     return True
-
-
-def _check_payload_digest(artifact: Path) -> None:
-    """The stored sha256 of the payload equals the payload's (catches a flipped payload byte)."""
-    blob = artifact.read_bytes()
-    magic, _version, mlen = _HEAD.unpack_from(blob)
-    assert magic == MAGIC  # read_manifest has validated the header already
-    start = _HEAD.size + mlen
-    stored, payload = blob[start:start + DIGEST_BYTES], blob[start + DIGEST_BYTES:]
-    if hashlib.sha256(payload).digest() != stored:
-        raise ArtifactError(f"{artifact}: payload sha256 mismatch (stored {stored.hex()}, payload {hashlib.sha256(payload).hexdigest()})")
 
 
 def _check_components(report: VerifyReport, record: dict[str, Any], artifact: Path, manifest: dict) -> None:
@@ -415,4 +393,4 @@ def _compare_bytes(report: VerifyReport, shipped: Path, original: Path, name: st
         return
     same = shipped.read_bytes() == original.read_bytes()
     report.add(name, same, f"re-run {shipped.name} {'equals' if same else 'differs from'} {original.name} "
-               f"(sha256 {_sha256(shipped)[:16]} vs {_sha256(original)[:16]})")
+               f"(sha256 {file_sha256(shipped)[:16]} vs {file_sha256(original)[:16]})")
