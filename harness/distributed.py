@@ -7,6 +7,7 @@ WORLD_SIZE; rank r uses cuda:LOCAL_RANK. Small collectives here never use pickle
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -91,7 +92,19 @@ def broadcast_str(text: str, info: DistInfo, max_len: int = 255) -> str:
     return bytes(buf[1 : 1 + n].tolist()).decode("utf-8")
 
 
-def shutdown(info: DistInfo) -> None:
-    """Leave the process group."""
-    if info.backend is not None and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(info: DistInfo, *, finished: bool = True) -> None:
+    """Leave the process group.
+
+    After a clean finish every rank first waits for the others, so no rank tears down its
+    transport while a peer still talks to it. Then the garbage collector runs before the
+    group is destroyed: a DDP reducer caught in a reference cycle keeps the gloo group (and
+    its C++ worker threads) alive until interpreter teardown, where destroying it aborts the
+    process ("terminate called without an active exception", seen in CI on a 2-rank run).
+    After a failure the barrier is skipped: a peer may never reach it.
+    """
+    if info.backend is None or not dist.is_initialized():
+        return
+    if finished and info.distributed:
+        dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib
+import inspect
 import os
 import platform
 import random
@@ -230,10 +231,13 @@ def run(
 
 def _run_and_shutdown(config: RunConfig, submission_dir: Path | None, sets: Mapping[str, str] | None, run_id: str | None) -> dict[str, Any] | None:
     dist = init_distributed()
+    finished = False
     try:
-        return _run(config, dist, Path(submission_dir or _submission_dir_of_main()), dict(sets or {}), run_id)
+        record = _run(config, dist, Path(submission_dir or _submission_dir_of_main()), dict(sets or {}), run_id)
+        finished = True
+        return record
     finally:
-        shutdown(dist)
+        shutdown(dist, finished=finished)
 
 
 def _script_flags(argv: list[str]) -> tuple[dict[str, str], str | None]:
@@ -320,7 +324,10 @@ def _wrap_for_training(model: torch.nn.Module, config: RunConfig, dist: DistInfo
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [dist.local_rank] if dist.device.type == "cuda" else None
-        wrapped = DDP(wrapped, device_ids=ids, broadcast_buffers=False)
+        # Buffers are identical on every rank (same seed), so syncing them each forward is
+        # wasted traffic; newer torch renamed the switch and warns on the old name.
+        no_sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters else "broadcast_buffers"
+        wrapped = DDP(wrapped, device_ids=ids, **{no_sync: False})
     return wrapped
 
 
