@@ -21,3 +21,7 @@ class ArtifactError(PgolfError):
 
 class TrainingDiverged(PgolfError):
     """The training loss became NaN or infinite."""
+
+
+class EvalTimeLimit(PgolfError):
+    """An evaluation passed its wall-clock deadline and stopped between two batches."""

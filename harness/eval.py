@@ -9,6 +9,15 @@ scored exactly once (the older variants re-scored the tail).
 
 The model only supplies logits; the loss is computed here so no plugin can change how it is
 scored. Bump `EVAL_VERSION` whenever a number produced here could change.
+
+`evaluate_sliding` is the fast path (pgolf issue 6): when the model exposes ``hidden`` and
+``logits`` (the `LanguageModel` protocol), the LM head, the cross-entropy and the byte count
+run only on the positions a window scores (the last ``stride`` of every window after the
+first), not on its ``window - stride`` positions of context; on CUDA the hidden forward can be
+compiled with static shapes (the tail batch is padded). `evaluate_sliding_reference` is the
+plain implementation (head and loss everywhere, then a mask); both give the same sums. Both
+passes take an optional ``deadline`` (a ``time.perf_counter()`` value) checked between
+batches (pgolf issue 7): past it they raise `EvalTimeLimit`, all ranks at the same batch.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -24,12 +33,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from harness.bpb import ByteLUTs, count_bytes
-from harness.errors import ConfigError, DataError
+from harness.errors import ConfigError, DataError, EvalTimeLimit
 
 EVAL_VERSION = 1
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 Progress = Callable[[int, int], None]
+HeadSplit = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
 
 
 @dataclass
@@ -141,6 +151,31 @@ class _Sums:
         self.tokens += scored.sum(dtype=torch.int64)
         self.bytes += torch.where(scored, nbytes, 0).sum(dtype=torch.int64)
 
+    def add_scored(
+        self,
+        forward: Forward,
+        split: HeadSplit | None,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        scored: torch.Tensor,
+        luts: ByteLUTs,
+        autocast_dtype: torch.dtype | None,
+    ) -> None:
+        """Score only the flat positions ``scored`` of the (B, T) batch ``x`` -> ``y``.
+
+        With ``split = (hidden, head)`` the head runs on the scored hidden states alone;
+        without it the full forward runs and its logits are gathered.
+        """
+        logits = _scored_logits(forward, split, x, scored, luts.vocab_size, autocast_dtype)
+        # Same precision rule as add_batch, so both paths give the same sums.
+        if logits.dtype != torch.float64:
+            logits = logits.float()
+        targets = y.reshape(-1).index_select(0, scored)
+        nll = F.cross_entropy(logits, targets, reduction="none")
+        self.loss += nll.sum(dtype=torch.float64)
+        self.tokens += scored.numel()  # known on the host: no sync
+        self.bytes += count_bytes(luts, x.reshape(-1).index_select(0, scored), targets).sum(dtype=torch.int64)
+
     def all_reduce(self, world_size: int) -> None:
         """Sum over ranks (as float64, upstream's choice) when a process group is running."""
         if world_size <= 1 or not _distributed_ready():
@@ -155,12 +190,7 @@ class _Sums:
 def _logits(
     forward: Forward, x: torch.Tensor, vocab_size: int, autocast_dtype: torch.dtype | None
 ) -> torch.Tensor:
-    context = (
-        torch.autocast(device_type=x.device.type, dtype=autocast_dtype)
-        if autocast_dtype is not None
-        else contextlib.nullcontext()
-    )
-    with context:
+    with _autocast(x.device, autocast_dtype):
         logits = forward(x)
     expected = (*x.shape, vocab_size)
     if tuple(logits.shape) != expected:
@@ -169,6 +199,117 @@ def _logits(
             f"(batch, length, vocab_size of the tokenizer)"
         )
     return logits
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _scored_logits(
+    forward: Forward,
+    split: HeadSplit | None,
+    x: torch.Tensor,
+    scored: torch.Tensor,
+    vocab_size: int,
+    autocast_dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """(N, V) logits of the N flat positions ``scored`` of the (B, T) inputs ``x``."""
+    if split is None:
+        return _logits(forward, x, vocab_size, autocast_dtype).reshape(-1, vocab_size).index_select(0, scored)
+    hidden, head = split
+    with _autocast(x.device, autocast_dtype):
+        states = hidden(x)
+        if states.dim() != 3 or tuple(states.shape[:2]) != tuple(x.shape):
+            raise ConfigError(
+                f"model hidden() returned shape {tuple(states.shape)}, expected ({x.shape[0]}, {x.shape[1]}, d) "
+                f"(batch, length, model width)"
+            )
+        logits = head(states.reshape(-1, states.shape[-1]).index_select(0, scored))
+    expected = (scored.numel(), vocab_size)
+    if tuple(logits.shape) != expected:
+        raise ConfigError(
+            f"model logits() returned shape {tuple(logits.shape)}, expected {expected} "
+            f"(scored positions, vocab_size of the tokenizer)"
+        )
+    return logits
+
+
+def head_split(model: object) -> HeadSplit | None:
+    """``(model.hidden, model.logits)`` when the model offers both (the `LanguageModel`
+    protocol), else None: such models are scored from their full forward."""
+    hidden, head = getattr(model, "hidden", None), getattr(model, "logits", None)
+    return (hidden, head) if callable(hidden) and callable(head) else None
+
+
+def _maybe_compile(fn: Callable, compile_model: bool, device: torch.device) -> Callable:
+    # Static shapes: every batch is padded to the same (rows, width), so one graph serves all.
+    if compile_model and device.type == "cuda":
+        return torch.compile(fn, dynamic=False)
+    return fn
+
+
+def _static_shapes(compile_model: bool, device: torch.device, split: HeadSplit | None) -> bool:
+    """Whether the sliding batches are padded to one fixed shape (for the compiled hidden)."""
+    return compile_model and device.type == "cuda" and split is not None
+
+
+def _batch_counts(count: int, batch_seqs: int, world_size: int) -> list[int]:
+    """Number of batches of every rank when ``count`` items are sharded (`_shard`)."""
+    shards = (_shard(count, r, world_size) for r in range(world_size))
+    return [-(-(last - first) // batch_seqs) for first, last in shards]
+
+
+class _Deadline:
+    """Checks the deadline before every batch; several ranks agree with an all-reduce MAX.
+
+    A multi-rank run with a deadline loops over the largest rank's batch count (idle rounds
+    on the others), so every rank makes the same collectives and all stop at the same batch.
+    """
+
+    def __init__(
+        self, name: str, deadline: float | None, device: torch.device, rank: int, world_size: int,
+        counts: list[int], targets_total: int,
+    ) -> None:
+        self.name, self.deadline, self.device, self.rank = name, deadline, device, rank
+        self.collective = deadline is not None and world_size > 1 and _distributed_ready()
+        self.mine = counts[rank]
+        self.rounds = max(counts) if self.collective else self.mine
+        self.targets_total, self.targets_done = targets_total, 0
+        self.start = time.perf_counter()
+
+    def batches(self) -> Iterator[int]:
+        """This rank's batch indices 0, 1, ...; raises `EvalTimeLimit` once past the deadline."""
+        for b in range(self.rounds):
+            self._check(min(b, self.mine))
+            if b < self.mine:
+                yield b
+
+    def _check(self, done: int) -> None:
+        if self.deadline is None:
+            return
+        now = time.perf_counter()
+        over = now > self.deadline
+        if self.collective:
+            flag = torch.tensor(float(over), device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            over = bool(flag.item() > 0)
+        if over:
+            raise EvalTimeLimit(self._message(done, now))
+
+    def _message(self, done: int, now: float) -> str:
+        allowed = self.deadline - self.start
+        cap = (
+            f"it had {allowed:.3f}s left before the deadline and ran {now - self.start:.3f}s"
+            if allowed >= 0
+            else f"the deadline had passed {-allowed:.3f}s before it started"
+        )
+        agreed = " (the ranks agree on the earliest)" if self.collective else ""
+        return (
+            f"{self.name} evaluation stopped at its time cap after {done} of {self.mine} batches "
+            f"({self.targets_done} of {self.targets_total} targets on rank {self.rank}): {cap}{agreed}"
+        )
 
 
 def evaluate_standard(
@@ -183,12 +324,14 @@ def evaluate_standard(
     rank: int = 0,
     world_size: int = 1,
     progress: Progress | None = None,
+    deadline: float | None = None,
 ) -> EvalResult:
     """Score non-overlapping ``seq_len`` sequences, each starting with no context.
 
     ``val_tokens`` (1-D int64, CPU) must hold k * seq_len + 1 tokens (k >= 1): the caller
     truncates the stream as upstream does. ``progress(done, total)`` counts this rank's
-    sequences.
+    sequences. Past ``deadline`` (a ``time.perf_counter()`` value) it stops between batches
+    and raises `EvalTimeLimit`.
     """
     _require_positive("seq_len", seq_len)
     _require_positive("batch_seqs", batch_seqs)
@@ -201,17 +344,24 @@ def evaluate_standard(
         )
     device = torch.device(device)
     luts = luts.to(device)
-    first, last = _shard((val_tokens.numel() - 1) // seq_len, rank, world_size)
+    count = (val_tokens.numel() - 1) // seq_len
+    first, last = _shard(count, rank, world_size)
     _synchronize(device)
     start_time = time.perf_counter()
     sums = _Sums(device)
+    guard = _Deadline(
+        "standard", deadline, device, rank, world_size, _batch_counts(count, batch_seqs, world_size),
+        (last - first) * seq_len,
+    )
     with torch.no_grad():
-        for seq in range(first, last, batch_seqs):
+        for b in guard.batches():
+            seq = first + b * batch_seqs
             seq_end = min(seq + batch_seqs, last)
             chunk = val_tokens[seq * seq_len : seq_end * seq_len + 1].to(device, non_blocking=True)
             x = chunk[:-1].view(-1, seq_len)
             y = chunk[1:].view(-1, seq_len)
             sums.add_batch(forward, x, y, None, luts, autocast_dtype)
+            guard.targets_done += y.numel()
             if progress is not None:
                 progress(seq_end - first, last - first)
     return _finish(sums, world_size, device, start_time, "standard", None, seq_len)
@@ -264,6 +414,90 @@ def _window_batch(
     return x, y, valid & (pos >= score_from)
 
 
+def _sliding_setup(
+    val_tokens: torch.Tensor, luts: ByteLUTs, window: int, stride: int, batch_seqs: int, rank: int, world_size: int,
+) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    """All windows and this rank's windows, inputs checked."""
+    _require_positive("batch_seqs", batch_seqs)
+    _check_ranks(rank, world_size)
+    _check_tokens(val_tokens, luts, 2)
+    windows = sliding_windows(val_tokens.numel() - 1, window, stride)
+    first, last = _shard(len(windows), rank, world_size)
+    return windows, windows[first:last]
+
+
+def _scored_targets(batch: list[tuple[int, int, int]]) -> int:
+    return sum(end - start - score_from for start, end, score_from in batch)
+
+
+def evaluate_sliding_reference(
+    forward: Forward,
+    val_tokens: torch.Tensor,
+    luts: ByteLUTs,
+    *,
+    window: int,
+    stride: int,
+    batch_seqs: int,
+    device: torch.device | str,
+    autocast_dtype: torch.dtype | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: Progress | None = None,
+    deadline: float | None = None,
+    compile_model: bool = False,
+) -> EvalResult:
+    """The plain sliding-window evaluation: same arguments and sums as `evaluate_sliding`.
+
+    Every window's full logits and loss are computed and the context positions masked out;
+    it is kept as the reference the fast path is tested and benchmarked against.
+    ``compile_model`` compiles the whole forward on CUDA (shapes vary at the tail).
+    """
+    windows, mine = _sliding_setup(val_tokens, luts, window, stride, batch_seqs, rank, world_size)
+    device = torch.device(device)
+    luts = luts.to(device)
+    forward = _maybe_compile(forward, compile_model, device)
+    _synchronize(device)
+    start_time = time.perf_counter()
+    sums = _Sums(device)
+    guard = _Deadline(
+        "sliding", deadline, device, rank, world_size, _batch_counts(len(windows), batch_seqs, world_size),
+        _scored_targets(mine),
+    )
+    with torch.no_grad():
+        for b in guard.batches():
+            batch = mine[b * batch_seqs : (b + 1) * batch_seqs]
+            # Window ends never decrease, so the last window reaches furthest.
+            chunk = val_tokens[batch[0][0] : batch[-1][1] + 1].to(device, non_blocking=True)
+            x, y, scored = _window_batch(chunk, batch, device)
+            sums.add_batch(forward, x, y, scored, luts, autocast_dtype)
+            guard.targets_done += _scored_targets(batch)
+            if progress is not None:
+                progress(b * batch_seqs + len(batch), len(mine))
+    return _finish(sums, world_size, device, start_time, "sliding", min(stride, window), window)
+
+
+def _scored_batch(
+    chunk: torch.Tensor, batch: list[tuple[int, int, int]], device: torch.device, rows: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs and targets of ``batch`` as (rows, width), zero-padded right and below, and the
+    flat indices of their scored positions, ascending.
+
+    ``chunk`` is tokens[batch[0].start : batch[-1].end + 1] on ``device``. The index is built
+    on the host, where the window layout is known, so its length never needs a device sync.
+    """
+    base = batch[0][0]
+    meta = torch.zeros((rows, 3), dtype=torch.int64)  # padding rows: length 0, nothing scored
+    meta[: len(batch)] = torch.tensor([(start - base, end - start, score_from) for start, end, score_from in batch])
+    pos = torch.arange(width).unsqueeze(0)
+    valid = pos < meta[:, 1:2]
+    scored = (valid & (pos >= meta[:, 2:3])).flatten().nonzero().squeeze(1)
+    index = torch.where(valid, meta[:, 0:1] + pos, 0).to(device, non_blocking=True)
+    valid = valid.to(device, non_blocking=True)
+    x = torch.where(valid, chunk[index], 0)
+    y = torch.where(valid, chunk[index + 1], 0)
+    return x, y, scored.to(device, non_blocking=True)
+
+
 def evaluate_sliding(
     forward: Forward,
     val_tokens: torch.Tensor,
@@ -277,33 +511,46 @@ def evaluate_sliding(
     rank: int = 0,
     world_size: int = 1,
     progress: Progress | None = None,
+    deadline: float | None = None,
+    compile_model: bool = False,
 ) -> EvalResult:
     """Score every target of ``val_tokens`` once with overlapping windows (`sliding_windows`).
 
     ``batch_seqs`` windows go through one forward, right-padded with zeros to the longest;
     padding is never scored. With stride >= window the numbers equal `evaluate_standard`'s
     at seq_len = window. ``progress(done, total)`` counts this rank's windows.
+
+    Fast path: a model with ``hidden``/``logits`` gets its head and loss evaluated on the
+    scored positions only (same sums as `evaluate_sliding_reference`); other callables are
+    run whole and their logits gathered. ``compile_model`` compiles ``hidden`` on CUDA and
+    pads every batch to ``batch_seqs`` x ``window`` so its shape never changes. Past
+    ``deadline`` (a ``time.perf_counter()`` value) it stops between batches and raises
+    `EvalTimeLimit`.
     """
-    _require_positive("batch_seqs", batch_seqs)
-    _check_ranks(rank, world_size)
-    _check_tokens(val_tokens, luts, 2)
-    windows = sliding_windows(val_tokens.numel() - 1, window, stride)
-    first, last = _shard(len(windows), rank, world_size)
-    mine = windows[first:last]
+    windows, mine = _sliding_setup(val_tokens, luts, window, stride, batch_seqs, rank, world_size)
     device = torch.device(device)
     luts = luts.to(device)
+    split = head_split(forward)
+    static = _static_shapes(compile_model, device, split)
+    if static:
+        split = (_maybe_compile(split[0], True, device), split[1])
     _synchronize(device)
     start_time = time.perf_counter()
     sums = _Sums(device)
+    guard = _Deadline(
+        "sliding", deadline, device, rank, world_size, _batch_counts(len(windows), batch_seqs, world_size),
+        _scored_targets(mine),
+    )
     with torch.no_grad():
-        for i in range(0, len(mine), batch_seqs):
-            batch = mine[i : i + batch_seqs]
-            # Window ends never decrease, so the last window reaches furthest.
+        for b in guard.batches():
+            batch = mine[b * batch_seqs : (b + 1) * batch_seqs]
             chunk = val_tokens[batch[0][0] : batch[-1][1] + 1].to(device, non_blocking=True)
-            x, y, scored = _window_batch(chunk, batch, device)
-            sums.add_batch(forward, x, y, scored, luts, autocast_dtype)
+            rows, width = (min(batch_seqs, len(mine)), window) if static else (len(batch), max(e - s for s, e, _ in batch))
+            x, y, scored = _scored_batch(chunk, batch, device, rows, width)
+            sums.add_scored(forward, split, x, y, scored, luts, autocast_dtype)
+            guard.targets_done += _scored_targets(batch)
             if progress is not None:
-                progress(i + len(batch), len(mine))
+                progress(b * batch_seqs + len(batch), len(mine))
     return _finish(sums, world_size, device, start_time, "sliding", min(stride, window), window)
 
 

@@ -28,15 +28,19 @@ class Scorer:
                 f"{seq} tokens per rank and micro-batch (world {dist.world_size} x accum {accum})"
             )
 
-    def standard(self, model: torch.nn.Module) -> EvalResult:
-        """Non-overlapping ``train_seq_len`` windows (periodic val, pre-quant, roundtrip)."""
+    def standard(self, model: torch.nn.Module, deadline: float | None = None) -> EvalResult:
+        """Non-overlapping ``train_seq_len`` windows (periodic val, pre-quant, roundtrip).
+
+        ``deadline`` (a ``time.perf_counter()`` value) stops it between batches with
+        `EvalTimeLimit`.
+        """
         was_training = model.training
         model.eval()
         try:
             return evaluate_standard(
                 model, self.val, self.luts, seq_len=self.config.train.train_seq_len,
                 batch_seqs=self.batch_seqs, device=self.dist.device, autocast_dtype=self.autocast,
-                rank=self.dist.rank, world_size=self.dist.world_size,
+                rank=self.dist.rank, world_size=self.dist.world_size, deadline=deadline,
             )
         finally:
             model.train(was_training)
@@ -49,13 +53,27 @@ class Scorer:
         """True when the stride is smaller than the window (otherwise it equals standard)."""
         return 0 < self.config.eval.eval_stride < self.window()
 
-    def sliding(self, model: torch.nn.Module) -> EvalResult:
-        """Every target scored once with ``window - stride`` tokens of context (PROTOCOL §3.3)."""
+    def sliding_batch_seqs(self) -> int:
+        """Windows per sliding batch: ``eval.eval_batch_seqs``, raised on CUDA to as many
+        windows as the tokens one standard-evaluation batch already puts through the device
+        (the fast path keeps no full-window logits, so it needs less memory per token)."""
+        configured = self.config.eval.eval_batch_seqs
+        if self.dist.device.type != "cuda":
+            return configured
+        return max(configured, self.batch_seqs * self.config.train.train_seq_len // self.window())
+
+    def sliding(self, model: torch.nn.Module, deadline: float | None = None) -> EvalResult:
+        """Every target scored once with ``window - stride`` tokens of context (PROTOCOL §3.3).
+
+        The hidden forward is compiled on CUDA when ``train.compile`` is on; ``deadline``
+        stops it between batches with `EvalTimeLimit`.
+        """
         model.eval()
         return evaluate_sliding(
             model, self.val, self.luts, window=self.window(), stride=self.config.eval.eval_stride,
-            batch_seqs=self.config.eval.eval_batch_seqs, device=self.dist.device, autocast_dtype=self.autocast,
-            rank=self.dist.rank, world_size=self.dist.world_size,
+            batch_seqs=self.sliding_batch_seqs(), device=self.dist.device, autocast_dtype=self.autocast,
+            rank=self.dist.rank, world_size=self.dist.world_size, deadline=deadline,
+            compile_model=self.config.train.compile,
         )
 
 
