@@ -95,12 +95,20 @@ class Schedule(Protocol):
 
 
 class Compressor(Protocol):
-    """Lossless bytes codec. Built by ``cfg.build()``."""
+    """Lossless bytes codec. Built by ``cfg.build()``.
+
+    Optional layout hint: a codec whose ``accepts_layout`` attribute is ``True`` is called
+    as ``compress(data, layout=segments)`` by the artifact writer, where ``segments`` is a
+    list of `harness.entropy.Segment` (offset, nbytes, bits, count, cls, name) covering the
+    raw payload in order and saying how to read each array's symbols (bit-packed codes or
+    bytes) and which tensor class it belongs to. The hint changes nothing else: ``decompress``
+    must still return exactly ``data`` from the payload alone, without the layout.
+    """
 
     name: str  # short tag for log lines, e.g. "zlib"
 
     def compress(self, data: bytes) -> bytes:
-        """Compress ``data``."""
+        """Compress ``data`` (``compress(data, layout=...)`` when ``accepts_layout``)."""
 
     def decompress(self, data: bytes, max_output_size: int) -> bytes:
         """Decompress; raise ``ArtifactError`` if the output would exceed ``max_output_size``."""

@@ -52,6 +52,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.compress.zlib",
     "plugins.compress.zstd",
     "plugins.compress.lzma",
+    "plugins.compress.ans",
     "plugins.schedule.wallclock_warmdown",
     "plugins.schedule.step_warmdown",
     "plugins.schedule.cosine",
