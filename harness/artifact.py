@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from harness.components import Compressor, QTensor
+from harness.entropy import layout_from_manifest
 from harness.errors import ArtifactError, PgolfError
 from harness.fileio import write_atomic
 from harness.registry import Registry
@@ -64,6 +65,12 @@ DTYPES: dict[str, torch.dtype] = {
 }
 
 _MANIFEST_KEYS = {"format", "quantizer", "compressor", "raw_bytes", "tensors", "extras"}
+
+MAX_RAW_BYTES = 2**31
+"""Hard limit on an artifact's decompressed size, whatever its manifest declares (a 16 MB
+artifact of int8 weights is far below it; a bomb's claim is not)."""
+MAX_NDIM = 16
+"""Most dimensions an array may declare (weights have at most 4)."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,7 @@ def write_artifact(
     manifest_bytes = _encode_manifest(path, manifest)
     # What the reader will check, checked now: a bad name or config fails before any write.
     _validate_manifest(path, json.loads(manifest_bytes))
-    payload = compressor.compress(b"".join(chunks))
+    payload = _compress(compressor, b"".join(chunks), entries)
     blob = b"".join(
         (
             _HEADER.pack(MAGIC, FORMAT_VERSION, len(manifest_bytes)),
@@ -148,6 +155,15 @@ def _layout(path: Path, tensors: Mapping[str, QTensor]) -> tuple[dict, list[byte
             offset += len(data)
         entries[name] = {"kind": qt.kind, "meta": qt.meta, "arrays": arrays}
     return entries, chunks, offset
+
+
+def _compress(compressor: Compressor, raw: bytes, entries: dict) -> bytes:
+    """``compressor.compress(raw)``, plus the symbol layout for codecs that declare
+    ``accepts_layout`` (an entropy coder codes int5 codes, not the bytes they are packed in).
+    The payload still decodes to exactly ``raw``: the file format does not change."""
+    if getattr(compressor, "accepts_layout", False) is True:
+        return compressor.compress(raw, layout=layout_from_manifest(entries))
+    return compressor.compress(raw)
 
 
 def _array_bytes(path: Path, name: str, key: str, arr: object) -> bytes:
@@ -200,7 +216,7 @@ def read_artifact(
     path: str | os.PathLike[str],
     *,
     compressor_for: Callable[[str, dict], Compressor],
-    max_raw_bytes: int = 2**31,
+    max_raw_bytes: int = MAX_RAW_BYTES,
 ) -> tuple[dict[str, QTensor], dict]:
     """Decode the artifact at ``path`` into (tensors, manifest), validating every field.
 
@@ -261,7 +277,9 @@ def _read_head(path: Path, f: BinaryIO, file_size: int) -> dict:
         )
     try:
         manifest = json.loads(f.read(mlen).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise ArtifactError(f"{path}: manifest JSON is nested too deeply") from None
+    except ValueError as exc:  # bad UTF-8, bad JSON, or an integer literal over Python's digit limit
         raise ArtifactError(f"{path}: manifest is not valid UTF-8 JSON: {exc}") from None
     _validate_manifest(path, manifest)
     return manifest
@@ -272,6 +290,12 @@ def _decompress(path: Path, compressor: Compressor, payload: bytes, raw_bytes: i
         raw = compressor.decompress(payload, max_output_size=raw_bytes)
     except ArtifactError as exc:
         raise ArtifactError(f"{path}: payload: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a plugin codec's own failure on corrupt input
+        raise ArtifactError(
+            f"{path}: payload: compressor {type(compressor).__name__} failed on it ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(raw, (bytes, bytearray)) or len(raw) > raw_bytes:
+        raise ArtifactError(f"{path}: payload: compressor returned more than the declared raw_bytes {raw_bytes}")
     if len(raw) != raw_bytes:
         raise ArtifactError(f"{path}: raw_bytes: manifest says {raw_bytes}, the payload holds {len(raw)}")
     return raw
@@ -363,6 +387,12 @@ def _validate_array(where: str, spec: object, offset: int) -> int:
     shape = spec["shape"]
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
         raise ArtifactError(f"{where}.shape: expected a list of integers >= 0, got {shape!r}")
+    # Zero-size arrays skip the raw_bytes bound, so their other dims are bounded here
+    # (torch cannot even describe [0, 2**70]).
+    if len(shape) > MAX_NDIM or math.prod(max(d, 1) for d in shape) > MAX_RAW_BYTES:
+        raise ArtifactError(
+            f"{where}.shape: {shape!r} exceeds the limits ({MAX_NDIM} dims, {MAX_RAW_BYTES} elements)"
+        )
     if spec["offset"] != offset or not _is_count(spec["offset"]):
         raise ArtifactError(
             f"{where}.offset: expected {offset} (arrays are stored back to back in sorted order), "
@@ -400,6 +430,10 @@ def load_state_dict(path: str | os.PathLike[str], registry: Registry) -> tuple[d
         state_dict = quantizer.dequantize(tensors)
     except ArtifactError as exc:
         raise ArtifactError(f"{path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a plugin quantizer's own failure on odd tensors
+        raise ArtifactError(
+            f"{path}: quantizer {spec['name']!r} cannot decode these tensors ({type(exc).__name__}: {exc})"
+        ) from None
     return state_dict, manifest
 
 

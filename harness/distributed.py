@@ -3,18 +3,32 @@
 Follows the upstream baseline: a run is distributed only when torchrun set RANK and
 WORLD_SIZE; rank r uses cuda:LOCAL_RANK. Small collectives here never use pickle
 (`broadcast_object_list` would): strings travel as uint8 tensors.
+
+Failure handling (torchrun ``--max-restarts=0`` semantics): the process group gets an
+explicit collective timeout (``PGOLF_DIST_TIMEOUT_S``, default 600 s) so a collective
+waiting on a dead or stuck peer fails instead of blocking forever; on CUDA, NCCL async error
+handling is switched on (``TORCH_NCCL_ASYNC_ERROR_HANDLING=1``, PyTorch's documented way to
+turn NCCL timeouts into process exits); and a rank that fails prints one line naming itself
+and the cause (`report_rank_failure`) before it exits, so the first failure is legible even
+when its peers then fail on the broken group.
 """
 
 from __future__ import annotations
 
 import gc
+import math
 import os
+import sys
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from harness.errors import ConfigError
+
+TIMEOUT_ENV = "PGOLF_DIST_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -58,9 +72,36 @@ def init_distributed() -> DistInfo:
     else:
         device = torch.device("cpu")
     backend = "nccl" if cuda else "gloo"
+    if cuda:
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, device_id=device if cuda else None)
+        dist.init_process_group(backend=backend, device_id=device if cuda else None, timeout=collective_timeout())
     return DistInfo(rank, world, local_rank, device, backend)
+
+
+def collective_timeout(environ: dict[str, str] | None = None) -> timedelta:
+    """How long a collective may wait for its peers: ``PGOLF_DIST_TIMEOUT_S`` seconds
+    (default 600; it must outlast the slowest rank-0-only phase, export and evaluation)."""
+    env = os.environ if environ is None else environ
+    raw = env.get(TIMEOUT_ENV, "")
+    if not raw.strip():
+        return timedelta(seconds=DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
+    return timedelta(seconds=seconds)
+
+
+def report_rank_failure(info: DistInfo, exc: BaseException) -> None:
+    """Print ``error: rank R/W failed: Type: message`` to stderr (one line, flushed at once:
+    torchrun may kill this process's peers, and then this one, right after)."""
+    if not info.distributed:
+        return
+    message = " ".join(str(exc).split()) or "(no message)"
+    print(f"error: rank {info.rank}/{info.world_size} failed: {type(exc).__name__}: {message}", file=sys.stderr, flush=True)
 
 
 def barrier(info: DistInfo) -> None:

@@ -15,21 +15,24 @@ import re
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+# Integers a real log can hold; longer digit runs (a hostile or corrupt line) do not match,
+# so they never reach int(), which refuses strings over 4,300 digits.
+_INT = r"\d{1,18}(?!\d)"
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan|inf|-inf"
 _EPOCH_PREFIX = re.compile(r"^\d{9,11}(?:\.\d+)?\s+")
 _FINAL_NAME = re.compile(r"^(?P<name>(?:final_|quantized|legal_ttt)[\w.+-]*)(?=\s|$)")
 _VAL_LOSS = re.compile(rf"(?:^|\s)val_loss:\s*(?P<v>{_NUM})(?=\s|$|,)")
 _VAL_BPB = re.compile(rf"(?:^|\s)val_bpb:\s*(?P<v>{_NUM})(?=\s|$|,)")
-_STOP = re.compile(r"^stopping_early:.*?train_time:\s*(?P<ms>\d+(?:\.\d+)?)ms\s+step:\s*(?P<s>\d+)/(?P<n>\d+)")
-_STEP_A = re.compile(r"^step:(?P<s>\d+)/(?P<n>\d+)\s+(?:train_loss|val_loss):")
+_STOP = re.compile(rf"^stopping_early:.*?train_time:\s*(?P<ms>\d+(?:\.\d+)?)ms\s+step:\s*(?P<s>{_INT})/(?P<n>{_INT})")
+_STEP_A = re.compile(rf"^step:(?P<s>{_INT})/(?P<n>{_INT})\s+(?:train_loss|val_loss):")
 _STEP_A_TIME = re.compile(r"\strain_time:(?P<ms>\d+(?:\.\d+)?)ms")
 _STEP_A_AVG = re.compile(r"\sstep_avg:(?P<avg>\d+(?:\.\d+)?)ms")
-_STEP_B = re.compile(r"^(?P<s>\d+)/(?P<n>\d+)\s+(?:train_loss|val_loss):\s")
+_STEP_B = re.compile(rf"^(?P<s>{_INT})/(?P<n>{_INT})\s+(?:train_loss|val_loss):\s")
 _STEP_B_TIME = re.compile(r"\strain_time:\s*(?P<m>\d+(?:\.\d+)?)m(?:\s|$)")
-_TOTAL = re.compile(r"^Total submission size[^:]*:\s*(?P<b>\d+)\s*bytes")
-_CODE = re.compile(r"^Code size(?:\s*\((?P<kind>compressed|uncompressed)\))?:\s*(?P<b>\d+)\s*bytes")
-_PARAMS = re.compile(r"^model_params:\s*(?P<p>\d+)")
-_SEED = re.compile(r"^\s*seed:\s*(?P<seed>\d+)\s*$")
+_TOTAL = re.compile(rf"^Total submission size[^:]*:\s*(?P<b>{_INT})\s*bytes")
+_CODE = re.compile(rf"^Code size(?:\s*\((?P<kind>compressed|uncompressed)\))?:\s*(?P<b>{_INT})\s*bytes")
+_PARAMS = re.compile(rf"^model_params:\s*(?P<p>{_INT})")
+_SEED = re.compile(rf"^\s*seed:\s*(?P<seed>{_INT})\s*$")
 _PGOLF = re.compile(r"^run_id:\S+\s+run_dir:")
 
 # Pre-quantization numbers are not a submission's score (PROTOCOL §6.2: DGAttention's

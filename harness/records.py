@@ -89,6 +89,14 @@ def read_text_limited(path: Path, limit: int) -> str:
     return path.read_bytes().decode("utf-8", errors="replace")
 
 
+def complete_lines(text: str) -> str:
+    """``text`` without an unterminated last line: our ``train.log`` is append-only and a
+    killed writer can leave its last line torn (a cut ``val_bpb:1.23`` would read as a
+    wrong number), so only newline-terminated lines are trusted."""
+    cut = text.rfind("\n")
+    return text[: cut + 1] if cut >= 0 else ""
+
+
 def read_json_limited(path: Path, limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
     """A JSON object from ``path``; `RecordReadError` naming the file when it is too big,
     not JSON or not an object."""
@@ -97,6 +105,8 @@ def read_json_limited(path: Path, limit: int = MAX_JSON_BYTES) -> dict[str, Any]
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RecordReadError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except ValueError as exc:  # an integer literal over Python's 4,300-digit conversion limit
+        raise RecordReadError(f"{path}: invalid JSON ({exc})") from None
     except RecursionError:
         raise RecordReadError(f"{path}: JSON nested too deeply") from None
     if not isinstance(data, dict):
@@ -318,7 +328,7 @@ def _seed_results(fold: _Folder, tag: str | None) -> list[SeedResult]:
 
 
 def _seed_order(seed: str) -> tuple[int, str]:
-    return (int(seed), seed) if seed.isdigit() else (1 << 62, seed)
+    return (int(seed), seed) if seed.isdigit() and len(seed) <= 18 else (1 << 62, seed)
 
 
 def _one_seed(seed: str | None, js: dict[str, Any], log: _Log | None, tag: str | None) -> SeedResult:
@@ -505,7 +515,7 @@ def _read_run(path: Path) -> _Run:
     if not log_path.is_file():
         return _Run(path, data, None, f"{log_path}: missing")
     try:
-        return _Run(path, data, parse_log(read_text_limited(log_path, MAX_LOG_BYTES)))
+        return _Run(path, data, parse_log(complete_lines(read_text_limited(log_path, MAX_LOG_BYTES))))
     except RecordReadError as exc:
         return _Run(path, data, None, str(exc))
 
