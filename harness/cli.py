@@ -24,6 +24,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             cmd += ["--set", item]
         if args.run_id:
             cmd += ["--run-id", args.run_id]
+        if args.resume:
+            cmd += ["--resume", str(args.resume)]
         print("+ " + " ".join(cmd), flush=True)
         return subprocess.call(cmd)
     from harness.run import main as run_main
@@ -31,6 +33,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     argv = [str(args.submission)] + [x for item in args.sets for x in ("--set", item)]
     if args.run_id:
         argv += ["--run-id", args.run_id]
+    if args.resume:
+        argv += ["--resume", str(args.resume)]
     return run_main(argv)
 
 
@@ -153,6 +157,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return verify_main(Path(args.run_dir))
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from harness.bench import bench_main
+
+    return bench_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (its flag set is frozen by a test)."""
     p = argparse.ArgumentParser(prog="pgolf", description="Parameter Golf harness")
@@ -163,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--nproc", type=int, default=1, help="processes (torchrun --nproc_per_node)")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     r.add_argument("--run-id", default=None)
+    r.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
     r.set_defaults(func=_cmd_run)
 
     ls = sub.add_parser("list", help="list registered components and hooks")
@@ -209,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     vf = sub.add_parser("verify", help="re-check a run from its files alone, in a fresh process")
     vf.add_argument("run_dir")
     vf.set_defaults(func=_cmd_verify)
+
+    bn = sub.add_parser("bench", help="run tests/benchmarks and compare with benchmarks/cpu/baseline.json (exit 1 on a regression)")
+    bn.add_argument("--compare", type=Path, default=None, metavar="PATH", help="baseline pytest-benchmark JSON (default: benchmarks/cpu/baseline.json)")
+    bn.add_argument("--save", action="store_true", help="store this run as the baseline (atomically) instead of comparing")
+    bn.add_argument("--gpu", action="store_true", help="GPU ms/step of 12L_recycled and 10L_int5mlp; writes benchmarks/gpu/<device>.json")
+    bn.add_argument("--threshold", type=float, default=None, metavar="PCT", help="median growth in percent that fails (default 50: shared CPUs are noisy)")
+    bn.set_defaults(func=_cmd_bench)
     return p
 
 

@@ -23,7 +23,7 @@ def _flags(parser: argparse.ArgumentParser, prefix: str = "") -> set[str]:
 
 def test_cli_flags_are_frozen():
     assert _flags(build_parser()) == {
-        "run", "run <submission>", "run --nproc", "run --set", "run --run-id",
+        "run", "run <submission>", "run --nproc", "run --set", "run --run-id", "run --resume",
         "list", "list --no-entrypoints",
         "bundle", "bundle <submission>", "bundle -o", "bundle --output", "bundle --compress",
         "data", "data build-default", "data build-default --variant", "data download",
@@ -32,5 +32,6 @@ def test_cli_flags_are_frozen():
         "leaderboard", "leaderboard --records", "leaderboard --out",
         "compare", "compare <a>", "compare <b>", "compare --records",
         "verify", "verify <run_dir>",
+        "bench", "bench --compare", "bench --save", "bench --gpu", "bench --threshold",
         "rescore", "rescore <target>", "rescore --data-path", "rescore --tokenizer-path", "rescore --device",
     }
