@@ -67,6 +67,13 @@ class TrainConfig:
     load_model_path: str | None = None
     """Eval-only run (PR #560's LOAD_MODEL_PATH): score this pgolf artifact (or the one in
     this run folder) instead of training; the artifact is shipped byte for byte."""
+    checkpoint_every_minutes: float = 0.0
+    """Save ``checkpoint.pgck`` in the run folder every this many minutes of training time
+    (checked after each step) and at the end of training, for ``--resume RUN_DIR``; 0 = off.
+    May differ on resume."""
+    stop_after_step: int = 0
+    """For tests and planned interruptions: save a checkpoint after this step and end the
+    process without exporting (resume it with ``--resume RUN_DIR``); 0 = off. May differ on resume."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from harness.data import read_shard_header
 from harness.errors import ConfigError, DataError
+from harness.fileio import write_atomic
 
 DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
 DEFAULT_REMOTE_ROOT = "datasets"
@@ -216,7 +217,7 @@ def _load_manifest(remote: _Remote, name: str, train_shards: int) -> dict:
     if manifest is not None:
         return manifest
     path = _fetch(remote, "manifest.json", _check_json)
-    (remote.dest / SOURCE_FILE).write_text(json.dumps(_source(remote)) + "\n", encoding="utf-8")
+    write_atomic(remote.dest / SOURCE_FILE, (json.dumps(_source(remote)) + "\n").encode("utf-8"))
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -1,5 +1,8 @@
 """Atomic file writes shared by the harness: a temp file in the target's folder, fsync,
-then a rename, so a crash or a full disk never leaves half a file at the final path.
+then a rename, then an fsync of the folder (so the rename itself is durable), so a crash,
+a SIGKILL or a full disk never leaves half a file at the final path: readers see the old
+file or the new one. Temp files are named ``.<name>.<random>.tmp`` (hidden, never matching a
+final name); a killed writer may leave one behind, which no reader mistakes for a result.
 
 ``overwrite=False`` publishes with ``os.link``, which fails if the target exists, so two
 writers can never replace each other's file (used for artifacts: nothing a run wrote is
@@ -33,6 +36,7 @@ def write_atomic(path: Path, chunks: bytes | Iterable[bytes], *, overwrite: bool
             os.replace(tmp, path)
         else:
             _publish_new(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
@@ -47,3 +51,17 @@ def _publish_new(tmp: str, path: Path) -> None:
         if os.path.lexists(path):
             raise FileExistsError(path) from None
         os.replace(tmp, path)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)

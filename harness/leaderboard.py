@@ -15,6 +15,7 @@ from `harness.records.import_runs`, which reads JSON and logs only.
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
 import math
 import statistics
@@ -23,6 +24,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from harness.fileio import write_atomic
 from harness.lbentry import Entry
 from harness.significance import SignificanceError, improvement
 
@@ -271,7 +273,7 @@ def write_csv(rows: list[Row], path: Path, root: Path | None = None) -> None:
     records = [row_record(r, root) for r in rows]
     columns = list(row_record(rows[0], root)) if rows else _EMPTY_COLUMNS
     frame = pd.DataFrame(records, columns=columns, dtype=object)
-    frame.to_csv(path, index=False, lineterminator="\n")
+    write_atomic(path, frame.to_csv(index=False, lineterminator="\n").encode("utf-8"))
 
 
 _EMPTY_COLUMNS = [
@@ -290,7 +292,7 @@ def write_json(rows: list[Row], path: Path, title: str, root: Path | None = None
     frame = pd.DataFrame(records, dtype=object)
     data = {"title": title, "schema": 1, "entries": frame.to_dict(orient="records") if rows else []}
     text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
-    path.write_text(text + "\n", encoding="utf-8")
+    write_atomic(path, (text + "\n").encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------- bpb.png
@@ -338,7 +340,9 @@ def write_png(rows: list[Row], path: Path) -> None:
     _plot_series(ax_bytes, rows, lambda r: r.entry.bytes_total, "artifact bytes")
     fig.autofmt_xdate()
     fig.tight_layout()
-    fig.savefig(path, format="png", dpi=PNG_DPI, metadata={"Software": None})
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=PNG_DPI, metadata={"Software": None})
+    write_atomic(path, buf.getvalue())
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -352,7 +356,7 @@ def render(entries: list[Entry], out_dir: Path, *, title: str = DEFAULT_TITLE, r
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = build_rows(entries)
     paths = [out_dir / name for name in FILES]
-    paths[0].write_text(render_markdown(rows, title), encoding="utf-8")
+    write_atomic(paths[0], render_markdown(rows, title).encode("utf-8"))
     write_csv(rows, paths[1], root)
     write_json(rows, paths[2], title, root)
     write_png(rows, paths[3])

@@ -2,7 +2,8 @@
 
 Also runs as ``python harness/run.py submissions/<name>`` (one process). Loads the
 submission's ``build_config()`` and hands it to `harness.runner.run`. Extra arguments:
-``--set KEY=VALUE`` (repeatable, type-checked) and ``--run-id ID``.
+``--set KEY=VALUE`` (repeatable, type-checked), ``--run-id ID`` and ``--resume RUN_DIR``
+(continue an interrupted run from its ``checkpoint.pgck``, in the same folder).
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("submission", type=Path, help="submission folder holding train_gpt.py")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. train.iterations=50")
     parser.add_argument("--run-id", default=None, help="name of the run folder (default: RUN_ID or a timestamp)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR from its checkpoint.pgck")
     args = parser.parse_args(argv)
     try:
         config = build_submission_config(args.submission)
-        run(config, submission_dir=args.submission.resolve() if args.submission.is_dir() else args.submission.resolve().parent, sets=parse_set_args(args.sets), run_id=args.run_id)
+        run(config, submission_dir=args.submission.resolve() if args.submission.is_dir() else args.submission.resolve().parent, sets=parse_set_args(args.sets), run_id=args.run_id, resume=args.resume)
     except PgolfError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

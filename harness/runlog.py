@@ -4,6 +4,11 @@
 family A) so existing log parsers and leaderboard scrapers read our runs; ``metrics.jsonl``
 carries the same facts as one JSON object per event for machines. Only rank 0 writes.
 Every line is flushed as it is written, so a crash loses nothing already logged.
+
+Both files are append-only rather than written atomically: a kill can at worst leave the
+LAST line torn (no newline), never damage earlier ones. A logger opening the files again
+(``--resume``) first cuts such a torn tail. Readers must trust only newline-terminated lines (`harness.records.complete_lines` drops a torn tail before
+`harness.logparse` sees the log; a metrics.jsonl reader should skip an unterminated last line).
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ class RunLogger:
         self._log: TextIO | None = None
         self._jsonl: TextIO | None = None
         if run_dir is not None and rank == 0:
-            # Append mode: a logger never truncates what an earlier writer left.
-            self._log = open(run_dir / "train.log", "a", encoding="utf-8")
-            self._jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+            # Append mode: a logger never truncates what an earlier writer left, except a
+            # torn last line (a killed writer's), which would otherwise merge with ours.
+            self._log = _open_append(run_dir / "train.log")
+            self._jsonl = _open_append(run_dir / "metrics.jsonl")
 
     def log(self, line: str, event: str | None = None, **fields: Any) -> None:
         """Write ``line`` to train.log (and stdout); with ``event``, also a JSON record."""
@@ -56,6 +62,19 @@ class RunLogger:
             if f is not None:
                 f.close()
         self._log = self._jsonl = None
+
+
+def _open_append(path: Path) -> TextIO:
+    """``path`` opened for appending, after cutting an unterminated last line (if any)."""
+    with open(path, "ab+") as f:
+        size = f.seek(0, 2)
+        if size:
+            f.seek(max(size - 1, 0))
+            if f.read(1) != b"\n":
+                f.seek(0)
+                data = f.read()
+                f.truncate(data.rfind(b"\n") + 1)
+    return open(path, "a", encoding="utf-8")
 
 
 def _jsonable(value: Any) -> Any:

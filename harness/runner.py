@@ -20,7 +20,6 @@ import inspect
 import os
 import platform
 import random
-import shutil
 import sys
 import time
 import uuid
@@ -45,6 +44,7 @@ from harness.baselines import (
 )
 from harness.bpb import build_byte_luts, tokenizer_sha256
 from harness.budget import Budget, measure_budget
+from harness.checkpoint import CHECKPOINT_NAME, Checkpointer, TrainingInterrupted, check_resume_dir
 from harness.config import RunConfig
 from harness.data import (
     DistributedTokenLoader,
@@ -53,9 +53,18 @@ from harness.data import (
     list_shards,
     load_validation_tokens,
 )
-from harness.distributed import DistInfo, barrier, broadcast_str, init_distributed, shutdown
-from harness.errors import ConfigError, PgolfError
+from harness.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_str,
+    init_distributed,
+    report_rank_failure,
+    shutdown,
+)
+from harness.entropy import entropy_report
+from harness.errors import ConfigError, EvalTimeLimit, PgolfError
 from harness.eval import EVAL_VERSION, EvalResult
+from harness.fileio import write_atomic
 from harness.manager import PluginManager, run_manager
 from harness.report import write_submission_json
 from harness.runlog import RunLogger
@@ -111,7 +120,7 @@ def _ship_code(run_dir: Path, submission_dir: Path, compress: bool, log: RunLogg
     target = run_dir / "train_gpt.py"
     main = sys.modules.get("__main__")
     if getattr(main, "__pgolf_bundle__", None) is not None:
-        shutil.copyfile(main.__file__, target)
+        write_atomic(target, Path(main.__file__).read_bytes())
         log.log(f"code:bundle_self source:{main.__file__}")
         return target
     # Imported by name so the bundler's import scan leaves it out of every bundle: a
@@ -147,7 +156,9 @@ def _resolve_data(config: RunConfig, dist: DistInfo, log: RunLogger) -> DataPath
     return DataPaths(ds.data_path, tok, builtin=True)
 
 
-def _prepare_run_dir(submission_dir: Path, run_id: str | None, dist: DistInfo) -> tuple[str, Path]:
+def _prepare_run_dir(submission_dir: Path, run_id: str | None, dist: DistInfo, resume: Path | None = None) -> tuple[str, Path]:
+    if resume is not None:
+        return _resume_run_dir(Path(resume), run_id)
     rid = run_id or os.environ.get("RUN_ID") or _new_run_id()
     rid = broadcast_str(rid, dist)
     run_dir = submission_dir / "runs" / rid
@@ -157,6 +168,21 @@ def _prepare_run_dir(submission_dir: Path, run_id: str | None, dist: DistInfo) -
         run_dir.mkdir(parents=True)
     barrier(dist)
     return rid, run_dir
+
+
+def _resume_run_dir(run_dir: Path, run_id: str | None) -> tuple[str, Path]:
+    """The interrupted run's own folder and id (``--resume RUN_DIR``); checked on every rank."""
+    run_dir = run_dir.resolve()
+    if (run_dir / "submission.json").exists():
+        raise ConfigError(f"--resume {run_dir}: the run already finished (submission.json exists); nothing to resume")
+    if not (run_dir / CHECKPOINT_NAME).is_file():
+        raise ConfigError(f"--resume {run_dir}: no {CHECKPOINT_NAME} there (the run must have had train.checkpoint_every_minutes > 0)")
+    exported = sorted(run_dir.glob("*.pgolf"))
+    if exported:
+        raise ConfigError(f"--resume {run_dir}: training already finished and exported {exported[0].name}; score it with `pgolf rescore {run_dir}`")
+    if run_id is not None and run_id != run_dir.name:
+        raise ConfigError(f"--resume {run_dir} continues run {run_dir.name}; --run-id {run_id} names another run")
+    return run_dir.name, run_dir
 
 
 def _header_lines(config: RunConfig, dist: DistInfo, autocast: torch.dtype, log: RunLogger, accum: int) -> None:
@@ -208,12 +234,16 @@ def run(
     submission_dir: Path | None = None,
     sets: Mapping[str, str] | None = None,
     run_id: str | None = None,
+    resume: Path | None = None,
 ) -> dict[str, Any] | None:
-    """Run ``config`` end to end; returns the submission record on rank 0 (None elsewhere).
+    """Run ``config`` end to end; returns the submission record on rank 0 (None elsewhere,
+    and None when ``train.stop_after_step`` interrupted training).
 
     ``submission_dir`` defaults to the folder of the running ``__main__`` file; the run
     writes into ``<submission_dir>/runs/<run_id>/`` (``run_id`` defaults to ``RUN_ID`` or a
-    timestamp). ``sets`` are ``--set`` overrides (``{"train.iterations": "50"}``).
+    timestamp). ``sets`` are ``--set`` overrides (``{"train.iterations": "50"}``). ``resume``
+    is the folder of an interrupted run holding ``checkpoint.pgck``: training continues there
+    from the checkpoint (same resolved config required) and the run finishes as usual.
 
     Called from a script's ``__main__`` without ``submission_dir`` (a submission file or its
     bundle run directly), the script's own command line may carry the same ``--set KEY=VALUE``
@@ -226,16 +256,20 @@ def run(
         except PgolfError as exc:  # a script prints one clear line, as harness/run.py does
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-    return _run_and_shutdown(config, submission_dir, sets, run_id)
+    return _run_and_shutdown(config, submission_dir, sets, run_id, resume)
 
 
-def _run_and_shutdown(config: RunConfig, submission_dir: Path | None, sets: Mapping[str, str] | None, run_id: str | None) -> dict[str, Any] | None:
+def _run_and_shutdown(config: RunConfig, submission_dir: Path | None, sets: Mapping[str, str] | None, run_id: str | None, resume: Path | None = None) -> dict[str, Any] | None:
     dist = init_distributed()
     finished = False
     try:
-        record = _run(config, dist, Path(submission_dir or _submission_dir_of_main()), dict(sets or {}), run_id)
+        record = _run(config, dist, Path(submission_dir or _submission_dir_of_main()), dict(sets or {}), run_id, resume)
         finished = True
         return record
+    except BaseException as exc:
+        # The peers of a failed rank then fail on the broken group; this line names the cause.
+        report_rank_failure(dist, exc)
+        raise
     finally:
         shutdown(dist, finished=finished)
 
@@ -251,26 +285,30 @@ def _script_flags(argv: list[str]) -> tuple[dict[str, str], str | None]:
     return cfgmod.parse_set_args(args.sets), args.run_id
 
 
-def _run(config: RunConfig, dist: DistInfo, submission_dir: Path, sets: dict[str, str], run_id: str | None) -> dict[str, Any] | None:
+def _run(config: RunConfig, dist: DistInfo, submission_dir: Path, sets: dict[str, str], run_id: str | None, resume: Path | None = None) -> dict[str, Any] | None:
     if dist.device.type == "cuda":  # TF32 matmuls, as every upstream script enables
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     config = cfgmod.resolve(config, cuda=dist.device.type == "cuda", environ=os.environ, sets=sets)
     manager = run_manager(cfgmod.component_modules(config))
     manager.hook.pg_configure(run=config)
-    rid, run_dir = _prepare_run_dir(submission_dir, run_id, dist)
+    rid, run_dir = _prepare_run_dir(submission_dir, run_id, dist, resume)
+    if resume is not None:  # refuse a mismatched resume before anything in the folder changes
+        check_resume_dir(run_dir, config, dist.world_size)
     log = RunLogger(run_dir, dist.rank)
     st = RunState(config, dist, manager, log, rid, run_dir, autocast_dtype_for(dist.device), grad_accum_steps(config, dist.world_size))
     try:
         _start(st, submission_dir)
         scorer = _load_data(st)
-        ctx, result = _load_trained(st) if config.train.load_model_path else _train(st, scorer)
+        ctx, result = _load_trained(st) if config.train.load_model_path else _train(st, scorer, resume is not None)
         # Pre-quantization score of the weights that will be exported (after any averaging swap).
         pre = scorer.standard(ctx.model)
         log.log(f"final_prequant {fmt_scores(pre, True)}", event="prequant", val_loss=pre.val_loss, val_bpb=pre.val_bpb)
         _ship_existing_artifact(st) if config.train.load_model_path else _export(st, ctx)
         scores = _score_artifact(st, scorer)
         return _report(st, ctx, result, pre, scores) if dist.is_main else None
+    except TrainingInterrupted:  # on purpose (train.stop_after_step): not an error
+        return None
     except PgolfError as exc:
         log.event("error", kind=type(exc).__name__, message=str(exc))
         raise
@@ -285,7 +323,7 @@ def _start(st: RunState, submission_dir: Path) -> None:
     st.code_path = st.run_dir / "train_gpt.py"
     if st.dist.is_main:
         _ship_code(st.run_dir, submission_dir, st.config.compress_code, st.log)
-        (st.run_dir / "config.json").write_text(cfgmod.dumps(st.config) + "\n", encoding="utf-8")
+        write_atomic(st.run_dir / "config.json", (cfgmod.dumps(st.config) + "\n").encode("utf-8"))
     barrier(st.dist)
 
 
@@ -338,8 +376,12 @@ def _describe_model(model: torch.nn.Module, log: RunLogger) -> None:
         log.log(line)
 
 
-def _train(st: RunState, scorer: Scorer) -> tuple[TrainContext, TrainResult]:
-    """Build the model, optimizers and observers; prime, train, and let plugins finish."""
+def _train(st: RunState, scorer: Scorer, resume: bool = False) -> tuple[TrainContext, TrainResult]:
+    """Build the model, optimizers and observers; prime, train, and let plugins finish.
+
+    With checkpoints on (or ``resume``), a `Checkpointer` saves the training state in the
+    run folder; ``resume`` restores it after priming and training continues from its step.
+    """
     config, dist = st.config, st.dist
     seed_everything(config.train.seed)
     model = config.model.build(config.data.vocab_size).to(dist.device)
@@ -349,8 +391,9 @@ def _train(st: RunState, scorer: Scorer) -> tuple[TrainContext, TrainResult]:
     optimizer = config.optimizer.build(model)
     for line in optimizer.describe():
         st.log.log(line)
-    for plugin_cfg in config.plugins:
-        st.manager.register_object(plugin_cfg.build(), name=f"{type(plugin_cfg).__module__}:{type(plugin_cfg).__name__}")
+    observers = [plugin_cfg.build() for plugin_cfg in config.plugins]
+    for plugin_cfg, plugin in zip(config.plugins, observers, strict=True):
+        st.manager.register_object(plugin, name=f"{type(plugin_cfg).__module__}:{type(plugin_cfg).__name__}")
     ctx = TrainContext(config=config, model=model, optimizer=optimizer, log=st.log, dist=dist, autocast_dtype=st.autocast, run_dir=st.run_dir)
     loader = DistributedTokenLoader(st.data.data_path, dist.rank, dist.world_size, dist.device, config.data.vocab_size)
 
@@ -361,12 +404,19 @@ def _train(st: RunState, scorer: Scorer) -> tuple[TrainContext, TrainResult]:
     # Before compilation and priming, so plugins that attach parametrizations or buffers
     # (late QAT) are compiled in and their switches are tensors, not baked Python flags.
     st.manager.hook.pg_train_start(ctx=ctx)
-    trainer = Trainer(ctx, train_model=_wrap_for_training(model, config, dist), loader=loader, validate=validate, hooks=st.manager.hook)
+    wants_ckpt = resume or config.train.checkpoint_every_minutes > 0 or config.train.stop_after_step > 0
+    ckpt = Checkpointer(st.run_dir, config, dist, loader=loader, observers=observers) if wants_ckpt else None
+    trainer = Trainer(ctx, train_model=_wrap_for_training(model, config, dist), loader=loader, validate=validate, hooks=st.manager.hook, checkpointer=ckpt)
     trainer.prime()
+    if ckpt is not None and ckpt.stateless:
+        st.log.log(f"checkpoint: plugins without checkpoint state (a resume restarts them): {', '.join(ckpt.stateless)}")
+    start = ckpt.load(ctx) if resume else None  # after priming, which resets what it touched
+    if start is not None:
+        st.log.log(f"resume: step:{start['step']} train_time:{start['train_ms']:.0f}ms from {ckpt.path}", event="resume", step=start["step"], train_time_ms=start["train_ms"])
     # NVML sampling on rank 0's GPU over the timed loop only (after compile priming).
     sampler = GpuSampler(nvml_device_for(dist.local_rank)).start() if dist.device.type == "cuda" and dist.is_main else None
     try:
-        result = trainer.run()
+        result = trainer.run(resume=start)
     finally:
         if sampler is not None:
             st.gpu = sampler.stop()
@@ -410,9 +460,12 @@ def _ship_existing_artifact(st: RunState) -> None:
     st.qname, st.cname = st.config.quantizer.build().name, st.config.compressor.build().name
     st.artifact_path = st.run_dir / f"final_model.{st.qname}.{st.cname}.pgolf"
     if st.dist.is_main:
-        shutil.copyfile(source, st.artifact_path)
+        write_atomic(st.artifact_path, source.read_bytes(), overwrite=False)
         st.log.log(f"Serialized model {st.qname}+{st.cname}: {os.path.getsize(st.artifact_path)} bytes (copied from {source})")
     barrier(st.dist)
+
+
+_ENTROPY_KEY = "pgolf_entropy_report"  # ctx.extras slot from _export to _report
 
 
 def _export(st: RunState, ctx: TrainContext) -> None:
@@ -425,11 +478,12 @@ def _export(st: RunState, ctx: TrainContext) -> None:
         state = {k: v.detach().to("cpu").clone() for k, v in ctx.model.state_dict().items()}
         st.manager.hook.pg_before_quantize(ctx=ctx, state_dict=state)
         t0 = time.perf_counter()
+        qtensors, compressor = config.quantizer.build().quantize(state), config.compressor.build()
         info = write_artifact(
-            st.artifact_path, config.quantizer.build().quantize(state),
+            st.artifact_path, qtensors,
             # The manifest names registry entries (the loader looks them up); log tags may differ.
             quantizer_name=registry.name_of(config.quantizer), quantizer_config=config_to_json(config.quantizer),
-            compressor=config.compressor.build(), compressor_name=registry.name_of(config.compressor),
+            compressor=compressor, compressor_name=registry.name_of(config.compressor),
             compressor_config=config_to_json(config.compressor),
             extras={
                 "arch": registry.name_of(config.model),
@@ -448,47 +502,101 @@ def _export(st: RunState, ctx: TrainContext) -> None:
         )
         st.log.log(f"Code size: {code_bytes} bytes")
         st.log.log(f"Total submission size {tag}: {info.bytes_on_disk + code_bytes} bytes")
+        _log_entropy(st, ctx, qtensors, info.bytes_on_disk, getattr(compressor, "coded_bytes", None))
     barrier(st.dist)
 
 
+def _log_entropy(st: RunState, ctx: TrainContext, qtensors: dict, bytes_on_disk: int, coded: Any) -> None:
+    """Order-0 bound of the written symbols per class vs the file's size (kept for _report)."""
+    rep = entropy_report(qtensors, bytes_on_disk)
+    coded = coded if isinstance(coded, dict) else None  # per-class bytes only an entropy coder knows
+    lines = rep.log_lines(coded)
+    for line in lines[:-1]:
+        st.log.log(line)
+    record = rep.as_record(coded)
+    st.log.log(lines[-1], event="entropy", bound_bytes=record["bound_bytes"], ratio=record["ratio"])
+    ctx.extras[_ENTROPY_KEY] = record
+
+
+def _unscored(mode: str, stride: int | None, window: int) -> EvalResult:
+    """An evaluation stopped at the cap: no tokens, so its loss and BPB read NaN (null in JSON)."""
+    return EvalResult(loss_sum=float("nan"), tokens=0, bytes=0, elapsed_s=0.0, mode=mode, stride=stride, window=window)
+
+
+def _eval_stopped(st: RunState, scores: dict[str, Any], exc: EvalTimeLimit, skipped: list[str]) -> None:
+    cap = st.config.eval.max_eval_seconds
+    st.log.log(
+        f"!!! EVAL OVER TIME: {exc}; cap {cap:g}s; skipped: {', '.join(skipped) or 'nothing'}; "
+        "no score is reported and the result is marked invalid !!!",
+        event="eval_over_time", message=str(exc), cap_s=cap, skipped=skipped,
+    )
+    scores["eval_stopped"] = str(exc)
+
+
 def _score_artifact(st: RunState, scorer: Scorer) -> dict[str, Any]:
-    """Every rank reads the artifact back from disk, rebuilds the model and scores it."""
+    """Every rank reads the artifact back from disk, rebuilds the model and scores it.
+
+    The eval clock starts before the artifact is read; ``eval.max_eval_seconds`` from then
+    (plus the shuffled baseline's time, which is not scored) is a deadline the evaluations
+    check between batches. A pass stopped there scores NaN, the later ones are skipped, and
+    ``scores["eval_stopped"]`` says why (the verdict marks the run invalid).
+    """
     config, log = st.config, st.log
     t0 = time.perf_counter()
+    deadline = t0 + config.eval.max_eval_seconds
     state, _manifest = load_state_dict(st.artifact_path, st.manager.registry)
     model = config.model.build(config.data.vocab_size).to(st.dist.device)
     model.load_state_dict(state, strict=True)
     tag = f"final_{st.qname}_{st.cname}_roundtrip"
-    rt = scorer.standard(model)
+    stride, window = config.eval.eval_stride, scorer.window()
+    scores: dict[str, Any] = {"roundtrip": None, "sliding": None, "shuffled_ce": float("nan"), "eval_stopped": None}
+    try:
+        rt = scorer.standard(model, deadline=deadline)
+    except EvalTimeLimit as exc:
+        scores["roundtrip"] = _unscored("standard", None, config.train.train_seq_len)
+        if scorer.sliding_enabled():
+            scores["sliding"] = _unscored("sliding", min(stride, window), window)
+        _eval_stopped(st, scores, exc, ["shuffled baseline"] + (["sliding_window"] if scorer.sliding_enabled() else []))
+        scores["eval_time_ms"] = 1000.0 * (time.perf_counter() - t0)
+        return scores
     rt_ms = 1000.0 * (time.perf_counter() - t0)
     log.log(f"{tag} {fmt_scores(rt, False)} eval_time:{rt_ms:.0f}ms", event="roundtrip", val_loss=rt.val_loss, val_bpb=rt.val_bpb, eval_time_ms=rt_ms, tokens=rt.tokens, bytes=rt.bytes)
     log.log(f"{tag}_exact {fmt_scores(rt, True)}")
+    scores["roundtrip"] = rt
     # The shuffled-context baseline is not part of the scored evaluation: timed apart.
     t_shuffle = time.perf_counter()
     model.eval()
-    shuffled = shuffled_context_ce(
+    scores["shuffled_ce"] = shuffled_context_ce(
         model, scorer.val, seq_len=config.train.train_seq_len, batch_seqs=scorer.batch_seqs, device=st.dist.device,
         autocast_dtype=st.autocast, seed=DEFAULT_SHUFFLE_SEED, rank=st.dist.rank, world_size=st.dist.world_size,
     )
-    shuffle_ms = 1000.0 * (time.perf_counter() - t_shuffle)
-    scores: dict[str, Any] = {"roundtrip": rt, "sliding": None, "shuffled_ce": shuffled}
+    shuffle_s = time.perf_counter() - t_shuffle
     if scorer.sliding_enabled():
         t1 = time.perf_counter()
-        sw = scorer.sliding(model)
-        sw_ms = 1000.0 * (time.perf_counter() - t1)
-        head = f"stride:{config.eval.eval_stride} window:{scorer.window()}"
-        log.log(f"{tag}_sliding_window {head} {fmt_scores(sw, False)} eval_time:{sw_ms:.0f}ms", event="sliding", val_loss=sw.val_loss, val_bpb=sw.val_bpb, eval_time_ms=sw_ms, stride=config.eval.eval_stride, window=scorer.window(), tokens=sw.tokens, bytes=sw.bytes)
-        log.log(f"{tag}_sliding_window_exact {head} {fmt_scores(sw, True)}")
-        scores["sliding"] = sw
-    scores["eval_time_ms"] = 1000.0 * (time.perf_counter() - t0) - shuffle_ms
+        try:
+            sw = scorer.sliding(model, deadline=deadline + shuffle_s)
+        except EvalTimeLimit as exc:
+            scores["sliding"] = _unscored("sliding", min(stride, window), window)
+            _eval_stopped(st, scores, exc, [])
+        else:
+            sw_ms = 1000.0 * (time.perf_counter() - t1)
+            head = f"stride:{stride} window:{window}"
+            log.log(f"{tag}_sliding_window {head} {fmt_scores(sw, False)} eval_time:{sw_ms:.0f}ms", event="sliding", val_loss=sw.val_loss, val_bpb=sw.val_bpb, eval_time_ms=sw_ms, stride=stride, window=window, tokens=sw.tokens, bytes=sw.bytes)
+            log.log(f"{tag}_sliding_window_exact {head} {fmt_scores(sw, True)}")
+            scores["sliding"] = sw
+    scores["eval_time_ms"] = 1000.0 * (time.perf_counter() - t0 - shuffle_s)
     return scores
 
 
 _HARNESS_KEYS_NOTE = "keys the harness owns; pg_report implementations may only add new keys"
 
 
-def _verdict(st: RunState, budget: Budget, eval_ms: float) -> list[str]:
-    """Reasons the result is invalid (empty when valid), each also logged loudly."""
+def _verdict(st: RunState, budget: Budget, eval_ms: float, eval_stopped: str | None = None) -> list[str]:
+    """Reasons the result is invalid (empty when valid), each also logged loudly.
+
+    ``eval_stopped`` is the message of an evaluation stopped at the cap (already logged by
+    `_score_artifact`); such a run has no score and is invalid.
+    """
     invalid: list[str] = []
     if budget.over_budget:
         invalid.append(f"over budget: {budget.bytes_total} bytes > {budget.limit}")
@@ -497,7 +605,9 @@ def _verdict(st: RunState, budget: Budget, eval_ms: float) -> list[str]:
             "the run is marked over_budget (nothing was deleted) !!!"
         )
     cap_ms = 1000.0 * st.config.eval.max_eval_seconds
-    if eval_ms > cap_ms:
+    if eval_stopped is not None:
+        invalid.append(f"evaluation stopped at the cap of {st.config.eval.max_eval_seconds:g}s: {eval_stopped}")
+    elif eval_ms > cap_ms:
         invalid.append(f"evaluation took {eval_ms / 1000:.1f}s > cap {st.config.eval.max_eval_seconds:.0f}s")
         st.log.log(f"!!! EVAL OVER TIME: eval_time:{eval_ms:.0f}ms > cap {cap_ms:.0f}ms; result marked invalid !!!")
     st.log.log(
@@ -539,7 +649,7 @@ def _report(st: RunState, ctx: TrainContext, res: TrainResult, pre: EvalResult, 
     budget = measure_budget(st.code_path, st.artifact_path)
     rt, sw = scores["roundtrip"], scores["sliding"]
     headline = sw or rt
-    invalid = _verdict(st, budget, scores["eval_time_ms"])
+    invalid = _verdict(st, budget, scores["eval_time_ms"], scores.get("eval_stopped"))
     device = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else f"cpu ({platform.machine()})"
     window = scoring_window(config)
     on = f"on the {st.qname}+{st.cname} roundtrip"
@@ -571,6 +681,8 @@ def _report(st: RunState, ctx: TrainContext, res: TrainResult, pre: EvalResult, 
     }
     record["baselines"] = _baselines(st, rt, scores["shuffled_ce"])
     record["telemetry"] = _telemetry(st, ctx, res, device)
+    if _ENTROPY_KEY in ctx.extras:  # absent in eval-only runs, which write no artifact
+        record["entropy"] = ctx.extras[_ENTROPY_KEY]
     extra: dict[str, Any] = {}
     st.manager.hook.pg_report(ctx=ctx, record=extra)
     clash = sorted(set(extra) & set(record))

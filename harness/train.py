@@ -10,6 +10,11 @@ From the upstream `train_gpt.py` (PROTOCOL.md §5, TECHNIQUES.md §5 and §8):
 * one micro-batch per ``grad_accum_steps`` lets 1 GPU emulate the 8-GPU global batch.
 
 A NaN or infinite loss aborts with the step number; everything logged so far stays.
+
+Checkpoints (`harness.checkpoint`, ``train.checkpoint_every_minutes``) are written after a
+step once that much training time has passed since the last one, decided on the agreed
+(slowest-rank) train time so every rank saves on the same step, with the clock paused as
+for validation; ``run(resume=...)`` continues from a restored step, clock and stop state.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from harness.checkpoint import TrainingInterrupted
 from harness.config import RunConfig
 from harness.distributed import DistInfo, all_reduce_max
 from harness.errors import ConfigError, TrainingDiverged
@@ -106,6 +112,7 @@ class Trainer:
         validate: Callable[[], dict[str, float]],
         hooks: Any,
         clock: Callable[[], float] = time.perf_counter,
+        checkpointer: Any = None,
     ) -> None:
         self.ctx = ctx
         self.cfg = ctx.config.train
@@ -116,6 +123,8 @@ class Trainer:
         self.clock = clock
         self.accum = grad_accum_steps(ctx.config, ctx.dist.world_size)
         self.max_ms = 1000.0 * self.cfg.max_wallclock_seconds
+        self.checkpointer = checkpointer  # harness.checkpoint.Checkpointer, or None
+        self.ckpt_every_ms = _checkpoint_every_ms(self.cfg)
         schedule = ctx.config.schedule
         self.schedule = schedule.build() if schedule is not None else self._default_schedule
 
@@ -207,11 +216,36 @@ class Trainer:
                 lr_scale=lr_scale,
             )
 
-    def run(self) -> TrainResult:
-        """Train until ``iterations`` or the wallclock cap; validate as configured."""
+    def _checkpoint_due(self, step: int, agreed_ms: float, last_ckpt_ms: float) -> bool:
+        if self.checkpointer is None:
+            return False
+        if step == self.cfg.stop_after_step:
+            return True
+        return self.ckpt_every_ms > 0 and agreed_ms - last_ckpt_ms >= self.ckpt_every_ms
+
+    def _save(self, state: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        size = self.checkpointer.save(self.ctx, state)
+        self.ctx.log.log(
+            f"checkpoint: step:{state['step']} train_time:{state['train_ms']:.0f}ms bytes:{size} "
+            f"save_time:{1000.0 * (time.perf_counter() - t0):.0f}ms",
+            event="checkpoint", step=state["step"], train_time_ms=state["train_ms"], bytes=size,
+        )
+
+    def run(self, resume: dict[str, Any] | None = None) -> TrainResult:
+        """Train until ``iterations`` or the wallclock cap; validate as configured.
+
+        ``resume`` is the trainer state a checkpoint restored (step, clock, stop step); the
+        model, optimizer, loader and plugins must already hold that step's state.
+        """
         ctx, cfg = self.ctx, self.cfg
         self._sync()
         train_ms, step, stop_at, last_val, agreed_ms = 0.0, 0, None, None, 0.0
+        if resume is not None:
+            step, train_ms, agreed_ms = int(resume["step"]), float(resume["train_ms"]), float(resume["agreed_ms"])
+            stop_at = None if resume["stop_at"] is None else int(resume["stop_at"])
+            ctx.step, ctx.lr_scale, ctx.train_time_ms = step, float(resume["lr_scale"]), train_ms
+        last_ckpt_ms, last_ckpt_step = agreed_ms, step
         t0 = self.clock()
         while True:
             last = step == cfg.iterations or (stop_at is not None and step >= stop_at)
@@ -238,6 +272,17 @@ class Trainer:
             self._log_step(step, loss_value, now_ms, scale, force=stop_now or step == cfg.iterations)
             if stop_now:
                 stop_at = step
+            if self._checkpoint_due(step, agreed_ms, last_ckpt_ms):
+                self._sync()
+                train_ms += 1000.0 * (self.clock() - t0)
+                self._save(self._state(step, train_ms, agreed_ms, stop_at))
+                last_ckpt_ms, last_ckpt_step = agreed_ms, step
+                t0 = self.clock()  # saving is not training time
+                if step == cfg.stop_after_step:
+                    ctx.log.log(f"stopping: train.stop_after_step:{step} (checkpoint saved; continue with --resume)", event="interrupted", step=step)
+                    raise TrainingInterrupted(f"stopped after step {step} (train.stop_after_step); checkpoint saved in {ctx.run_dir}")
+        if self.checkpointer is not None and self.ckpt_every_ms > 0 and last_ckpt_step != step:
+            self._save(self._state(step, train_ms, agreed_ms, stop_at))
         ctx.train_time_ms = train_ms
         stopped_early = stop_at is not None and step < cfg.iterations
         if stopped_early:
@@ -253,3 +298,15 @@ class Trainer:
                 f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB"
             )
         return TrainResult(step, train_ms, stopped_early, last_val)
+
+    def _state(self, step: int, train_ms: float, agreed_ms: float, stop_at: int | None) -> dict[str, Any]:
+        return {"step": step, "train_ms": train_ms, "agreed_ms": agreed_ms, "stop_at": stop_at, "lr_scale": self.ctx.lr_scale}
+
+
+def _checkpoint_every_ms(cfg: Any) -> float:
+    minutes, stop = cfg.checkpoint_every_minutes, cfg.stop_after_step
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not math.isfinite(minutes) or minutes < 0:
+        raise ConfigError(f"train.checkpoint_every_minutes: expected a number >= 0 (0 = off), got {minutes!r}")
+    if isinstance(stop, bool) or not isinstance(stop, int) or stop < 0:
+        raise ConfigError(f"train.stop_after_step: expected an integer >= 0 (0 = off), got {stop!r}")
+    return 60_000.0 * minutes

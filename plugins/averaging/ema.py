@@ -18,6 +18,9 @@ taken in ``pg_train_start``, before compilation and the compile-priming steps (w
 undone), and holds the live tensor objects (``state_dict(keep_vars=True)``), so a late-QAT
 parametrization attached before or after does not change what is tracked.
 
+``checkpoint_state`` / ``load_checkpoint_state`` carry the shadow and the update count
+through a training checkpoint (`harness.checkpoint`), so a resumed run keeps the same average.
+
 Deliberate difference: only floating-point tensors are averaged; integer buffers keep their
 final values (the GPT has none).
 """
@@ -90,6 +93,18 @@ class EMA:
             torch._foreach_mul_(self.shadow, decay)
             torch._foreach_add_(self.shadow, [t.detach().float() for t in self.tensors], alpha=1.0 - decay)
         self.updates += 1
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The float32 shadow and the update count (for `harness.checkpoint`)."""
+        return {"updates": self.updates, "shadow": list(self.shadow), "applied": self.applied}
+
+    def load_checkpoint_state(self, state: dict[str, Any], ctx: Any) -> None:
+        """Restore `checkpoint_state` output onto the live tensors taken in ``pg_train_start``."""
+        shadow = list(state["shadow"])
+        if len(shadow) != len(self.tensors):
+            raise ConfigError(f"ema: checkpoint holds {len(shadow)} shadow tensors for {len(self.tensors)} model tensors")
+        self.shadow = [s.to(device=t.device, dtype=torch.float32) for s, t in zip(shadow, self.tensors, strict=True)]
+        self.updates, self.applied = int(state["updates"]), bool(state["applied"])
 
     @hookimpl(trylast=True)
     def pg_train_end(self, ctx: Any) -> None:

@@ -25,6 +25,9 @@ Deliberate differences from upstream:
 Snapshots are taken from the live tensor objects (``state_dict(keep_vars=True)``), not by
 name, so a parametrization attached by another plugin (late QAT) does not change what is
 averaged: its ``original`` Parameter is the same object as before.
+
+``checkpoint_state`` / ``load_checkpoint_state`` carry the sums and the count through a
+training checkpoint (`harness.checkpoint`), so a resumed run averages the same snapshots.
 """
 
 from __future__ import annotations
@@ -102,6 +105,19 @@ class SWA:
             else:
                 torch._foreach_add_(self.sums, [t.detach().float() for t in self.tensors])
         self.count += 1
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The running sums and snapshot count (for `harness.checkpoint`)."""
+        return {"count": self.count, "sums": list(self.sums), "applied": self.applied}
+
+    def load_checkpoint_state(self, state: dict[str, Any], ctx: Any) -> None:
+        """Restore `checkpoint_state` output; the tracked tensors are ``ctx.model``'s live ones."""
+        self.count, self.applied = int(state["count"]), bool(state["applied"])
+        self.tensors = live_float_tensors(ctx.model) if self.count else []
+        sums = list(state["sums"])
+        if len(sums) != len(self.tensors):
+            raise ConfigError(f"swa: checkpoint holds {len(sums)} sums for {len(self.tensors)} model tensors")
+        self.sums = [s.to(device=t.device, dtype=torch.float32) for s, t in zip(sums, self.tensors, strict=True)]
 
     @hookimpl
     def pg_train_end(self, ctx: Any) -> None:
