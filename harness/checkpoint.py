@@ -133,6 +133,12 @@ def _decode_dict(items: list, tensors: list[torch.Tensor], where: str) -> dict:
     return out
 
 
+# Hard limits on declared shapes, checked before anything is allocated: even a zero-sized
+# tensor with a dimension past int64 makes torch.empty fail outside our error path.
+_MAX_NDIM = 16
+_MAX_ELEMENTS = 2**40
+
+
 def _is_index(value: Any, n: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < n
 
@@ -215,8 +221,10 @@ def _split(path: Path, blob: bytes, body_size: int | None = None) -> tuple[dict,
         raise ArtifactError(f"{path}: checkpoint is truncated (header of {hlen} bytes + digest do not fit in {len(blob)} bytes)")
     try:
         header = json.loads(blob[_HEADER.size : _HEADER.size + hlen].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path}: checkpoint header is not valid UTF-8 JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and integers past Python's digit limit;
+        # RecursionError a hostile, deeply nested header.
+        raise ArtifactError(f"{path}: checkpoint header is not valid UTF-8 JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
     _validate_header(path, header)
     body = memoryview(blob)[start:]
     if body_size is not None:  # header only: the body's size was measured, not read
@@ -249,11 +257,19 @@ def _validate_spec(path: Path, i: int, spec: Any, offset: int) -> int:
     where = f"{path}: tensors[{i}]"
     if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "offset", "nbytes"}:
         raise ArtifactError(f"{where}: expected keys dtype, shape, offset, nbytes")
-    if spec["dtype"] not in DTYPES:
-        raise ArtifactError(f"{where}: dtype {spec['dtype']!r} is not one of {', '.join(DTYPES)}")
+    if not isinstance(spec["dtype"], str) or spec["dtype"] not in DTYPES:
+        raise ArtifactError(f"{where}: dtype {str(spec['dtype'])[:100]!r} is not one of {', '.join(DTYPES)}")
     shape = spec["shape"]
-    if not isinstance(shape, list) or not all(_is_index(d, 2**62) for d in shape):
-        raise ArtifactError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > _MAX_NDIM
+        or not all(_is_index(d, _MAX_ELEMENTS + 1) for d in shape)
+        or math.prod(max(d, 1) for d in shape) > _MAX_ELEMENTS
+    ):
+        raise ArtifactError(
+            f"{where}: shape must be a list of at most {_MAX_NDIM} non-negative integers with at most "
+            f"{_MAX_ELEMENTS} elements (zero-sized dimensions aside), got {str(shape)[:200]}"
+        )
     itemsize = torch.empty((), dtype=DTYPES[spec["dtype"]]).element_size()
     expected = math.prod(shape) * itemsize
     if spec["nbytes"] != expected or spec["offset"] != offset:

@@ -215,6 +215,23 @@ class LateQAT:
             event="late_qat", step=ctx.step, tensors=len(self.attached),
         )
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Whether and when QAT was switched on (for `harness.checkpoint`)."""
+        return {"enabled_step": -1 if self.enabled_step is None else self.enabled_step}
+
+    def load_checkpoint_state(self, state: dict[str, Any], ctx: Any) -> None:
+        """Restore the switch after ``pg_train_start`` armed the tensors, so a resumed run
+        quantizes from the same step as the uninterrupted one."""
+        step = state["enabled_step"]
+        if not isinstance(step, int) or step < -1:
+            raise ConfigError(f"late_qat: checkpoint enabled_step must be an integer >= -1, got {step!r}")
+        if step >= 0:
+            if self.alpha is None:
+                raise ConfigError("late_qat: checkpoint says QAT was on, but no tensors were armed at train start")
+            self.alpha.fill_(1.0)
+            self.enabled_step = step
+            ctx.extras["late_qat_step"] = step
+
     @hookimpl
     def pg_train_end(self, ctx: Any) -> None:
         """Remove the parametrizations: original names and raw float weights go to export."""

@@ -25,7 +25,8 @@ RUN_PY = ROOT / "harness" / "run.py"
 
 # The tiny submission, with a step-based schedule (no wallclock dependence), no cap, and
 # both averagers on: SWA snapshots every step once the LR multiplier is below 0.9, EMA
-# tracks every step (SWA is applied at the end, EMA yields to it).
+# tracks every step (SWA is applied at the end, EMA yields to it); late QAT switches on at
+# the same step, so the resumed process must start with fake quantization already on.
 RESUMABLE = (
     textwrap.dedent(TINY_SUBMISSION)
     .replace("GRAD_ACCUM", "1")
@@ -36,13 +37,14 @@ RESUMABLE = (
         "        cpu_profile={},\n",
         "        cpu_profile={},\n"
         "        schedule=StepWarmdownConfig(warmdown_iters=5),\n"
-        "        plugins=(SWAConfig(start_frac=0.9, every=1), EMAConfig(decay=0.9)),\n",
+        "        plugins=(SWAConfig(start_frac=0.9, every=1), EMAConfig(decay=0.9), LateQATConfig(threshold=0.9)),\n",
     )
     .replace(
         "from plugins.arch.gpt import GPTConfig\n",
         "from plugins.arch.gpt import GPTConfig\n"
         "from plugins.averaging.ema import EMAConfig\n"
         "from plugins.averaging.swa import SWAConfig\n"
+        "from plugins.quant.late_qat import LateQATConfig\n"
         "from plugins.schedule.step_warmdown import StepWarmdownConfig\n",
     )
 )
@@ -115,6 +117,7 @@ def test_resume_matches_the_uninterrupted_run(submission, uninterrupted, tmp_pat
     b_rec = json.loads((b / "submission.json").read_text())
     assert b_rec["run_id"] == "b" and b_rec["steps"] == 8 == a_rec["steps"]
     assert b_rec["swa_snapshots"] == a_rec["swa_snapshots"] == 4
+    assert b_rec["late_qat_step"] == a_rec["late_qat_step"] == 5
     assert b_rec["artifact_sha256"] == a_rec["artifact_sha256"]
     assert _sha(b / "final_model.int8.zlib.pgolf") == _sha(uninterrupted / "final_model.int8.zlib.pgolf")
     assert b_rec["val_bpb"] == a_rec["val_bpb"]
