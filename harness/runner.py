@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib
 import inspect
+import math
 import os
 import platform
 import random
@@ -626,7 +627,9 @@ def _baselines(st: RunState, rt: EvalResult, shuffled: float) -> dict[str, Any]:
     )
     st.log.log(rep.log_line(), event="baselines", **rep.as_record())
     alert = rep.alert_line()
-    if alert is not None:
+    # A roundtrip stopped at the eval cap has no model CE: the run is already invalid for
+    # that, and "does not beat the baselines" would misname the cause.
+    if alert is not None and math.isfinite(rt.val_loss):
         st.log.log(alert)
     return rep.as_record()
 

@@ -195,6 +195,7 @@ def test_run_with_tiny_eval_cap_is_invalid_and_unscored(tmp_path, default_datase
     assert "!!! EVAL OVER TIME: standard evaluation stopped" in log
     assert "skipped: shuffled baseline, sliding_window" in log
     assert "_roundtrip val_loss" not in log and "_sliding_window val_loss" not in log
+    assert "BASELINE CHECK FAILED" not in log  # no model CE: the cap, not the model, is the cause
 
 
 def test_run_with_sliding_cut_keeps_roundtrip_but_no_headline(tmp_path, default_dataset, monkeypatch) -> None:
