@@ -223,7 +223,7 @@ def build_train_bench(config: RunConfig, device: torch.device | str, run_dir: Pa
     ``pg_train_start`` and wrap for training (compile on CUDA) exactly as the runner does;
     the data are synthetic and validation is a no-op. ``run_dir`` receives the log."""
     from harness.manager import run_manager
-    from harness.runner import _wrap_for_training, autocast_dtype_for, seed_everything
+    from harness.runner import autocast_dtype_for, seed_everything, wrap_for_training
 
     device = torch.device(device)
     manager = run_manager(component_modules(config))
@@ -239,7 +239,7 @@ def build_train_bench(config: RunConfig, device: torch.device | str, run_dir: Pa
                        autocast_dtype=autocast_dtype_for(device), run_dir=Path(run_dir))
     manager.hook.pg_train_start(ctx=ctx)
     loader = SyntheticLoader(config.data.vocab_size, device, seed=config.train.seed)
-    trainer = Trainer(ctx, train_model=_wrap_for_training(model, config, dist), loader=loader,
+    trainer = Trainer(ctx, train_model=wrap_for_training(model, config, dist), loader=loader,
                       validate=_no_validation, hooks=manager.hook)
     return TrainBench(config=config, ctx=ctx, trainer=trainer, manager=manager)
 

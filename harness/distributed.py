@@ -102,6 +102,18 @@ def report_rank_failure(info: DistInfo, exc: BaseException) -> None:
         return
     message = " ".join(str(exc).split()) or "(no message)"
     print(f"error: rank {info.rank}/{info.world_size} failed: {type(exc).__name__}: {message}", file=sys.stderr, flush=True)
+    try:
+        exc.__dict__[_REPORTED] = True  # so the entry point does not print the same error again
+    except (AttributeError, TypeError):  # exceptions without a __dict__ (rare C types)
+        pass
+
+
+_REPORTED = "_pgolf_rank_reported"
+
+
+def already_reported(exc: BaseException) -> bool:
+    """True when `report_rank_failure` already printed ``exc`` (with its rank)."""
+    return bool(getattr(exc, _REPORTED, False))
 
 
 def barrier(info: DistInfo) -> None:

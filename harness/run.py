@@ -24,6 +24,7 @@ def _fix_sys_path() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the submission, return the exit status."""
     from harness.config import parse_set_args
+    from harness.distributed import already_reported
     from harness.errors import PgolfError
     from harness.runner import run
     from harness.submission import build_submission_config
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         config = build_submission_config(args.submission)
         run(config, submission_dir=args.submission.resolve() if args.submission.is_dir() else args.submission.resolve().parent, sets=parse_set_args(args.sets), run_id=args.run_id, resume=args.resume)
     except PgolfError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if not already_reported(exc):  # a multi-rank run already printed it with the rank
+            print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -56,6 +56,7 @@ from harness.data import (
 )
 from harness.distributed import (
     DistInfo,
+    already_reported,
     barrier,
     broadcast_str,
     init_distributed,
@@ -252,10 +253,11 @@ def run(
     """
     if submission_dir is None:
         try:
-            argv_sets, argv_run_id = _script_flags(sys.argv[1:])
-            return _run_and_shutdown(config, None, {**argv_sets, **(sets or {})}, run_id or argv_run_id)
+            argv_sets, argv_run_id, argv_resume = _script_flags(sys.argv[1:])
+            return _run_and_shutdown(config, None, {**argv_sets, **(sets or {})}, run_id or argv_run_id, resume or argv_resume)
         except PgolfError as exc:  # a script prints one clear line, as harness/run.py does
-            print(f"error: {exc}", file=sys.stderr)
+            if not already_reported(exc):
+                print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
     return _run_and_shutdown(config, submission_dir, sets, run_id, resume)
 
@@ -275,15 +277,17 @@ def _run_and_shutdown(config: RunConfig, submission_dir: Path | None, sets: Mapp
         shutdown(dist, finished=finished)
 
 
-def _script_flags(argv: list[str]) -> tuple[dict[str, str], str | None]:
-    """``--set KEY=VALUE`` (repeatable) and ``--run-id ID`` from a submission script's argv."""
+def _script_flags(argv: list[str]) -> tuple[dict[str, str], str | None, Path | None]:
+    """``--set KEY=VALUE`` (repeatable), ``--run-id ID`` and ``--resume RUN_DIR`` from a
+    submission script's argv (the same flags as ``harness/run.py``)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog=Path(sys.argv[0]).name, description="Run this submission.")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--run-id", default=None)
+    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR")
     args = parser.parse_args(argv)
-    return cfgmod.parse_set_args(args.sets), args.run_id
+    return cfgmod.parse_set_args(args.sets), args.run_id, args.resume
 
 
 def _run(config: RunConfig, dist: DistInfo, submission_dir: Path, sets: dict[str, str], run_id: str | None, resume: Path | None = None) -> dict[str, Any] | None:
@@ -354,7 +358,7 @@ def _load_data(st: RunState) -> Scorer:
     return Scorer(config, st.dist, luts, val_tokens, st.autocast, st.accum)
 
 
-def _wrap_for_training(model: torch.nn.Module, config: RunConfig, dist: DistInfo) -> torch.nn.Module:
+def wrap_for_training(model: torch.nn.Module, config: RunConfig, dist: DistInfo) -> torch.nn.Module:
     """torch.compile on CUDA (as upstream, fullgraph), then DDP when there are several ranks."""
     wrapped = model
     if dist.device.type == "cuda" and config.train.compile:
@@ -407,7 +411,7 @@ def _train(st: RunState, scorer: Scorer, resume: bool = False) -> tuple[TrainCon
     st.manager.hook.pg_train_start(ctx=ctx)
     wants_ckpt = resume or config.train.checkpoint_every_minutes > 0 or config.train.stop_after_step > 0
     ckpt = Checkpointer(st.run_dir, config, dist, loader=loader, observers=observers) if wants_ckpt else None
-    trainer = Trainer(ctx, train_model=_wrap_for_training(model, config, dist), loader=loader, validate=validate, hooks=st.manager.hook, checkpointer=ckpt)
+    trainer = Trainer(ctx, train_model=wrap_for_training(model, config, dist), loader=loader, validate=validate, hooks=st.manager.hook, checkpointer=ckpt)
     trainer.prime()
     if ckpt is not None and ckpt.stateless:
         st.log.log(f"checkpoint: plugins without checkpoint state (a resume restarts them): {', '.join(ckpt.stateless)}")

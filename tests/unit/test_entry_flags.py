@@ -1,0 +1,42 @@
+"""A submission script (or its bundle) run directly takes the same flags as harness/run.py,
+and a multi-rank failure is printed once, with its rank."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.distributed import DistInfo, already_reported, report_rank_failure
+from harness.errors import ConfigError
+from harness.runner import _script_flags
+
+
+def test_script_flags_parse_set_run_id_and_resume():
+    sets, run_id, resume = _script_flags(["--set", "train.iterations=5", "--run-id", "r1", "--resume", "runs/r1"])
+    assert sets == {"train.iterations": "5"} and run_id == "r1" and resume == Path("runs/r1")
+    assert _script_flags([]) == ({}, None, None)
+
+
+def test_script_flags_reject_unknown_flags():
+    with pytest.raises(SystemExit):
+        _script_flags(["--bogus"])
+
+
+def _info(world: int) -> DistInfo:
+    return DistInfo(rank=1, world_size=world, local_rank=1, device=torch.device("cpu"), backend="gloo")
+
+
+def test_rank_failure_line_names_rank_and_marks_the_error(capsys):
+    exc = ConfigError("bad value\n  on two lines")
+    report_rank_failure(_info(2), exc)
+    err = capsys.readouterr().err
+    assert err == "error: rank 1/2 failed: ConfigError: bad value on two lines\n"
+    assert already_reported(exc)
+
+
+def test_single_process_failure_is_left_to_the_entry_point(capsys):
+    exc = ConfigError("bad value")
+    report_rank_failure(_info(1), exc)
+    assert capsys.readouterr().err == "" and not already_reported(exc)
