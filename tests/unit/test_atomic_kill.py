@@ -204,8 +204,11 @@ def test_sigkill_at_random_points_leaves_only_whole_files(tmp_path, monkeypatch)
             server.stdin.write("fork\n")
             server.stdin.flush()
             pid = int(server.stdout.readline())
-            # Mostly short delays (kills land in the first writes), some long (later writes).
-            delay = rng.uniform(0.0, 0.02) if rng.random() < 0.5 else rng.uniform(0.02, 0.25)
+            # Mostly short delays (kills land in the first writes), some longer (later writes),
+            # and a tail long enough for the slowest writer (the bundle, ~0.3-0.8 s on a loaded
+            # CI machine) to finish, so every kind of file is also seen complete.
+            r = rng.random()
+            delay = rng.uniform(0.0, 0.02) if r < 0.45 else rng.uniform(0.02, 0.25) if r < 0.9 else rng.uniform(0.25, 1.5)
             _sleep(delay)
             os.kill(pid, signal.SIGKILL)
             server.stdin.write("wait\n")
