@@ -51,7 +51,7 @@ import torch
 from harness.artifact import DTYPES
 from harness.config import RunConfig, dumps
 from harness.distributed import DistInfo, barrier
-from harness.errors import ArtifactError, ConfigError, PgolfError
+from harness.errors import ArtifactError, ConfigError, TrainingInterrupted  # noqa: F401  (TrainingInterrupted re-exported)
 from harness.fileio import write_atomic
 
 MAGIC = b"PGOLFCK1"
@@ -66,10 +66,6 @@ _MAX_HEADER = 1 << 30
 RESUME_MAY_DIFFER = ("train.checkpoint_every_minutes", "train.stop_after_step")
 """Config fields that may change between a run and its resume: they decide when
 checkpoints are written, never what is trained."""
-
-
-class TrainingInterrupted(PgolfError):
-    """Training stopped on purpose after a checkpoint (``train.stop_after_step``)."""
 
 
 # ---------------------------------------------------------------- nested state <-> JSON + tensors

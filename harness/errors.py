@@ -25,3 +25,7 @@ class TrainingDiverged(PgolfError):
 
 class EvalTimeLimit(PgolfError):
     """An evaluation passed its wall-clock deadline and stopped between two batches."""
+
+
+class TrainingInterrupted(PgolfError):
+    """Training stopped on purpose after a checkpoint (``train.stop_after_step``)."""

@@ -45,7 +45,6 @@ from harness.baselines import (
 )
 from harness.bpb import build_byte_luts, tokenizer_sha256
 from harness.budget import Budget, measure_budget
-from harness.checkpoint import CHECKPOINT_NAME, Checkpointer, TrainingInterrupted, check_resume_dir
 from harness.config import RunConfig
 from harness.data import (
     DistributedTokenLoader,
@@ -64,7 +63,7 @@ from harness.distributed import (
     shutdown,
 )
 from harness.entropy import entropy_report
-from harness.errors import ConfigError, EvalTimeLimit, PgolfError
+from harness.errors import ConfigError, EvalTimeLimit, PgolfError, TrainingInterrupted
 from harness.eval import EVAL_VERSION, EvalResult
 from harness.fileio import write_atomic
 from harness.manager import PluginManager, run_manager
@@ -136,6 +135,22 @@ def _ship_code(run_dir: Path, submission_dir: Path, compress: bool, log: RunLogg
     return target
 
 
+def _checkpoint_module() -> Any:
+    """`harness.checkpoint`, imported by name only when a run checkpoints or resumes.
+
+    Like the bundler, it stays out of every bundle's import scan: a record run never
+    checkpoints, and its ~23 KB of source would be counted in every submission's code bytes.
+    A bundle asked to checkpoint says so instead of failing on a missing module.
+    """
+    try:
+        return importlib.import_module("harness.checkpoint")
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "checkpointing and --resume need harness/checkpoint.py, which bundles leave out to save "
+            "code bytes: run the submission from the repository (harness/run.py or pgolf run)"
+        ) from None
+
+
 def _resolve_data(config: RunConfig, dist: DistInfo, log: RunLogger) -> DataPaths:
     """The configured dataset, or the built-in default one (built by rank 0 on first use)."""
     if config.data.data_path:
@@ -177,8 +192,9 @@ def _resume_run_dir(run_dir: Path, run_id: str | None) -> tuple[str, Path]:
     run_dir = run_dir.resolve()
     if (run_dir / "submission.json").exists():
         raise ConfigError(f"--resume {run_dir}: the run already finished (submission.json exists); nothing to resume")
-    if not (run_dir / CHECKPOINT_NAME).is_file():
-        raise ConfigError(f"--resume {run_dir}: no {CHECKPOINT_NAME} there (the run must have had train.checkpoint_every_minutes > 0)")
+    name = _checkpoint_module().CHECKPOINT_NAME
+    if not (run_dir / name).is_file():
+        raise ConfigError(f"--resume {run_dir}: no {name} there (the run must have had train.checkpoint_every_minutes > 0)")
     exported = sorted(run_dir.glob("*.pgolf"))
     if exported:
         raise ConfigError(f"--resume {run_dir}: training already finished and exported {exported[0].name}; score it with `pgolf rescore {run_dir}`")
@@ -299,7 +315,7 @@ def _run(config: RunConfig, dist: DistInfo, submission_dir: Path, sets: dict[str
     manager.hook.pg_configure(run=config)
     rid, run_dir = _prepare_run_dir(submission_dir, run_id, dist, resume)
     if resume is not None:  # refuse a mismatched resume before anything in the folder changes
-        check_resume_dir(run_dir, config, dist.world_size)
+        _checkpoint_module().check_resume_dir(run_dir, config, dist.world_size)
     log = RunLogger(run_dir, dist.rank)
     st = RunState(config, dist, manager, log, rid, run_dir, autocast_dtype_for(dist.device), grad_accum_steps(config, dist.world_size))
     try:
@@ -410,7 +426,7 @@ def _train(st: RunState, scorer: Scorer, resume: bool = False) -> tuple[TrainCon
     # (late QAT) are compiled in and their switches are tensors, not baked Python flags.
     st.manager.hook.pg_train_start(ctx=ctx)
     wants_ckpt = resume or config.train.checkpoint_every_minutes > 0 or config.train.stop_after_step > 0
-    ckpt = Checkpointer(st.run_dir, config, dist, loader=loader, observers=observers) if wants_ckpt else None
+    ckpt = _checkpoint_module().Checkpointer(st.run_dir, config, dist, loader=loader, observers=observers) if wants_ckpt else None
     trainer = Trainer(ctx, train_model=wrap_for_training(model, config, dist), loader=loader, validate=validate, hooks=st.manager.hook, checkpointer=ckpt)
     trainer.prime()
     if ckpt is not None and ckpt.stateless:

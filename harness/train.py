@@ -30,10 +30,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from harness.checkpoint import TrainingInterrupted
 from harness.config import RunConfig
 from harness.distributed import DistInfo, all_reduce_max
-from harness.errors import ConfigError, TrainingDiverged
+from harness.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from harness.runlog import RunLogger
 
 

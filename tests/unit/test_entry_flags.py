@@ -40,3 +40,32 @@ def test_single_process_failure_is_left_to_the_entry_point(capsys):
     exc = ConfigError("bad value")
     report_rank_failure(_info(1), exc)
     assert capsys.readouterr().err == "" and not already_reported(exc)
+
+
+def test_record_bundles_leave_out_the_bundler_and_checkpointing():
+    """Code bytes count: modules a shipped run never uses (the bundler, checkpoint/resume)
+    are imported by name only, so no submission's bundle carries them."""
+    from harness.bundle import collect_modules
+    from tests.conftest import ROOT
+
+    for script in sorted((ROOT / "submissions").glob("*/train_gpt.py")):
+        modules = collect_modules(script, ROOT)
+        assert "harness.runner" in modules, script
+        assert "harness.checkpoint" not in modules and "harness.bundle" not in modules, script
+
+
+def test_checkpointing_without_the_module_is_a_clear_error(monkeypatch):
+    import importlib
+
+    from harness import runner
+
+    real = importlib.import_module
+
+    def missing(name, *args, **kwargs):
+        if name == "harness.checkpoint":
+            raise ModuleNotFoundError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(runner.importlib, "import_module", missing)
+    with pytest.raises(ConfigError, match="run the submission from the repository"):
+        runner._checkpoint_module()
