@@ -437,9 +437,21 @@ def summary_lines(current: Mapping[str, Mapping[str, Any]]) -> list[str]:
 # ------------------------------------------------------------------ running the suite
 
 
+def require_bench_tools() -> None:
+    """ConfigError unless pytest and pytest-benchmark are installed (the ``test`` extra)."""
+    import importlib.util
+
+    missing = [name for name in ("pytest", "pytest_benchmark") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"pgolf bench needs {' and '.join(missing)} (the test extra): pip install -e '.[test]'"
+        )
+
+
 def run_suite(json_out: Path, pytest_args: Sequence[str] = ()) -> int:
     """Run ``tests/benchmarks`` with benchmarks enabled, writing pytest-benchmark JSON to
     ``json_out``; returns pytest's exit status."""
+    require_bench_tools()
     cmd = [sys.executable, "-m", "pytest", str(BENCH_DIR), "--benchmark-enable", f"--benchmark-json={json_out}",
            "-q", "-p", "no:cacheprovider", *pytest_args]
     print("+ " + " ".join(cmd), flush=True)

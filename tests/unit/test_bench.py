@@ -168,3 +168,12 @@ def test_unknown_architecture_cannot_be_shrunk():
 
     with pytest.raises(ConfigError, match="OddConfig.*teach harness.bench.model_sets"):
         bench.model_sets(OddConfig())
+
+
+def test_bench_without_pytest_benchmark_says_which_extra_to_install(monkeypatch, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytest_benchmark" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"pytest_benchmark .*pip install -e '\.\[test\]'"):
+        bench.run_suite(tmp_path / "now.json")
