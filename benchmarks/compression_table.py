@@ -25,9 +25,10 @@ from typing import Any
 import torch
 
 from harness.artifact import config_from_json, read_artifact
-from harness.entropy import EntropyReport, array_bytes, entropy_report, layout_from_manifest
+from harness.entropy import EntropyReport, entropy_report, layout_from_manifest
 from harness.errors import PgolfError
 from harness.manager import full_manager
+from harness.quantcore import host_bytes
 
 # (label, registry name, config kwargs, pass the layout)
 CODECS: tuple[tuple[str, str, dict, bool], ...] = (
@@ -54,7 +55,7 @@ def raw_payload(tensors: dict, manifest: dict) -> bytes:
     raw = bytearray(manifest["raw_bytes"])
     for name, entry in manifest["tensors"].items():
         for key, spec in entry["arrays"].items():
-            raw[spec["offset"] : spec["offset"] + spec["nbytes"]] = array_bytes(tensors[name].arrays[key]).tobytes()
+            raw[spec["offset"] : spec["offset"] + spec["nbytes"]] = host_bytes(tensors[name].arrays[key]).tobytes()
     return bytes(raw)
 
 

@@ -42,6 +42,7 @@ from harness.components import Compressor, QTensor
 from harness.entropy import layout_from_manifest
 from harness.errors import ArtifactError, PgolfError
 from harness.fileio import write_atomic
+from harness.quantcore import dtype_name, host_bytes
 from harness.registry import Registry
 
 MAGIC = b"PGOLFAR1"
@@ -146,7 +147,7 @@ def _layout(path: Path, tensors: Mapping[str, QTensor]) -> tuple[dict, list[byte
             data = _array_bytes(path, name, key, qt.arrays[key])
             arr = qt.arrays[key]
             arrays[key] = {
-                "dtype": _dtype_name(arr.dtype),
+                "dtype": dtype_name(arr.dtype),
                 "shape": list(arr.shape),
                 "offset": offset,
                 "nbytes": len(data),
@@ -172,13 +173,12 @@ def _array_bytes(path: Path, name: str, key: str, arr: object) -> bytes:
         raise ArtifactError(
             f"{path}: tensor {name} array {key!r} is a {type(arr).__name__}, not a torch.Tensor"
         )
-    if _dtype_name(arr.dtype) not in DTYPES:
+    if dtype_name(arr.dtype) not in DTYPES:
         raise ArtifactError(
-            f"{path}: tensor {name} array {key!r} has dtype {_dtype_name(arr.dtype)}; "
+            f"{path}: tensor {name} array {key!r} has dtype {dtype_name(arr.dtype)}; "
             f"allowed: {', '.join(DTYPES)}"
         )
-    flat = arr.detach().to("cpu").contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().tobytes()
+    return host_bytes(arr).tobytes()
 
 
 def _encode_manifest(path: Path, manifest: dict) -> bytes:
@@ -512,10 +512,6 @@ def _to_json(value: object) -> Any:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def _check_little_endian(path: Path) -> None:

@@ -53,6 +53,7 @@ from harness.config import RunConfig, dumps
 from harness.distributed import DistInfo, barrier
 from harness.errors import ArtifactError, ConfigError, TrainingInterrupted  # noqa: F401  (TrainingInterrupted re-exported)
 from harness.fileio import write_atomic
+from harness.quantcore import dtype_name, host_bytes
 
 MAGIC = b"PGOLFCK1"
 FORMAT_VERSION = 1
@@ -142,14 +143,10 @@ def _is_index(value: Any, n: int) -> bool:
 # ---------------------------------------------------------------- the file
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 def _tensor_bytes(t: torch.Tensor) -> bytes:
-    if _dtype_name(t.dtype) not in DTYPES:
-        raise ArtifactError(f"checkpoint: tensor dtype {_dtype_name(t.dtype)} is not storable; allowed: {', '.join(DTYPES)}")
-    return t.reshape(-1).view(torch.uint8).numpy().tobytes()
+    if dtype_name(t.dtype) not in DTYPES:
+        raise ArtifactError(f"checkpoint: tensor dtype {dtype_name(t.dtype)} is not storable; allowed: {', '.join(DTYPES)}")
+    return host_bytes(t).tobytes()
 
 
 def write_checkpoint(path: str | os.PathLike[str], state: Any, meta: dict[str, Any]) -> int:
@@ -161,7 +158,7 @@ def write_checkpoint(path: str | os.PathLike[str], state: Any, meta: dict[str, A
     chunks, specs, offset = [], [], 0
     for t in tensors:
         data = _tensor_bytes(t)
-        specs.append({"dtype": _dtype_name(t.dtype), "shape": list(t.shape), "offset": offset, "nbytes": len(data)})
+        specs.append({"dtype": dtype_name(t.dtype), "shape": list(t.shape), "offset": offset, "nbytes": len(data)})
         chunks.append(data)
         offset += len(data)
     header = {"format": FORMAT_NAME, "meta": meta, "state": nodes, "tensors": specs, "body_bytes": offset}

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from harness.components import QTensor
-from harness.quantcore import pack_bits, packed_nbytes, unpack_bits
+from harness.quantcore import host_bytes, pack_bits, packed_nbytes, unpack_bits
 
 CLASSES: tuple[str, ...] = ("embed", "attn", "mlp", "other_quant", "scales", "float")
 CODE_ARRAYS: dict[str, str] = {
@@ -104,11 +104,6 @@ def read_symbols(buf: np.ndarray, bits: int, count: int) -> np.ndarray | None:
     return codes.numpy() if torch.equal(pack_bits(codes, bits), packed) else None
 
 
-def array_bytes(arr: torch.Tensor) -> np.ndarray:
-    """An array's bytes as the artifact stores them (host order), as a uint8 numpy array."""
-    return arr.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-
-
 def order0_bits(counts: np.ndarray) -> float:
     """n * H: the empirical order-0 entropy of a histogram, in bits (0 for 0 or 1 symbol)."""
     c = counts[counts > 0].astype(np.float64)
@@ -129,7 +124,7 @@ def _symbol_streams(tensors: Mapping[str, QTensor]) -> Iterator[tuple[str, np.nd
     for name in sorted(tensors):
         qt = tensors[name]
         for key in sorted(qt.arrays):
-            buf = array_bytes(qt.arrays[key])
+            buf = host_bytes(qt.arrays[key])
             bits, count = reading(qt.kind, qt.meta, key, buf.size)
             symbols = read_symbols(buf, bits, count)
             yield tensor_class(name, qt.kind, key), buf if symbols is None else symbols

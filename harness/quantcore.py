@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from harness.components import QTensor
@@ -54,8 +55,15 @@ FP16_TINY = 2.0**-14  # smallest normal fp16 (torch.finfo(torch.float16).tiny)
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    """``torch.float16`` -> ``"float16"`` (the form stored in ``QTensor.meta``)."""
+    """``torch.float16`` -> ``"float16"`` (the form stored in ``QTensor.meta``, artifact
+    manifests and checkpoint headers)."""
     return str(dtype).removeprefix("torch.")
+
+
+def host_bytes(t: torch.Tensor) -> np.ndarray:
+    """A tensor's bytes in host order as a flat uint8 array (bf16 and bool through a uint8
+    view): the image artifacts and checkpoints store, and the entropy report reads."""
+    return t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
 
 
 def restore_dtype(name: str, qt: QTensor) -> torch.dtype:
