@@ -38,7 +38,6 @@ Upstream parameter-golf reports no such baselines; this module is ours.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -51,7 +50,15 @@ import torch.nn.functional as F
 
 from harness.data import list_shards, read_shard
 from harness.errors import ConfigError, DataError
-from harness.eval import Forward, _check_ranks, _distributed_ready, _require_positive, _shard
+from harness.eval import (
+    Forward,
+    _check_ranks,
+    _distributed_ready,
+    _require_positive,
+    _shard,
+    autocast_context,
+    scoring_precision,
+)
 
 BASELINES_VERSION = 1
 """Bumped whenever a number produced here could change."""
@@ -239,20 +246,14 @@ def _nll_sum(
     forward: Forward, x: torch.Tensor, y: torch.Tensor, autocast_dtype: torch.dtype | None, top_id: int
 ) -> torch.Tensor:
     """Summed float64 cross-entropy of targets ``y`` after inputs ``x`` (as harness.eval scores it)."""
-    context = (
-        torch.autocast(device_type=x.device.type, dtype=autocast_dtype)
-        if autocast_dtype is not None
-        else contextlib.nullcontext()
-    )
-    with context:
+    with autocast_context(x.device, autocast_dtype):
         logits = forward(x)
     if logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(x.shape) or logits.shape[-1] <= top_id:
         raise ConfigError(
             f"model forward returned logits of shape {tuple(logits.shape)}, expected "
             f"({x.shape[0]}, {x.shape[1]}, V) with V > {top_id}, the largest validation id"
         )
-    if logits.dtype != torch.float64:  # bf16 logits are scored in float32, as harness.eval does
-        logits = logits.float()
+    logits = scoring_precision(logits)
     nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
     return nll.sum(dtype=torch.float64)
 

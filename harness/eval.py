@@ -134,11 +134,7 @@ class _Sums:
         autocast_dtype: torch.dtype | None,
     ) -> None:
         """Score targets ``y`` after inputs ``x``; ``scored`` masks the counted positions."""
-        logits = _logits(forward, x, luts.vocab_size, autocast_dtype)
-        # Float64 logits stay float64 (exact references in tests); anything lower is
-        # upcast so bf16 models are scored in float32 as upstream does.
-        if logits.dtype != torch.float64:
-            logits = logits.float()
+        logits = scoring_precision(_logits(forward, x, luts.vocab_size, autocast_dtype))
         nll = F.cross_entropy(logits.reshape(-1, luts.vocab_size), y.reshape(-1), reduction="none").view_as(y)
         nbytes = count_bytes(luts, x, y)
         if scored is None:
@@ -166,10 +162,7 @@ class _Sums:
         With ``split = (hidden, head)`` the head runs on the scored hidden states alone;
         without it the full forward runs and its logits are gathered.
         """
-        logits = _scored_logits(forward, split, x, scored, luts.vocab_size, autocast_dtype)
-        # Same precision rule as add_batch, so both paths give the same sums.
-        if logits.dtype != torch.float64:
-            logits = logits.float()
+        logits = scoring_precision(_scored_logits(forward, split, x, scored, luts.vocab_size, autocast_dtype))
         targets = y.reshape(-1).index_select(0, scored)
         nll = F.cross_entropy(logits, targets, reduction="none")
         self.loss += nll.sum(dtype=torch.float64)
@@ -190,7 +183,7 @@ class _Sums:
 def _logits(
     forward: Forward, x: torch.Tensor, vocab_size: int, autocast_dtype: torch.dtype | None
 ) -> torch.Tensor:
-    with _autocast(x.device, autocast_dtype):
+    with autocast_context(x.device, autocast_dtype):
         logits = forward(x)
     expected = (*x.shape, vocab_size)
     if tuple(logits.shape) != expected:
@@ -201,7 +194,15 @@ def _logits(
     return logits
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+def scoring_precision(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in the precision the loss is computed in: float64 stays float64 (exact
+    references in tests); anything lower is upcast so bf16 models are scored in float32,
+    as upstream does. Every pass that reports a cross-entropy uses this one rule."""
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``dtype`` on ``device``, or nothing when ``dtype`` is None."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -219,7 +220,7 @@ def _scored_logits(
     if split is None:
         return _logits(forward, x, vocab_size, autocast_dtype).reshape(-1, vocab_size).index_select(0, scored)
     hidden, head = split
-    with _autocast(x.device, autocast_dtype):
+    with autocast_context(x.device, autocast_dtype):
         states = hidden(x)
         if states.dim() != 3 or tuple(states.shape[:2]) != tuple(x.shape):
             raise ConfigError(

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from harness.config import RunConfig
 from harness.distributed import DistInfo, all_reduce_max
 from harness.errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from harness.eval import autocast_context
 from harness.runlog import RunLogger
 
 
@@ -134,10 +135,7 @@ class Trainer:
 
     # -- one optimizer step -------------------------------------------------------------
     def _autocast(self):
-        dtype = self.ctx.autocast_dtype
-        if dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=self.ctx.dist.device.type, dtype=dtype)
+        return autocast_context(self.ctx.dist.device, self.ctx.autocast_dtype)
 
     def _train_step(self, step: int, lr_scale: float) -> torch.Tensor:
         """Forward/backward over every micro-batch, clip, update; returns the mean loss (on device)."""
