@@ -223,7 +223,7 @@ def build_train_bench(config: RunConfig, device: torch.device | str, run_dir: Pa
     ``pg_train_start`` and wrap for training (compile on CUDA) exactly as the runner does;
     the data are synthetic and validation is a no-op. ``run_dir`` receives the log."""
     from harness.manager import run_manager
-    from harness.runner import autocast_dtype_for, seed_everything, wrap_for_training
+    from harness.runner import autocast_dtype_for, register_observers, seed_everything, wrap_for_training
 
     device = torch.device(device)
     manager = run_manager(component_modules(config))
@@ -231,8 +231,7 @@ def build_train_bench(config: RunConfig, device: torch.device | str, run_dir: Pa
     seed_everything(config.train.seed)
     model = config.model.build(config.data.vocab_size).to(device)
     optimizer = config.optimizer.build(model)
-    for plugin_cfg in config.plugins:
-        manager.register_object(plugin_cfg.build(), name=f"{type(plugin_cfg).__module__}:{type(plugin_cfg).__name__}")
+    register_observers(manager, config)
     dist = DistInfo(rank=0, world_size=1, local_rank=0, device=device, backend=None)
     log = RunLogger(Path(run_dir), 0, echo=False)
     ctx = TrainContext(config=config, model=model, optimizer=optimizer, log=log, dist=dist,

@@ -374,6 +374,15 @@ def _load_data(st: RunState) -> Scorer:
     return Scorer(config, st.dist, luts, val_tokens, st.autocast, st.accum)
 
 
+def register_observers(manager: PluginManager, config: RunConfig) -> list[Any]:
+    """Build the run's observer plugins and register each under its Config's qualified name;
+    returns them in config order (the checkpoint keys their state by that order)."""
+    observers = [plugin_cfg.build() for plugin_cfg in config.plugins]
+    for plugin_cfg, plugin in zip(config.plugins, observers, strict=True):
+        manager.register_object(plugin, name=f"{type(plugin_cfg).__module__}:{type(plugin_cfg).__name__}")
+    return observers
+
+
 def wrap_for_training(model: torch.nn.Module, config: RunConfig, dist: DistInfo) -> torch.nn.Module:
     """torch.compile on CUDA (as upstream, fullgraph), then DDP when there are several ranks."""
     wrapped = model
@@ -412,9 +421,7 @@ def _train(st: RunState, scorer: Scorer, resume: bool = False) -> tuple[TrainCon
     optimizer = config.optimizer.build(model)
     for line in optimizer.describe():
         st.log.log(line)
-    observers = [plugin_cfg.build() for plugin_cfg in config.plugins]
-    for plugin_cfg, plugin in zip(config.plugins, observers, strict=True):
-        st.manager.register_object(plugin, name=f"{type(plugin_cfg).__module__}:{type(plugin_cfg).__name__}")
+    observers = register_observers(st.manager, config)
     ctx = TrainContext(config=config, model=model, optimizer=optimizer, log=st.log, dist=dist, autocast_dtype=st.autocast, run_dir=st.run_dir)
     loader = DistributedTokenLoader(st.data.data_path, dist.rank, dist.world_size, dist.device, config.data.vocab_size)
 
