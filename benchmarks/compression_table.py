@@ -2,12 +2,12 @@
 
 Usage: ``python benchmarks/compression_table.py ARTIFACT_OR_RUN_DIR [--repeat N]``
 
-Reads the artifact through `harness.artifact` (validated, pickle-free), rebuilds the raw payload
+Reads the artifact through `harness.pipeline.artifact` (validated, pickle-free), rebuilds the raw payload
 (every array's bytes at its manifest offset), and times zlib-9, zstd-22, lzma-9 and the ``ans``
 entropy coder (with the harness's symbol layout, per-array and per-class tables) on it: compress
 and decompress seconds (best of ``--repeat``), each decompression checked byte for byte. Prints
 a markdown table (bytes, seconds, ratio to the bound) and the per-class bounds of
-`harness.entropy`. The codec list mirrors what records ship (PITFALLS.md §4: zstd-22 for T1,
+`harness.pipeline.entropy_report`. The codec list mirrors what records ship (PITFALLS.md §4: zstd-22 for T1,
 lzma-9 for PR #1573) plus the coder that reaches the bound.
 """
 
@@ -24,11 +24,12 @@ from typing import Any
 
 import torch
 
-from harness.artifact import config_from_json, read_artifact
-from harness.entropy import EntropyReport, entropy_report, layout_from_manifest
-from harness.errors import PgolfError
-from harness.manager import full_manager
-from harness.quantcore import host_bytes
+from harness.api.errors import PgolfError
+from harness.api.layout import layout_from_manifest
+from harness.api.quantization import host_bytes
+from harness.pipeline.artifact import config_from_json, read_artifact
+from harness.pipeline.entropy_report import EntropyReport, entropy_report
+from harness.pipeline.plugin_manager import full_manager
 
 # (label, registry name, config kwargs, pass the layout)
 CODECS: tuple[tuple[str, str, dict, bool], ...] = (

@@ -1,6 +1,7 @@
 """pgolf: a plugin-based benchmark harness for the Parameter Golf challenge.
 
-Import from the submodules (``harness.config``, ``harness.hookspecs``, ``harness.runner``):
+Packages by role: ``harness.api`` (the plugin API), ``harness.pipeline`` (the run; what
+ships), ``harness.datasets``, ``harness.leaderboard`` and ``harness.tools`` (never shipped);
 this package does no work at import time so the bundler can inline exactly what a
 submission uses.
 """

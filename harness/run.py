@@ -1,7 +1,7 @@
 """Entry point: ``torchrun --standalone --nproc_per_node=N harness/run.py submissions/<name>``.
 
 Also runs as ``python harness/run.py submissions/<name>`` (one process). Loads the
-submission's ``build_config()`` and hands it to `harness.runner.run`. Extra arguments:
+submission's ``build_config()`` and hands it to `harness.pipeline.runner.run`. Extra arguments:
 ``--set KEY=VALUE`` (repeatable, type-checked), ``--run-id ID`` and ``--resume RUN_DIR``
 (continue an interrupted run from its ``checkpoint.pgck``, in the same folder).
 """
@@ -23,21 +23,20 @@ def _fix_sys_path() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the submission, return the exit status."""
-    from harness.config import parse_set_args
-    from harness.distributed import already_reported
-    from harness.errors import PgolfError
-    from harness.runner import run
-    from harness.submission import build_submission_config
+    from harness.api.errors import PgolfError
+    from harness.pipeline.distributed import already_reported
+    from harness.pipeline.flags import add_run_flags, run_flags
+    from harness.pipeline.runner import run
+    from harness.pipeline.submission import build_submission_config
 
     parser = argparse.ArgumentParser(prog="harness/run.py", description=__doc__.splitlines()[0])
     parser.add_argument("submission", type=Path, help="submission folder holding train_gpt.py")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. train.iterations=50")
-    parser.add_argument("--run-id", default=None, help="name of the run folder (default: RUN_ID or a timestamp)")
-    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR from its checkpoint.pgck")
-    args = parser.parse_args(argv)
+    args = add_run_flags(parser).parse_args(argv)
+    flags = run_flags(args)
     try:
         config = build_submission_config(args.submission)
-        run(config, submission_dir=args.submission.resolve() if args.submission.is_dir() else args.submission.resolve().parent, sets=parse_set_args(args.sets), run_id=args.run_id, resume=args.resume)
+        folder = args.submission.resolve() if args.submission.is_dir() else args.submission.resolve().parent
+        run(config, submission_dir=folder, sets=flags.sets, run_id=flags.run_id, resume=flags.resume)
     except PgolfError as exc:
         if not already_reported(exc):  # a multi-rank run already printed it with the rank
             print(f"error: {exc}", file=sys.stderr)

@@ -40,7 +40,7 @@ def pgolf_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def default_dataset(pgolf_cache):
     """The built-in default dataset, built once per test session."""
-    from harness.default_data import ensure_default_dataset
+    from harness.datasets.default import ensure_default_dataset
 
     return ensure_default_dataset(progress=False)
 
@@ -50,8 +50,8 @@ TINY_SUBMISSION = '''
 
 from __future__ import annotations
 
-from harness.config import EvalConfig, RunConfig, TrainConfig
-from harness.runner import run
+from harness.api.config import EvalConfig, RunConfig, TrainConfig
+from harness.pipeline.runner import run
 from plugins.arch.gpt import GPTConfig
 from plugins.compress.zlib import ZlibConfig
 from plugins.optim.muon import MuonConfig

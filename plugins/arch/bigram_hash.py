@@ -6,7 +6,7 @@ From the T1 (N=10240) and P1573 (N=2048) records of openai/parameter-golf (TECHN
 int32 (products wrap as upstream's do); b_0 = N-1 is reserved for position 0 of every
 sequence or eval window (not for document starts). Emb[N×dim] (zero-init) → Linear
 dim→d (no bias) → × a learned scalar (init 0.05), added to E[tok] before the embedding
-RMSNorm (GPT extension point ``hook_embed``). Only the previous position is read: causal.
+RMSNorm (GPT extension point ``on_embed``). Only the previous position is read: causal.
 
 Names: ``bigram.embed.weight``, ``bigram.proj.weight``, ``bigram.scale``.
 
@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.registry import Registry
 
 HASH_MUL_CUR = 36313
 HASH_MUL_PREV = 27191
@@ -89,7 +89,7 @@ class BigramHash(nn.Module):
             h = F.linear(h, self.proj.weight.to(h.dtype))
         return h * self.scale.to(h.dtype)
 
-    def hook_embed(self, ids: Tensor, x: Tensor) -> Tensor:
+    def on_embed(self, ids: Tensor, x: Tensor) -> Tensor:
         """GPT extension point: add the bigram embedding to E[tok]."""
         return x + self(ids)
 

@@ -47,10 +47,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from harness.config import RunConfig
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.config import RunConfig
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.registry import Registry
 
 IN_PROJ_INITS = ("xavier_uniform", "normal")
 
@@ -192,7 +192,7 @@ class Block(nn.Module):
 
 
 class ByteGPT(nn.Module):
-    """The byte GPT; implements ``harness.components.LanguageModel``."""
+    """The byte GPT; implements ``harness.api.protocols.LanguageModel``."""
 
     def __init__(self, cfg: ByteGPTConfig, vocab_size: int) -> None:
         super().__init__()
@@ -244,6 +244,16 @@ class ByteGPT(nn.Module):
     def forward(self, input_ids: Tensor) -> Tensor:
         """(B, T) byte ids -> (B, T, V) logits; equals ``logits(hidden(ids))``."""
         return self.logits(self.hidden(input_ids))
+
+    @property
+    def attention_layers(self) -> int:
+        """One attention layer per block."""
+        return self.cfg.n_layers
+
+    @property
+    def width(self) -> int:
+        """The model dimension."""
+        return self.cfg.d_model
 
     def num_params(self) -> int:
         """Number of parameters, the tied embedding counted once."""

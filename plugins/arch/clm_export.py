@@ -1,5 +1,5 @@
 """Export a ``conv_moe`` model to the ``.clm`` v0.2 byte layout, and read one back (kind
-``observer``, name ``clm_export``).
+``callback``, name ``clm_export``).
 
 Source: BYTE_LMS.md §2.4, from dancinlab anima ``CLM/CLM_FORMAT_SPEC.md`` §2.1, the v0.2
 writers (anima ``CLM/model/clm_serialize_v2.py``, hexa-lang ``stdlib/flame/clm_reexport.hexa``)
@@ -29,7 +29,7 @@ shapes, so the file carries them in the tgG/tgB/noG/noB slots, but a v0.2 reader
 GroupNorm computes different (and future-leaking) outputs from them. ``read_clm`` returns the
 tensors only; rebuilding with the right norm is the caller's choice.
 
-The observer writes ``<run_dir>/<filename>`` in ``pg_report`` (after the artifact has been
+The callback writes ``<run_dir>/<filename>`` in ``pg_report`` (after the artifact has been
 written and scored), from the model's final weights, and reports ``clm_file``, ``clm_bytes``,
 ``clm_sha256`` and ``clm_matches_artifact`` (every tensor read back from the file equals what
 the run's quantizer gives back from the artifact).
@@ -47,12 +47,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.errors import ArtifactError, ConfigError
-from harness.fileio import write_atomic
-from harness.hookspecs import hookimpl
-from harness.quantcore import INT4_NIBBLE_OFFSET as NIBBLE_OFFSET
-from harness.quantcore import pack_nibbles, quantize_channels
-from harness.registry import Registry
+from harness.api.config import RunConfig
+from harness.api.context import TrainContext
+from harness.api.errors import ArtifactError, ConfigError
+from harness.api.fileio import write_atomic
+from harness.api.hooks import hookimpl
+from harness.api.quantization import INT4_NIBBLE_OFFSET as NIBBLE_OFFSET
+from harness.api.quantization import pack_nibbles, quantize_channels
+from harness.api.registry import Registry
 
 MAGIC = b"CLM\x01"
 EXT_MAGIC = b"CLMX"
@@ -73,7 +75,7 @@ class ClmExportConfig:
             raise ConfigError(f"clm_export.filename: expected a plain file name (letters, digits, . _ -), got {name!r}")
 
     def build(self) -> ClmExport:
-        """The observer plugin object."""
+        """The callback plugin object."""
         return ClmExport(self)
 
 
@@ -269,7 +271,7 @@ class ClmExport:
         self.cfg = cfg
 
     @hookimpl
-    def pg_report(self, ctx: Any, record: dict[str, Any]) -> None:
+    def pg_report(self, ctx: TrainContext, record: dict[str, Any]) -> None:
         """Write ``<run_dir>/<filename>``; add clm_file, clm_bytes, clm_sha256, clm_matches_artifact."""
         state = {k: v.detach().to("cpu").clone() for k, v in ctx.model.state_dict().items()}
         info = write_clm(state, Path(ctx.run_dir) / self.cfg.filename)
@@ -285,7 +287,7 @@ class ClmExport:
 
 
 @hookimpl
-def pg_configure(run: Any) -> None:
+def pg_configure(run: RunConfig) -> None:
     """Refuse a run that lists ClmExportConfig for a model that is not a CLMConvMoE."""
     if not any(isinstance(p, ClmExportConfig) for p in run.plugins):
         return
@@ -299,5 +301,5 @@ def pg_configure(run: Any) -> None:
 
 @hookimpl
 def pg_register_components(registry: Registry) -> None:
-    """Register ``ClmExportConfig`` as the ``observer`` component ``clm_export``."""
-    registry.register("observer", "clm_export", ClmExportConfig)
+    """Register ``ClmExportConfig`` as the ``callback`` component ``clm_export``."""
+    registry.register("callback", "clm_export", ClmExportConfig)

@@ -49,9 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.registry import Registry
 
 NORMS = ("causal_ln", "groupnorm_leaky")
 INITS = ("torch", "lcg")
@@ -200,6 +200,16 @@ class ConvMoE(nn.Module):
     def forward(self, input_ids: Tensor) -> Tensor:
         """(B, T) int64 ids -> (B, T, V) logits."""
         return self.logits(self.hidden(input_ids))
+
+    @property
+    def attention_layers(self) -> int:
+        """No attention: a convolutional trunk."""
+        return 0
+
+    @property
+    def width(self) -> int:
+        """Channels of every convolution."""
+        return self.cfg.d_model
 
     def describe(self) -> list[str]:
         """Header lines for the run log."""

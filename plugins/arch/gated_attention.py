@@ -5,7 +5,7 @@ From the P1573 (12L RecycledCore) record of openai/parameter-golf (GATED_ATTENTI
 TECHNIQUES.md §2), in the spirit of Qiu et al. 2025 ("Gated Attention for LLMs",
 arXiv:2505.06708): gate = σ(W_g h + b), with h the normed, LN-scaled attention input,
 W_g (H×d) zero and b = 4, so every head starts at σ(4) ≈ 0.982. Multiplies each head's
-output after XSA and before W_o (GPT extension point ``hook_attn_out``); recycled passes
+output after XSA and before W_o (GPT extension point ``on_attn_out``); recycled passes
 use their physical block's gate. Pointwise in time: causal.
 
 Names: ``blocks.{i}.attn.attn_gate.weight`` (H×d) and ``.bias`` (H), added by ``attach``.
@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.registry import Registry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +66,7 @@ class GatedAttention(nn.Module):
             gate._zero_init = True  # the model's orthogonal init leaves it alone
             attn.attn_gate = gate
 
-    def hook_attn_out(
+    def on_attn_out(
         self, y: Tensor, *, attn: nn.Module, h: Tensor, v: Tensor, layer: int, recycled: bool, state: dict | None
     ) -> Tensor:
         """GPT extension point: scale head outputs y (B, T, H, Dh) by σ(W_g h + b) (B, T, H)."""

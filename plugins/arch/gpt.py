@@ -15,32 +15,15 @@ Small knobs of the T1 (10L Int5-MLP) and P1573 (12L RecycledCore) records are fi
 ``ln_scale``, ``orthogonal_init``, ``orthogonal_proj_scale``); the add-on modules are
 ``components``: Configs of kind ``arch_component`` from other plugin modules (BigramHash,
 SmearGate, value embeddings, value residual, gated attention, XSA, recycled core, parallel
-residuals; TECHNIQUES.md §2-§3). This module never imports them: a component's
+residuals, QK temperature; docs/techniques.md). This module never imports them: a component's
 ``build(model_cfg, vocab_size)`` returns an ``nn.Module`` that this GPT registers under the
-module's ``slot`` name, and calls at these extension points (each optional, looked up on the
-component's class, so a child module named ``embed`` is no hook):
-
-1. ``attach(model)``: once at build, before the init pass; adds per-layer parameters into
-   ``model.blocks[i].attn`` (``vr_lambda``, ``attn_gate``) or extra top-level ones
-   (``ve_layer_scales``), or sets block flags (``parallel``).
-2. ``hook_embed(ids, x)``: on E[tok], before the embedding RMSNorm (BigramHash adds here).
-3. ``hook_post_embed(ids, x)``: after that RMSNorm, before x0 is saved (SmearGate).
-4. ``hook_value(v, *, attn, layer, recycled, state)``: on the V projection (B, T, kv_dim),
-   before the head reshape (value embeddings, then value-residual mixing).
-5. ``hook_attn_out(y, *, attn, h, v, layer, recycled, state)``: on the per-head attention
-   output y (B, T, H, Dh) before W_o; v (B, T, Hkv, Dh) holds the values attention read and
-   h (B, T, d) its normed input (XSA, then the gated-attention gate).
-6. ``layer_plan(num_layers)`` and ``hook_recycle(x, k)``: the virtual layer order, encoder
-   0..enc-1, then recycled passes, then decoder enc..L-1; before recycled pass k the stream
-   goes through ``hook_recycle`` (RecycledCore). At most one component may plan layers.
-7. ``describe()``: log lines (``recycle_layers:[3, 4] repeats:1 effective_depth:14``).
-
-At every point components run in ``COMPONENT_ORDER`` (by slot), whatever order the config
-lists them in. ``layer`` is the physical block index; ``recycled`` is True on a recycled pass
-(which reuses that block's weights, resid_mix, LN scale and λ); ``state`` is one dict per
-forward (``ids``, ``host`` = this model, and what components leave there, such as ``v0``).
-All dispatch is static Python over lists fixed at build, so ``torch.compile(fullgraph=True)``
-traces it.
+module's ``slot`` name and calls at the extension points that its class defines (listed,
+in the order they fire, in `harness.api.protocols.ArchComponent`: ``attach``,
+``layer_plan``, ``on_embed``, ``on_post_embed``, ``on_recycle``, ``on_value``, ``on_qk``,
+``on_attn_out``, ``describe``). They are looked up on the component's class, so a child
+module named ``on_embed`` is no extension point. At every point components run in
+``COMPONENT_ORDER`` (by slot), whatever order the config lists them in. The MLP's
+nonlinearity is a built-in name or an ``activation`` plugin's Config (``mlp_activation``).
 
 Attention backend (P560 portability, TECHNIQUES.md §8): SDPA's ``enable_gqa=`` is missing
 in torch < 2.5 and fails on some backends, so a tiny probe call runs at build and whenever
@@ -56,6 +39,10 @@ flagged, so it stays zero even with 64+ heads.
 
 Parameter names follow upstream (``tok_emb.weight``, ``blocks.{i}.attn.c_q.weight``, ...,
 ``skip_weights``) so the shared control-tensor patterns route and keep the same tensors.
+
+Longer than 400 lines because a plugin module holds exactly one component (the project's plugin
+rule): the GPT host with its blocks, attention, MLP, RoPE and the dispatch of every extension
+point is that one component.
 """
 
 from __future__ import annotations
@@ -69,9 +56,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.registry import Registry
 
 MLP_ACTIVATIONS = ("relu2", "leaky_relu2")
 
@@ -97,9 +84,10 @@ class GPTConfig:
     mlp_mult: float = 2.0
     """MLP hidden width as a multiple of model_dim, mlp_mult·d must be an integer
     (baseline 2, T1 and P1573 3)."""
-    mlp_activation: str = "relu2"
-    """MLP nonlinearity before the square: "relu2" (baseline, T1) relu(u)²; "leaky_relu2"
-    (P1573) leaky_relu(u, 0.5)², i.e. u² for u > 0 and 0.25u² for u < 0."""
+    mlp_activation: Any = "relu2"
+    """MLP nonlinearity: "relu2" (baseline, T1) relu(u)²; "leaky_relu2" (P1573)
+    leaky_relu(u, 0.5)², i.e. u² for u > 0 and 0.25u² for u < 0; or the Config of an
+    ``activation`` plugin (``plugins/activation/``), whose module is the whole f(u)."""
     tie_embeddings: bool = True
     """Use the token embedding transposed as the output head (no separate lm_head)."""
     tied_embed_init_std: float = 0.005
@@ -160,8 +148,12 @@ def _validate(cfg: GPTConfig) -> None:
         )
     if not cfg.mlp_mult > 0 or not float(cfg.mlp_mult * cfg.model_dim).is_integer():
         raise ConfigError(f"gpt.mlp_mult={cfg.mlp_mult}: expected > 0 with mlp_mult*model_dim an integer")
-    if cfg.mlp_activation not in MLP_ACTIVATIONS:
-        raise ConfigError(f"gpt.mlp_activation: expected one of {MLP_ACTIVATIONS}, got {cfg.mlp_activation!r}")
+    act = cfg.mlp_activation
+    is_plugin = dataclasses.is_dataclass(act) and not isinstance(act, type) and callable(getattr(act, "build", None))
+    if not is_plugin and act not in MLP_ACTIVATIONS:
+        raise ConfigError(
+            f"gpt.mlp_activation: expected one of {MLP_ACTIVATIONS} or an activation plugin Config, got {act!r}"
+        )
     if not cfg.logit_softcap > 0:
         raise ConfigError(f"gpt.logit_softcap: expected > 0, got {cfg.logit_softcap}")
     if not cfg.rope_base > 0:
@@ -279,6 +271,7 @@ class CausalSelfAttention(nn.Module):
         self.native_gqa = True  # set by GPT.probe_attention
         # Plain tuples (not registered): the components are registered once, on the GPT.
         self.value_hooks: tuple[nn.Module, ...] = ()
+        self.qk_hooks: tuple[nn.Module, ...] = ()
         self.out_hooks: tuple[nn.Module, ...] = ()
 
     def forward(self, h: Tensor, cos: Tensor, sin: Tensor, state: dict | None = None, recycled: bool = False) -> Tensor:
@@ -287,15 +280,17 @@ class CausalSelfAttention(nn.Module):
         k = self.c_k(h).view(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B,Hkv,T,Dh)
         v = self.c_v(h)  # (B,T,kv_dim)
         for comp in self.value_hooks:
-            v = comp.hook_value(v, attn=self, layer=self.layer_idx, recycled=recycled, state=state)
+            v = comp.on_value(v, attn=self, layer=self.layer_idx, recycled=recycled, state=state)
         v = v.reshape(bsz, seqlen, self.num_kv_heads, self.head_dim)  # (B,T,Hkv,Dh)
         q, k = _rms_norm(q), _rms_norm(k)
         q = apply_rotary(q, cos.to(q.dtype), sin.to(q.dtype))
         k = apply_rotary(k, cos.to(k.dtype), sin.to(k.dtype))
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
+        for comp in self.qk_hooks:
+            q, k = comp.on_qk(q, k, attn=self, layer=self.layer_idx, recycled=recycled, state=state)
         y = self._attend(q, k, v.transpose(1, 2)).transpose(1, 2)  # (B,T,H,Dh)
         for comp in self.out_hooks:
-            y = comp.hook_attn_out(y, attn=self, h=h, v=v, layer=self.layer_idx, recycled=recycled, state=state)
+            y = comp.on_attn_out(y, attn=self, h=h, v=v, layer=self.layer_idx, recycled=recycled, state=state)
         return self.proj(y.reshape(bsz, seqlen, dim))
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -310,17 +305,21 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """act(W1 h)² then a zero-initialised down projection (modded-nanogpt's relu²; P1573's
-    LeakyReLU(0.5)²)."""
+    """f(W1 h) then a zero-initialised down projection. Built-in f: relu(u)² (modded-nanogpt)
+    or LeakyReLU(0.5)(u)² (P1573); an ``activation`` plugin Config supplies any other f."""
 
-    def __init__(self, dim: int, hidden: int, activation: str = "relu2") -> None:
+    def __init__(self, dim: int, hidden: int, activation: Any = "relu2") -> None:
         super().__init__()
         self.fc = CastedLinear(dim, hidden)
         self.proj = CastedLinear(hidden, dim, zero_init=True)
         self.leaky = activation == "leaky_relu2"
+        # A tuple, not a registered child: an activation plugin holds no parameters.
+        self.plugin: tuple[nn.Module, ...] = () if isinstance(activation, str) else (activation.build(),)
 
     def forward(self, x: Tensor) -> Tensor:
         u = self.fc(x)
+        if self.plugin:
+            return self.proj(self.plugin[0](u))
         act = F.leaky_relu(u, negative_slope=0.5) if self.leaky else torch.relu(u)
         return self.proj(act.square())
 
@@ -359,13 +358,13 @@ class Block(nn.Module):
         return x + self.mlp_scale.to(x.dtype) * self.mlp(self._normed(x))
 
 
-def _has_hook(comp: nn.Module, name: str) -> bool:
+def _defines(comp: nn.Module, name: str) -> bool:
     # Looked up on the class: BigramHash's child module `embed` must not count as a hook.
     return callable(getattr(type(comp), name, None))
 
 
 class GPT(nn.Module):
-    """The GPT host; implements ``harness.components.LanguageModel``."""
+    """The GPT host; implements ``harness.api.protocols.LanguageModel``."""
 
     def __init__(self, cfg: GPTConfig, vocab_size: int) -> None:
         super().__init__()
@@ -401,15 +400,16 @@ class GPT(nn.Module):
             if hasattr(self, slot):
                 raise ConfigError(f"gpt.components: slot {slot!r} of {type(comp).__name__} is already taken")
             self.add_module(slot, comp)
-            if _has_hook(comp, "attach"):
+            if _defines(comp, "attach"):
                 comp.attach(self)
         self._components = tuple(built)
-        self._hooks_embed = tuple(c for c in built if _has_hook(c, "hook_embed"))
-        self._hooks_post_embed = tuple(c for c in built if _has_hook(c, "hook_post_embed"))
+        self._on_embed = tuple(c for c in built if _defines(c, "on_embed"))
+        self._on_post_embed = tuple(c for c in built if _defines(c, "on_post_embed"))
         for block in self.blocks:
-            block.attn.value_hooks = tuple(c for c in built if _has_hook(c, "hook_value"))
-            block.attn.out_hooks = tuple(c for c in built if _has_hook(c, "hook_attn_out"))
-        planners = [c for c in built if _has_hook(c, "layer_plan")]
+            block.attn.value_hooks = tuple(c for c in built if _defines(c, "on_value"))
+            block.attn.qk_hooks = tuple(c for c in built if _defines(c, "on_qk"))
+            block.attn.out_hooks = tuple(c for c in built if _defines(c, "on_attn_out"))
+        planners = [c for c in built if _defines(c, "layer_plan")]
         if len(planners) > 1:
             raise ConfigError(f"gpt.components: only one may plan layers, got {[type(c).__name__ for c in planners]}")
         self._planners = tuple(planners)  # a tuple, so the module is not registered twice
@@ -482,11 +482,11 @@ class GPT(nn.Module):
     def hidden(self, input_ids: Tensor) -> Tensor:
         """(B, T) token ids -> (B, T, d) hidden states after the final RMSNorm."""
         x = self.tok_emb(input_ids)
-        for comp in self._hooks_embed:
-            x = comp.hook_embed(input_ids, x)
+        for comp in self._on_embed:
+            x = comp.on_embed(input_ids, x)
         x = _rms_norm(x)
-        for comp in self._hooks_post_embed:
-            x = comp.hook_post_embed(input_ids, x)
+        for comp in self._on_post_embed:
+            x = comp.on_post_embed(input_ids, x)
         x0 = x
         cos, sin = self.rotary(input_ids.size(1), input_ids.device)
         state = {"ids": input_ids, "host": self} if self._components else None
@@ -496,7 +496,7 @@ class GPT(nn.Module):
             skips.append(x)
         # Recycled passes reuse a block's weights and neither push nor pop U-Net skips.
         for k, layer in enumerate(self.recycled_layers):
-            x = self._planners[0].hook_recycle(x, k)
+            x = self._planners[0].on_recycle(x, k)
             x = self.blocks[layer](x, x0, cos, sin, state, recycled=True)
         # Decoder i pops the most recent encoder output: the last encoder feeds the first decoder.
         for i, block in enumerate(self.blocks[self.num_encoder_layers :]):
@@ -518,6 +518,16 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ reporting
 
+    @property
+    def attention_layers(self) -> int:
+        """Virtual layers: recycled blocks count once per pass."""
+        return self.effective_depth
+
+    @property
+    def width(self) -> int:
+        """The model dimension."""
+        return self.blocks[0].attn.c_q.weight.shape[1]
+
     def num_params(self) -> int:
         """Number of parameters (the tied embedding counted once), as upstream logs it."""
         return sum(p.numel() for p in self.parameters())
@@ -527,7 +537,7 @@ class GPT(nn.Module):
         where upstream has one, e.g. ``XSA:last_4 active_layers:[8, 9, 10, 11]``)."""
         lines = [f"attention_backend:{self.attention_backend} native_gqa:{self.blocks[0].attn.native_gqa}"]
         for comp in self._components:
-            if _has_hook(comp, "describe"):
+            if _defines(comp, "describe"):
                 lines.extend(comp.describe())
         return lines
 

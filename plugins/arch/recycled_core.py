@@ -9,7 +9,7 @@ block k again with the same weights, its resid_mix with x0, its LN scale and val
 λ, v0 as value residual, no value embedding; then decoder blocks enc..L-1 popping skips.
 Recycled passes neither push nor pop skips, and gradients from both uses of a block add up.
 Active from step 0 (the README's "delayed at 35%" is not in the code). The GPT runs this
-through its ``layer_plan`` / ``hook_recycle`` extension points.
+through its ``layer_plan`` / ``on_recycle`` extension points.
 
 Names: ``recycle.{k}.a`` / ``recycle.{k}.b`` (d each; k = position in the application
 list). Upstream calls them ``recycle_mods.{k}.scale`` / ``.bias``.
@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.registry import Registry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +80,7 @@ class RecycledCore(nn.ModuleList):
         enc = num_layers // 2
         return tuple(range(enc)) + self.layers * self.repeats + tuple(range(enc, num_layers))
 
-    def hook_recycle(self, x: Tensor, k: int) -> Tensor:
+    def on_recycle(self, x: Tensor, k: int) -> Tensor:
         """GPT extension point: modulate the stream before recycled pass ``k``."""
         return self[k](x)
 

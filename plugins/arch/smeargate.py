@@ -4,7 +4,7 @@ with the previous position's.
 From the T1 (10L Int5-MLP) and P1573 (12L RecycledCore) records of openai/parameter-golf
 (TECHNIQUES.md §2): with γ ∈ R^d and σ = sigmoid(γ), x_t ← (1-σ)⊙x_t + σ⊙x_{t-1}, x_{-1} = 0,
 applied after the embedding RMSNorm and before x0 is saved (GPT extension point
-``hook_post_embed``). γ starts at 0, so the gate starts as a 0.5/0.5 mix and position 0 is
+``on_post_embed``). γ starts at 0, so the gate starts as a 0.5/0.5 mix and position 0 is
 halved. It only looks one position back, so it is causal; across packed documents it does
 mix the last token of one document into the first of the next (PITFALLS: BOS fix #1797),
 exactly as upstream. Parameter name: ``smear.gate`` (a control tensor: scalar Adam group).
@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.registry import Registry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,7 +55,7 @@ class SmearGate(nn.Module):
         x_prev = torch.cat((torch.zeros_like(x[:, :1]), x[:, :-1]), dim=1)
         return (1 - g) * x + g * x_prev
 
-    def hook_post_embed(self, ids: Tensor, x: Tensor) -> Tensor:
+    def on_post_embed(self, ids: Tensor, x: Tensor) -> Tensor:
         """GPT extension point: smear the normed embedding."""
         return self(x)
 

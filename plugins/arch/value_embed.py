@@ -5,7 +5,7 @@ From the P1573 (12L RecycledCore) record of openai/parameter-golf (VE_LAYERS "10
 VE_DIM 128; TECHNIQUES.md §2): one shared table V×dim, N(0, 0.01) → Linear dim→kv_dim (no
 bias) → × a learned scale (0.1) → × a per-layer scalar (1), added to the V projection
 output of each listed layer before the head reshape and before value-residual mixing
-(GPT extension point ``hook_value``). Computed once per forward; not used in recycled
+(GPT extension point ``on_value``). Computed once per forward; not used in recycled
 passes. It reads only the current token: causal.
 
 Names: ``ve_shared.embed.weight``, ``ve_shared.proj.weight``, ``ve_shared.scale``, and the
@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.registry import Registry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,7 +95,7 @@ class ValueEmbed(nn.Module):
             nn.Parameter(torch.full((1,), self.layer_scale_init, dtype=torch.float32)) for _ in self.layers
         )
 
-    def hook_value(self, v: Tensor, *, attn: nn.Module, layer: int, recycled: bool, state: dict) -> Tensor:
+    def on_value(self, v: Tensor, *, attn: nn.Module, layer: int, recycled: bool, state: dict) -> Tensor:
         """GPT extension point: add the (cached) embedding on listed layers, never on recycled passes."""
         if recycled or layer not in self.layers:
             return v

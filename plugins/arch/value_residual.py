@@ -5,7 +5,7 @@ From the P1573 (12L RecycledCore) record of openai/parameter-golf (VALUE_RESIDUA
 TECHNIQUES.md §2), after ResFormer's value residual learning (Zhou et al. 2024,
 arXiv:2410.17897): v0 is layer 0's raw V (after value embeddings, if any); every later
 layer, recycled passes included, uses v ← λ0·v0 + λ1·v with its own λ = (0.5, 0.5). Runs at
-the GPT extension point ``hook_value`` after value embeddings. Layer 0 has a λ too (upstream
+the GPT extension point ``on_value`` after value embeddings. Layer 0 has a λ too (upstream
 creates one per block, and it counts in the 29,406,940 parameters) but never uses it, so it
 never gets a gradient; a DDP wrapper needs ``find_unused_parameters`` for it.
 
@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.registry import Registry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +65,7 @@ class ValueResidual(nn.Module):
             lam = nn.Parameter(torch.tensor(self.lambda_init, dtype=torch.float32), requires_grad=i != 0)
             block.attn.vr_lambda = lam
 
-    def hook_value(self, v: Tensor, *, attn: nn.Module, layer: int, recycled: bool, state: dict) -> Tensor:
+    def on_value(self, v: Tensor, *, attn: nn.Module, layer: int, recycled: bool, state: dict) -> Tensor:
         """GPT extension point: the first call (layer 0) stores v0; later ones mix it in."""
         if "v0" not in state:
             state["v0"] = v

@@ -5,7 +5,7 @@ From the P1573 (12L RecycledCore) record of openai/parameter-golf (XSA_LAST_N=4,
 layers 8..11 of 12; TECHNIQUES.md §2; introduced upstream by the 11L XSA record,
 2026-03-21): for every query head in KV group g at position t, y ← y - (y·v̂)v̂ with
 v̂ = v_g(t)/‖v_g(t)‖, v the values attention read (after value embeddings and value
-residual). Runs at the GPT extension point ``hook_attn_out`` before the gate, on the last
+residual). Runs at the GPT extension point ``on_attn_out`` before the gate, on the last
 ``last_n`` physical layers, recycled passes of those layers included. It uses only
 position t's own value: causal. No parameters.
 """
@@ -18,9 +18,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.registry import Registry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +62,7 @@ class XSA(nn.Module):
         self.last_n = last_n
         self.active_layers = active_layers
 
-    def hook_attn_out(
+    def on_attn_out(
         self, y: Tensor, *, attn: nn.Module, h: Tensor, v: Tensor, layer: int, recycled: bool, state: dict | None
     ) -> Tensor:
         """GPT extension point: project the self-value direction out on active layers."""

@@ -1,1 +1,1 @@
-"""Built-in pgolf plugins/averaging: weight averaging (SWA, EMA) as observer plugins."""
+"""Built-in pgolf plugins/averaging: weight averaging (SWA, EMA) as run plugins."""

@@ -7,7 +7,7 @@ weights and updated after every optimizer step as e <- decay·e + (1 - decay)·w
 When training stops the shadow replaces the weights, unless another averaging was applied.
 
 Priority (P1573): LAWA (off) > SWA (more than one snapshot) > EMA. Here SWA marks
-``ctx.extras["averaging"] = "swa"`` when it swaps its mean in, and this plugin's
+``ctx.averaging = "swa"`` when it swaps its mean in, and this plugin's
 ``pg_train_end`` is ``trylast``, so it always runs after SWA's whatever the registration
 order, and then yields. In P1573 with its SWA on, the EMA is computed every step and thrown
 away (its "post_ema" diagnostic is really post-SWA); ``apply=False`` reproduces that cost
@@ -19,7 +19,7 @@ undone), and holds the live tensor objects (``state_dict(keep_vars=True)``), so 
 parametrization attached before or after does not change what is tracked.
 
 ``checkpoint_state`` / ``load_checkpoint_state`` carry the shadow and the update count
-through a training checkpoint (`harness.checkpoint`), so a resumed run keeps the same average.
+through a training checkpoint (`harness.pipeline.checkpoint`), so a resumed run keeps the same average.
 
 Deliberate difference: only floating-point tensors are averaged; integer buffers keep their
 final values (the GPT has none).
@@ -34,10 +34,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from harness.components import live_float_tensors
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.context import TrainContext
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.protocols import live_float_tensors
+from harness.api.registry import Registry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,7 +61,7 @@ class EMAConfig:
                 raise ConfigError(f"ema.{name}: expected true or false, got {getattr(self, name)!r}")
 
     def build(self) -> EMA:
-        """The observer plugin object (register it with the run's plugin manager)."""
+        """The run plugin object (register it with the run's plugin manager)."""
         return EMA(self)
 
 
@@ -75,7 +76,7 @@ class EMA:
         self.applied = False
 
     @hookimpl
-    def pg_train_start(self, ctx: Any) -> None:
+    def pg_train_start(self, ctx: TrainContext) -> None:
         """Copy the initial weights (fp32) into the shadow."""
         if not self.cfg.enabled:
             return
@@ -84,7 +85,7 @@ class EMA:
             self.shadow = [t.detach().float().clone() for t in self.tensors]
 
     @hookimpl
-    def pg_step_end(self, ctx: Any) -> None:
+    def pg_step_end(self, ctx: TrainContext) -> None:
         """e <- decay·e + (1 - decay)·w, device-side only."""
         if not self.cfg.enabled or not self.shadow:
             return
@@ -94,12 +95,12 @@ class EMA:
             torch._foreach_add_(self.shadow, [t.detach().float() for t in self.tensors], alpha=1.0 - decay)
         self.updates += 1
 
-    def checkpoint_state(self) -> dict[str, Any]:
-        """The float32 shadow and the update count (for `harness.checkpoint`)."""
+    def state_dict(self) -> dict[str, Any]:
+        """The float32 shadow and the update count (saved in a checkpoint)."""
         return {"updates": self.updates, "shadow": list(self.shadow), "applied": self.applied}
 
-    def load_checkpoint_state(self, state: dict[str, Any], ctx: Any) -> None:
-        """Restore `checkpoint_state` output onto the live tensors taken in ``pg_train_start``."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict` output onto the live tensors taken in ``pg_train_start``."""
         shadow = list(state["shadow"])
         if len(shadow) != len(self.tensors):
             raise ConfigError(f"ema: checkpoint holds {len(shadow)} shadow tensors for {len(self.tensors)} model tensors")
@@ -107,14 +108,14 @@ class EMA:
         self.updates, self.applied = int(state["updates"]), bool(state["applied"])
 
     @hookimpl(trylast=True)
-    def pg_train_end(self, ctx: Any) -> None:
+    def pg_train_end(self, ctx: TrainContext) -> None:
         """Swap the shadow in unless ``apply`` is off or another averaging already was applied."""
         if not self.cfg.enabled or not self.shadow:
             return
         if not self.cfg.apply:
             ctx.log.log(f"ema:not applied (apply=False) decay:{self.cfg.decay:g}")
             return
-        other = ctx.extras.get("averaging")
+        other = ctx.averaging
         if other is not None:
             ctx.log.log(f"ema:not applied ({other} took priority)")
             return
@@ -123,16 +124,16 @@ class EMA:
             for tensor, avg in zip(self.tensors, self.shadow, strict=True):
                 tensor.copy_(avg)  # copy_ rounds to the tensor's own dtype
         self.applied = True
-        ctx.extras["averaging"] = "ema"
+        ctx.averaging = "ema"
 
     @hookimpl
-    def pg_report(self, ctx: Any, record: dict[str, Any]) -> None:
+    def pg_report(self, ctx: TrainContext, record: dict[str, Any]) -> None:
         """``ema_decay``, ``ema_applied`` and ``averaging`` (the averaging applied, if any)."""
         if not self.cfg.enabled:
             return
         record["ema_decay"] = self.cfg.decay
         record["ema_applied"] = self.applied
-        record["averaging"] = ctx.extras.get("averaging")
+        record["averaging"] = ctx.averaging
 
 
 @hookimpl

@@ -27,7 +27,7 @@ name, so a parametrization attached by another plugin (late QAT) does not change
 averaged: its ``original`` Parameter is the same object as before.
 
 ``checkpoint_state`` / ``load_checkpoint_state`` carry the sums and the count through a
-training checkpoint (`harness.checkpoint`), so a resumed run averages the same snapshots.
+training checkpoint (`harness.pipeline.checkpoint`), so a resumed run averages the same snapshots.
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from harness.components import live_float_tensors
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.context import TrainContext
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.protocols import live_float_tensors
+from harness.api.registry import Registry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,7 +62,7 @@ class SWAConfig:
         _validate(self)
 
     def build(self) -> SWA:
-        """The observer plugin object (register it with the run's plugin manager)."""
+        """The run plugin object (register it with the run's plugin manager)."""
         return SWA(self)
 
 
@@ -86,13 +87,19 @@ class SWA:
         self.sums: list[Tensor] = []
         self.count = 0
         self.applied = False
+        self.model: torch.nn.Module | None = None
+
+    @hookimpl
+    def pg_train_start(self, ctx: TrainContext) -> None:
+        """Remember the live model: snapshots (and a resumed state) track its tensors."""
+        self.model = ctx.model
 
     def due(self, step: int, lr_scale: float) -> bool:
         """Whether the step just finished (1-based ``step``, multiplier ``lr_scale``) is snapshotted."""
         return self.cfg.enabled and lr_scale < self.cfg.start_frac and step % self.cfg.every == 0
 
     @hookimpl
-    def pg_step_end(self, ctx: Any) -> None:
+    def pg_step_end(self, ctx: TrainContext) -> None:
         """Add a snapshot when due; device-side only (``lr_scale`` is a Python float)."""
         if not self.due(ctx.step, ctx.lr_scale):
             return
@@ -106,21 +113,24 @@ class SWA:
                 torch._foreach_add_(self.sums, [t.detach().float() for t in self.tensors])
         self.count += 1
 
-    def checkpoint_state(self) -> dict[str, Any]:
-        """The running sums and snapshot count (for `harness.checkpoint`)."""
+    def state_dict(self) -> dict[str, Any]:
+        """The running sums and snapshot count (saved in a checkpoint)."""
         return {"count": self.count, "sums": list(self.sums), "applied": self.applied}
 
-    def load_checkpoint_state(self, state: dict[str, Any], ctx: Any) -> None:
-        """Restore `checkpoint_state` output; the tracked tensors are ``ctx.model``'s live ones."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict` output (after ``pg_train_start``); the tracked tensors are the
+        live model's."""
         self.count, self.applied = int(state["count"]), bool(state["applied"])
-        self.tensors = live_float_tensors(ctx.model) if self.count else []
+        if self.count and self.model is None:
+            raise ConfigError("swa: a checkpointed state can only be loaded after pg_train_start")
+        self.tensors = live_float_tensors(self.model) if self.count else []
         sums = list(state["sums"])
         if len(sums) != len(self.tensors):
             raise ConfigError(f"swa: checkpoint holds {len(sums)} sums for {len(self.tensors)} model tensors")
         self.sums = [s.to(device=t.device, dtype=torch.float32) for s, t in zip(sums, self.tensors, strict=True)]
 
     @hookimpl
-    def pg_train_end(self, ctx: Any) -> None:
+    def pg_train_end(self, ctx: TrainContext) -> None:
         """Load the uniform mean into the model (each tensor keeps its dtype) when enough snapshots."""
         if not self.cfg.enabled:
             return
@@ -134,16 +144,16 @@ class SWA:
                 tensor.copy_(mean)  # copy_ rounds to the tensor's own dtype
         self.sums = []  # the mean now lives in the model; free the device memory
         self.applied = True
-        ctx.extras["averaging"] = "swa"
-        ctx.extras["swa_snapshots"] = self.count
+        ctx.averaging = "swa"
+        ctx.notes["swa_snapshots"] = self.count
 
     @hookimpl
-    def pg_report(self, ctx: Any, record: dict[str, Any]) -> None:
+    def pg_report(self, ctx: TrainContext, record: dict[str, Any]) -> None:
         """``swa_snapshots`` and ``averaging`` (the averaging applied, if any: same value from every averager)."""
         if not self.cfg.enabled:
             return
         record["swa_snapshots"] = self.count
-        record["averaging"] = ctx.extras.get("averaging")
+        record["averaging"] = ctx.averaging
 
 
 @hookimpl

@@ -5,8 +5,8 @@ table, as in PITFALLS.md §4 ("constriction ANS, order-0 + histogram") and the p
 coder of the comma compression challenge's PR #136. Library: ``constriction.stream.stack.AnsCoder``
 (32-bit words, 24-bit probabilities) with ``stream.model.Categorical``, imported at build time.
 
-With the harness's layout hint (`harness.entropy.Segment`) each array is coded as symbols: packed
-int5 streams as 5-bit codes (re-packed with `harness.quantcore.pack_bits` on decode; a stream whose
+With the harness's layout hint (`harness.pipeline.entropy_report.Segment`) each array is coded as symbols: packed
+int5 streams as 5-bit codes (re-packed with `harness.api.quantization.pack_bits` on decode; a stream whose
 codes do not re-pack exactly is coded as bytes), everything else as bytes. Arrays of at least
 ``own_table_min_symbols`` symbols get their own frequency table, smaller ones share their class's;
 a one-symbol table costs no coded bits. Without a layout the input is one byte stream.
@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.entropy import Segment, read_symbols
-from harness.errors import ArtifactError, ConfigError
-from harness.hookspecs import hookimpl
-from harness.quantcore import pack_bits, packed_nbytes
-from harness.registry import Registry
+from harness.api.errors import ArtifactError, ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.layout import Segment, read_symbols
+from harness.api.quantization import pack_bits, packed_nbytes
+from harness.api.registry import Registry
 
 MAGIC = b"ANS1"
 PRECISION = 24  # constriction's default ANS coder quantizes probabilities to 24 bits
@@ -55,7 +55,7 @@ class AnsConfig:
     own_table_min_symbols: int = 65_536
     """Arrays with at least this many symbols get their own frequency table; smaller ones share
     one table per tensor class (a value above every array's size gives the per-class tables the
-    order-0 bound of `harness.entropy` assumes)."""
+    order-0 bound of `harness.pipeline.entropy_report` assumes)."""
 
     def __post_init__(self) -> None:
         n = self.own_table_min_symbols
@@ -78,12 +78,11 @@ class Ans:
     """Order-0 rANS over layout-aware symbol streams (see the module docstring)."""
 
     name = "ans"
-    accepts_layout = True
 
     def __init__(self, own_table_min_symbols: int, module: ModuleType) -> None:
         self.own_table_min_symbols = own_table_min_symbols
         self._c = module
-        self.coded_bytes: dict[str, int] = {}  # after compress: coded bytes per class, tables and framing excluded
+        self._coded: dict[str, int] = {}
 
     def compress(self, data: bytes, layout: Sequence[Segment] | None = None) -> bytes:
         """``data`` entropy-coded; ``layout`` says how to read its symbols (None: as bytes)."""
@@ -100,6 +99,10 @@ class Ans:
         parts += [_varint(tid) + _varint(s[2].size) for tid, s in zip(table_of, streams, strict=True)]
         parts += [_varint(words.size), words.astype("<u4").tobytes()]
         return b"".join(parts)
+
+    def coded_class_bytes(self) -> dict[str, int]:
+        """Bytes the last ``compress`` coded per tensor class (tables and framing excluded)."""
+        return dict(self._coded)
 
     def _tables(self, streams: list[tuple[str, int, np.ndarray]]) -> tuple[list[_Table], list[int]]:
         """Frequency tables and each stream's table: own table for long streams, else per (class, bits)."""
@@ -129,7 +132,7 @@ class Ans:
             before = coder.num_valid_bits()
             coder.encode_reverse(index[symbols], models[tid])
             coded[cls] = coded.get(cls, 0) + coder.num_valid_bits() - before
-        self.coded_bytes = {cls: (bits + 7) // 8 for cls, bits in coded.items()}
+        self._coded = {cls: (bits + 7) // 8 for cls, bits in coded.items()}
         return coder.get_compressed()
 
     def _model(self, table: _Table) -> Any:

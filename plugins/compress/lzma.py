@@ -14,9 +14,9 @@ from __future__ import annotations
 import lzma
 from dataclasses import dataclass
 
-from harness.errors import ArtifactError, ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.errors import ArtifactError, ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.registry import Registry
 
 # Preset 9 (extreme or not) needs ~65 MiB to decode; a header asking for far more is hostile.
 _DECODER_MEMLIMIT = 256 * 2**20

@@ -13,9 +13,9 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from harness.errors import ArtifactError, ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.errors import ArtifactError, ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.registry import Registry
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
-from harness.errors import ArtifactError, ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.errors import ArtifactError, ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.registry import Registry
 
 _MAX_LEVEL = 22  # zstandard.MAX_COMPRESSION_LEVEL; kept here so configs validate without the package
 

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.registry import Registry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,7 +82,7 @@ def param_groups(model: nn.Module, cfg: AdamWConfig) -> dict[str, list[tuple[str
 
 
 class AdamWOptimizerSet:
-    """``harness.components.OptimizerSet`` around one ``torch.optim.AdamW``.
+    """``harness.api.protocols.OptimizerSet`` around one ``torch.optim.AdamW``.
 
     Each param group carries ``base_lr``; ``step`` sets lr = base_lr·lr_scale.
     """

@@ -24,6 +24,10 @@ Deliberate differences from upstream:
 Distributed: gradients arrive already averaged (DDP). Matrix i is owned by rank
 i mod world, which keeps its momentum and runs Newton-Schulz; the updates travel in one
 flat bf16 buffer that is all-reduced (SUM) and applied on every rank.
+
+Longer than 400 lines because a plugin module holds exactly one component: Muon (Newton-Schulz,
+Nesterov, momentum warm-up, decoupled weight decay, the rank work split) and the Adam groups it
+is always paired with, plus the record presets.
 """
 
 from __future__ import annotations
@@ -36,10 +40,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from harness.components import BASELINE_CONTROL_PATTERNS, is_control_tensor
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.protocols import BASELINE_CONTROL_PATTERNS, is_control_tensor
+from harness.api.registry import Registry
 
 NS5_COEFFS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
 TOKEN_EMBED_NAME = "tok_emb.weight"
@@ -285,7 +289,7 @@ def route_parameters(
 class MuonOptimizerSet:
     """The baseline optimizers behind one face: Adam (token, head, scalars) plus Muon (matrices).
 
-    Implements ``harness.components.OptimizerSet``. Each param group carries ``base_lr``;
+    Implements ``harness.api.protocols.OptimizerSet``. Each param group carries ``base_lr``;
     ``step`` sets lr = base_lr * lr_scale everywhere and the warmed-up Muon momentum.
     """
 

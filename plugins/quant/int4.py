@@ -32,10 +32,10 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.components import QTensor
-from harness.errors import ArtifactError, ConfigError
-from harness.hookspecs import hookimpl
-from harness.quantcore import (
+from harness.api.errors import ArtifactError, ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.protocols import QTensor
+from harness.api.quantization import (
     check_finite,
     decode_passthrough,
     dequantize_channels,
@@ -47,7 +47,7 @@ from harness.quantcore import (
     restore_dtype,
     unpack_nibbles,
 )
-from harness.registry import Registry
+from harness.api.registry import Registry
 
 CONV_MOE_WEIGHTS = ("ec.weight", "trunk.*.conv.weight", "experts.*.weight", "router.weight", "readout.weight")
 _PASSTHROUGH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

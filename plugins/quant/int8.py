@@ -13,7 +13,7 @@ PROTOCOL.md §4.1. Routing per tensor:
   that step has no 1/127 floor: it is c/127, or 1.0 when c == 0.
 
 The original dtype is recorded in ``meta["dtype"]`` and restored by ``dequantize``; the
-shape is the stored array's shape. The arithmetic lives in `harness.quantcore`, shared with
+shape is the stored array's shape. The arithmetic lives in `harness.api.quantization`, shared with
 the ``intn`` and ``mixed`` quantizers.
 """
 
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.components import BASELINE_CONTROL_PATTERNS, QTensor, is_control_tensor
-from harness.errors import ArtifactError, ConfigError
-from harness.hookspecs import hookimpl
-from harness.quantcore import (
+from harness.api.errors import ArtifactError, ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.protocols import BASELINE_CONTROL_PATTERNS, QTensor, is_control_tensor
+from harness.api.quantization import (
     INT8_CLIP_Q,
     decode_int8,
     decode_passthrough,
@@ -34,7 +34,7 @@ from harness.quantcore import (
     passthrough,
     restore_dtype,
 )
-from harness.registry import Registry
+from harness.api.registry import Registry
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,7 +25,7 @@ Deliberate differences from the P1573 code:
   "mlp"/"attn" name classes to int8 (for its model: tok_emb, bigram.embed, ve_shared.embed;
   an untied ``lm_head`` would be int8 there and intN here unless added to the patterns).
 * Large control-named tensors are not kept fp32 (P1573 has none above 65,536 elements).
-* The packed stream is padded to a byte, not to a group of 8 values (see `harness.quantcore`).
+* The packed stream is padded to a byte, not to a group of 8 values (see `harness.api.quantization`).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.components import QTensor
-from harness.errors import ArtifactError, ConfigError
-from harness.hookspecs import hookimpl
-from harness.quantcore import (
+from harness.api.errors import ArtifactError, ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.protocols import QTensor
+from harness.api.quantization import (
     INT8_CLIP_Q,
     clip_level,
     decode_intn,
@@ -46,7 +46,7 @@ from harness.quantcore import (
     encode_intn,
     passthrough,
 )
-from harness.registry import Registry
+from harness.api.registry import Registry
 
 _PASSTHROUGH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 P1573_CLIP_PERCENTILES = (0.999, 0.9995, 0.9999, 1.0)

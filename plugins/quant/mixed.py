@@ -19,7 +19,7 @@ P560), summarised in TECHNIQUES.md §6 "T1/P560 mixed int5/int6" and §11 items 
 
 intN here is T1's: Δ_r = rowmax/c in fp16 (no percentile clip, no floor), q = clamp(round(W/Δ),
 -(c+1), c), one value per int8 byte, left to zstd-22 (a 31/63-symbol alphabet). "int8" is
-the baseline's per-row int8 (`harness.quantcore.encode_int8`), as T1 calls it.
+the baseline's per-row int8 (`harness.api.quantization.encode_int8`), as T1 calls it.
 
 ``MixedConfig.p1573()`` expresses PR #1573's export with the same machinery (65,536
 passthrough, ".mlp."/".attn."/".proj." -> packed int5 with the 4-percentile search and the
@@ -37,10 +37,10 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.components import BASELINE_CONTROL_PATTERNS, QTensor, is_control_tensor
-from harness.errors import ArtifactError, ConfigError
-from harness.hookspecs import hookimpl
-from harness.quantcore import (
+from harness.api.errors import ArtifactError, ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.protocols import BASELINE_CONTROL_PATTERNS, QTensor, is_control_tensor
+from harness.api.quantization import (
     INT8_CLIP_Q,
     decode_int8,
     decode_intn,
@@ -49,7 +49,7 @@ from harness.quantcore import (
     encode_intn,
     passthrough,
 )
-from harness.registry import Registry
+from harness.api.registry import Registry
 
 T1_RULES: tuple[tuple[str, str], ...] = ((".mlp.", "int5"), ("bigram", "int6"), (".attn.", "int6"), (".proj.", "int6"))
 T1_CONTROL_PATTERNS: tuple[str, ...] = (*BASELINE_CONTROL_PATTERNS, "smear", "bigram.scale")

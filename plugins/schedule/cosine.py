@@ -23,9 +23,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.registry import Registry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,7 +70,7 @@ def _warmup(step: int, warmup_steps: int) -> float:
 
 
 class Cosine:
-    """``harness.components.Schedule``: min(warm-up ramp, cosine of the run's progress), or
+    """``harness.api.protocols.Schedule``: min(warm-up ramp, cosine of the run's progress), or
     the ramp then the cosine when ``decay_after_warmup``."""
 
     def __init__(self, cfg: CosineConfig) -> None:

@@ -4,7 +4,7 @@ The no-cap branch of the upstream ``train_gpt.py`` schedule (openai/parameter-go
 TECHNIQUES.md §5): constant LR, then a linear decay over the last ``warmdown_iters`` of
 ``iterations`` steps, reaching 0 after step ``iterations``. Here it is used whatever the
 wallclock cap, so the LR no longer depends on how fast the hardware is (reproducible
-across machines); the harness formula ``harness.train.lr_multiplier`` is called with the
+across machines); the harness formula ``harness.pipeline.trainer.lr_multiplier`` is called with the
 cap switched off rather than copied. If the cap stops training first, the decay is cut
 short (the LR never reaches 0). The optional linear warm-up is ours.
 """
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
-from harness.train import lr_multiplier
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.registry import Registry
+from harness.api.warmdown import lr_multiplier
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,7 +45,7 @@ def _warmup(step: int, warmup_steps: int) -> float:
 
 
 class StepWarmdown:
-    """``harness.components.Schedule``: min(warm-up ramp, step-based warmdown)."""
+    """``harness.api.protocols.Schedule``: min(warm-up ramp, step-based warmdown)."""
 
     def __init__(self, cfg: StepWarmdownConfig) -> None:
         self.cfg = cfg

@@ -4,7 +4,7 @@ Upstream ``train_gpt.py`` of openai/parameter-golf (all three seed scripts; TECH
 no LR warm-up, then a linear decay that reaches 0 exactly at the wallclock cap, its start
 re-estimated every step as WARMDOWN_ITERS times the mean step time so far; without a cap it
 decays over the last WARMDOWN_ITERS of ITERATIONS steps. The formula is the harness's own
-``harness.train.lr_multiplier`` (called, not copied), so with ``warmup_steps=0`` this is
+``harness.pipeline.trainer.lr_multiplier`` (called, not copied), so with ``warmup_steps=0`` this is
 exactly the schedule a run gets when ``RunConfig.schedule`` is None. The optional linear
 warm-up is ours (no seed record uses one).
 
@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.registry import Registry
-from harness.train import lr_multiplier
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.api.registry import Registry
+from harness.api.warmdown import lr_multiplier
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,7 +50,7 @@ def _warmup(step: int, warmup_steps: int) -> float:
 
 
 class WallclockWarmdown:
-    """``harness.components.Schedule``: min(warm-up ramp, upstream warmdown multiplier)."""
+    """``harness.api.protocols.Schedule``: min(warm-up ramp, upstream warmdown multiplier)."""
 
     def __init__(self, cfg: WallclockWarmdownConfig) -> None:
         self.cfg = cfg

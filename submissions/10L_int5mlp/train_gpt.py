@@ -19,8 +19,8 @@ PR #560 variant (one GPU, non-record track), through the upstream variables it u
 
 from __future__ import annotations
 
-from harness.config import EvalConfig, RunConfig, TrainConfig, cpu_smoke_profile
-from harness.runner import run
+from harness.api.config import EvalConfig, RunConfig, TrainConfig, cpu_smoke_profile
+from harness.pipeline.runner import run
 from plugins.arch.bigram_hash import BigramHashConfig
 from plugins.arch.gpt import GPTConfig
 from plugins.arch.smeargate import SmearGateConfig
@@ -28,7 +28,7 @@ from plugins.averaging.swa import SWAConfig
 from plugins.compress.zstd import ZstdConfig
 from plugins.optim.muon import t1_optimizer
 from plugins.quant.mixed import MixedConfig
-from plugins.quant.prune import PruneConfig
+from plugins.algorithms.prune import PruneConfig
 
 # The PR #560 settings as environment variables (upstream names); see the docstring.
 PR560_ENV = {"TRAIN_BATCH_TOKENS": "131072", "MAX_WALLCLOCK_SECONDS": "2700", "WARMUP_STEPS": "5", "EVAL_BATCH_SEQS": "64"}

@@ -18,8 +18,8 @@ Run: torchrun --standalone --nproc_per_node=8 harness/run.py submissions/12L_rec
 
 from __future__ import annotations
 
-from harness.config import EvalConfig, RunConfig, TrainConfig, cpu_smoke_profile
-from harness.runner import run
+from harness.api.config import EvalConfig, RunConfig, TrainConfig, cpu_smoke_profile
+from harness.pipeline.runner import run
 from plugins.arch.bigram_hash import BigramHashConfig
 from plugins.arch.gated_attention import GatedAttentionConfig
 from plugins.arch.gpt import GPTConfig

@@ -10,8 +10,8 @@ Run: torchrun --standalone --nproc_per_node=8 harness/run.py submissions/baselin
 
 from __future__ import annotations
 
-from harness.config import RunConfig, TrainConfig
-from harness.runner import run
+from harness.api.config import RunConfig, TrainConfig
+from harness.pipeline.runner import run
 from plugins.arch.gpt import GPTConfig
 from plugins.compress.zlib import ZlibConfig
 from plugins.optim.muon import MuonConfig

@@ -24,8 +24,8 @@ Run: torchrun --standalone --nproc_per_node=8 harness/run.py submissions/byte_gp
 
 from __future__ import annotations
 
-from harness.config import DataConfig, EvalConfig, RunConfig, TrainConfig, cpu_smoke_profile
-from harness.runner import run
+from harness.api.config import DataConfig, EvalConfig, RunConfig, TrainConfig, cpu_smoke_profile
+from harness.pipeline.runner import run
 from plugins.arch.byte_gpt import ladder
 from plugins.compress.lzma import LzmaConfig
 from plugins.optim.adamw import AdamWConfig

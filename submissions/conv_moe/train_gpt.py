@@ -24,14 +24,14 @@ Run: torchrun --standalone --nproc_per_node=8 harness/run.py submissions/conv_mo
 
 from __future__ import annotations
 
-from harness.config import DataConfig, EvalConfig, RunConfig, TrainConfig, cpu_smoke_profile
-from harness.runner import run
+from harness.api.config import DataConfig, EvalConfig, RunConfig, TrainConfig, cpu_smoke_profile
+from harness.pipeline.runner import run
 from plugins.arch.clm_export import ClmExportConfig
 from plugins.arch.conv_moe import ConvMoEConfig
 from plugins.compress.lzma import LzmaConfig
 from plugins.optim.adamw import AdamWConfig
 from plugins.quant.int4 import Int4Config
-from plugins.quant.late_qat import LateQATConfig
+from plugins.algorithms.late_qat import LateQATConfig
 
 # 2 CPU cores under bf16 autocast: ~400 train bytes/s at this size (5 s per 4 rows of 512),
 # so 30 steps in the 150 s cap; with an 8k-byte validation subset the run takes 3.5 minutes.

@@ -5,7 +5,7 @@ benchmarks unless ``--benchmark-enable`` is given).
 One thread by default (``PGOLF_BENCH_THREADS``) so numbers on a shared CPU are stable;
 ``PGOLF_BENCH_DEVICE=cuda`` runs the same suite on a GPU, where every benchmarked callable
 synchronizes before its timer stops. The machine info of the JSON gains the torch version,
-threads and, on CUDA, the device name, driver and clocks (`harness.bench.device_info`).
+threads and, on CUDA, the device name, driver and clocks (`harness.tools.bench.device_info`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 
-from harness.bench import device_info
+from harness.tools.bench import device_info
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 """Export and load throughput for every registered quantizer x compressor pair: quantize +
 compress + write the artifact file, and read + decompress + dequantize it, exactly through
-`harness.artifact` as the runner does.
+`harness.pipeline.artifact` as the runner does.
 
 The state dict has the shapes of the baseline GPT at 2 layers x 256 (vocabulary 1024, about
 1.2M parameters) filled with seeded N(0, 0.02) values, so every quantizer sees matrices above
@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import torch
 
-from harness.artifact import config_to_json, load_state_dict, write_artifact
-from harness.bench import shrink_config
-from harness.manager import full_manager
-from harness.submission import build_submission_config
+from harness.pipeline.artifact import config_to_json, load_state_dict, write_artifact
+from harness.pipeline.plugin_manager import full_manager
+from harness.pipeline.submission import build_submission_config
+from harness.tools.bench import shrink_config
 from tests.benchmarks.conftest import ROOT, adaptive_rounds, median_s
 
 REGISTRY = full_manager(entrypoints=False).registry

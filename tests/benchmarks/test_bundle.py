@@ -1,4 +1,4 @@
-"""Bundle time: `harness.bundle.bundle_submission` on ``submissions/baseline``, readable and
+"""Bundle time: `harness.tools.bundle.bundle_submission` on ``submissions/baseline``, readable and
 lzma+base85 self-extracting (the form a run ships by default)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from harness.bundle import bundle_submission
+from harness.tools.bundle import bundle_submission
 from tests.benchmarks.conftest import ROOT
 
 

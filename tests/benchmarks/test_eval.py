@@ -1,5 +1,5 @@
 """Evaluation throughput: standard tokens/s, and sliding-window windows/s of the fast path
-(`harness.eval.evaluate_sliding`, head on scored positions only) against the plain one
+(`harness.pipeline.eval.evaluate_sliding`, head on scored positions only) against the plain one
 (`evaluate_sliding_reference`), with the time both would take on the full validation split
 (62,021,632 tokens, window 2048, stride 64) at the measured rate.
 
@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 import torch
 
-from harness.bench import (
+from harness.pipeline.eval import (
+    evaluate_sliding,
+    evaluate_sliding_reference,
+    evaluate_standard,
+    sliding_windows,
+)
+from harness.pipeline.setup import autocast_dtype_for
+from harness.pipeline.submission import build_submission_config
+from harness.tools.bench import (
     FULL_STRIDE,
     FULL_VAL_TOKENS,
     FULL_WINDOW,
@@ -22,9 +30,6 @@ from harness.bench import (
     sliding_window_count,
     uniform_luts,
 )
-from harness.eval import evaluate_sliding, evaluate_sliding_reference, evaluate_standard, sliding_windows
-from harness.runner import autocast_dtype_for
-from harness.submission import build_submission_config
 from tests.benchmarks.conftest import ROOT, median_s, model_shape, synced
 
 STD_SEQ_LEN, STD_SEQS, STD_BATCH = 1024, 8, 4

@@ -1,9 +1,9 @@
 """Training-step benchmarks: one step of every submission at a fixed small CPU shape, and the
 harness's overhead over a hand-written step of the same model and optimizer.
 
-Every ``submissions/*/train_gpt.py`` is shrunk by `harness.bench.shrink_config` (its own
+Every ``submissions/*/train_gpt.py`` is shrunk by `harness.tools.bench.shrink_config` (its own
 ``build_config()`` through the ``--set`` machinery) to 2 layers x 64 wide, rows of 128,
-2048 tokens per step, and stepped through `harness.train.Trainer` on seeded random tokens,
+2048 tokens per step, and stepped through `harness.pipeline.trainer.Trainer` on seeded random tokens,
 observer plugins (EMA, SWA, late QAT, ...) included.
 """
 
@@ -18,8 +18,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.bench import OVERHEAD_LIMIT, TrainBench, build_train_bench, shrink_config
-from harness.submission import build_submission_config
+from harness.pipeline.submission import build_submission_config
+from harness.tools.bench import OVERHEAD_LIMIT, TrainBench, build_train_bench, shrink_config
 from tests.benchmarks.conftest import ROOT, median_s, model_shape, synced
 
 SUBMISSIONS = sorted(p.parent.name for p in (ROOT / "submissions").glob("*/train_gpt.py"))

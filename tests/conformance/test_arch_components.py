@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.manager import full_manager
+from harness.pipeline.plugin_manager import full_manager
 
 REGISTRY = full_manager(entrypoints=False).registry
 TINY = {"num_layers": 12, "model_dim": 64, "num_heads": 4, "num_kv_heads": 2}

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.components import QTensor
-from harness.manager import full_manager
+from harness.api.protocols import QTensor
+from harness.pipeline.plugin_manager import full_manager
 
 REGISTRY = full_manager(entrypoints=False).registry
 TINY_ARCH = {"num_layers": 2, "model_dim": 64, "num_heads": 4, "num_kv_heads": 2}
@@ -88,7 +88,7 @@ def test_quantizer_roundtrip_within_tolerance(name):
 def test_quantizer_compressor_pair_roundtrips_through_the_artifact(qname, cname, tmp_path):
     """Through the file: exactly what the quantizer alone gives back (the container and codec
     are lossless), and within quantization error of the original."""
-    from harness.artifact import config_to_json, load_state_dict, write_artifact
+    from harness.pipeline.artifact import config_to_json, load_state_dict, write_artifact
 
     state = {k: v.detach().clone() for k, v in tiny_model().state_dict().items()}
     state["big.weight"] = torch.randn(300, 256) * 0.05

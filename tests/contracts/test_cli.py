@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.cli import build_parser
+from harness.tools.cli import build_parser
 
 
 def _flags(parser: argparse.ArgumentParser, prefix: str = "") -> set[str]:

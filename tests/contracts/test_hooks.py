@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import hookspecs
-from harness.errors import ConfigError
-from harness.hookspecs import HOOK_NAMES, hookimpl
-from harness.manager import DEFAULT_PLUGINS, PluginManager, full_manager
+from harness.api import hooks as hookspecs
+from harness.api.errors import ConfigError
+from harness.api.hooks import HOOK_NAMES, hookimpl
+from harness.pipeline.plugin_manager import DEFAULT_PLUGINS, PluginManager, full_manager
 
 ROOT = Path(__file__).resolve().parents[2]
 

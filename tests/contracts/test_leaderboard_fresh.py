@@ -1,4 +1,4 @@
-"""The committed ``leaderboard/`` must equal what `harness.leaderboard.regenerate` produces from
+"""The committed ``leaderboard/`` must equal what `harness.leaderboard.render.regenerate` produces from
 the committed run files (PITFALLS.md §1.3: a hand-edited or stale leaderboard is a bug).
 
 Only files tracked by git under ``submissions/*/runs/`` count (``git ls-files``; read-only),
@@ -31,8 +31,8 @@ def _tracked_run_files() -> list[str]:
 
 
 def test_committed_leaderboard_is_fresh(tmp_path: Path) -> None:
-    pytest.importorskip("harness.records", reason="harness.records (the importer) is not importable yet")
-    from harness.leaderboard import FILES, regenerate
+    pytest.importorskip("harness.leaderboard.records", reason="harness.leaderboard.records (the importer) is not importable yet")
+    from harness.leaderboard.render import FILES, regenerate
 
     for rel in _tracked_run_files():
         dest = tmp_path / "repo" / rel

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.manager import full_manager
+from harness.pipeline.plugin_manager import full_manager
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_FILES = sorted(p for p in (ROOT / "plugins").rglob("*.py") if p.name != "__init__.py")
-HARNESS_FILES = sorted((ROOT / "harness").glob("*.py"))
+HARNESS_FILES = sorted((ROOT / "harness").rglob("*.py"))
 
 
 def _rel(p: Path) -> str:

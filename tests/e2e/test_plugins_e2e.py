@@ -10,16 +10,16 @@ import textwrap
 
 import pytest
 
-from harness.errors import ConfigError
-from harness.manager import full_manager
-from harness.runner import run
-from harness.submission import build_submission_config
+from harness.api.errors import ConfigError
+from harness.pipeline.plugin_manager import full_manager
+from harness.pipeline.runner import run
+from harness.pipeline.submission import build_submission_config
 from tests.conftest import write_tiny_submission
 
 OBSERVER = '''
 
 from dataclasses import dataclass
-from harness.hookspecs import hookimpl
+from harness.api.hooks import hookimpl
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,7 +84,7 @@ def test_entry_point_plugins_are_discovered(tmp_path, monkeypatch):
     (site / "pgolf_extra_codec.py").write_text(textwrap.dedent('''
         """A third-party codec plugin used by the tests."""
         from dataclasses import dataclass
-        from harness.hookspecs import hookimpl
+        from harness.api.hooks import hookimpl
 
         @dataclass(frozen=True, kw_only=True)
         class IdentityConfig:
@@ -102,7 +102,7 @@ def test_entry_point_plugins_are_discovered(tmp_path, monkeypatch):
 
 
 def test_pgolf_list_and_rescore_cli(capsys, tmp_path, default_dataset):
-    from harness.cli import main
+    from harness.tools.cli import main
 
     assert main(["list", "--no-entrypoints"]) == 0
     out = capsys.readouterr().out

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from harness.distributed import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, collective_timeout
-from harness.errors import ConfigError
+from harness.api.errors import ConfigError
+from harness.pipeline.distributed import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, collective_timeout
 from tests.conftest import ROOT, write_tiny_submission
 
 RUN_PY = ROOT / "harness" / "run.py"
@@ -30,7 +30,7 @@ INJECTOR = '''
 import os
 import time
 from dataclasses import dataclass
-from harness.hookspecs import hookimpl
+from harness.api.hooks import hookimpl
 
 
 @dataclass(frozen=True, kw_only=True)

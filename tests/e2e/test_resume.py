@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.checkpoint import CHECKPOINT_NAME, read_checkpoint
-from harness.errors import ConfigError
-from harness.runner import run
-from harness.submission import build_submission_config
+from harness.api.errors import ConfigError
+from harness.pipeline.checkpoint import CHECKPOINT_NAME, read_checkpoint
+from harness.pipeline.runner import run
+from harness.pipeline.submission import build_submission_config
 from tests.conftest import ROOT, TINY_SUBMISSION
 
 RUN_PY = ROOT / "harness" / "run.py"
@@ -44,7 +44,7 @@ RESUMABLE = (
         "from plugins.arch.gpt import GPTConfig\n"
         "from plugins.averaging.ema import EMAConfig\n"
         "from plugins.averaging.swa import SWAConfig\n"
-        "from plugins.quant.late_qat import LateQATConfig\n"
+        "from plugins.algorithms.late_qat import LateQATConfig\n"
         "from plugins.schedule.step_warmdown import StepWarmdownConfig\n",
     )
 )

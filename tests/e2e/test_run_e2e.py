@@ -15,11 +15,11 @@ import sys
 
 import pytest
 
-from harness import budget
-from harness.report import REQUIRED_KEYS
-from harness.rescore import rescore
-from harness.runner import run
-from harness.submission import build_submission_config
+from harness.pipeline import budget
+from harness.pipeline.runner import run
+from harness.pipeline.submission import build_submission_config
+from harness.pipeline.submission_json import REQUIRED_KEYS
+from harness.tools.rescore import rescore
 from tests.conftest import ROOT, write_tiny_submission
 
 RUN_PY = ROOT / "harness" / "run.py"

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import re
 
-from harness.runner import run
-from harness.submission import build_submission_config
+from harness.pipeline.runner import run
+from harness.pipeline.submission import build_submission_config
 from tests.conftest import write_tiny_submission
 
 SLEEP_S = 0.3
@@ -18,7 +18,7 @@ SLOW = f'''
 
 import time
 from dataclasses import dataclass
-from harness.hookspecs import hookimpl
+from harness.api.hooks import hookimpl
 
 
 @dataclass(frozen=True, kw_only=True)

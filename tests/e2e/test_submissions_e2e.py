@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from harness.submission import build_submission_config
+from harness.pipeline.submission import build_submission_config
 from tests.conftest import ROOT
 
 RUN_PY = ROOT / "harness" / "run.py"

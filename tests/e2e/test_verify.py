@@ -16,10 +16,10 @@ from unittest import mock
 
 import pytest
 
-from harness.errors import ConfigError
-from harness.runner import run
-from harness.submission import build_submission_config
-from harness.verify import VerifyReport, verify_main, verify_run
+from harness.api.errors import ConfigError
+from harness.pipeline.runner import run
+from harness.pipeline.submission import build_submission_config
+from harness.tools.verify import VerifyReport, verify_main, verify_run
 from tests.conftest import write_tiny_submission
 
 ARTIFACT = "final_model.int8.zlib.pgolf"

@@ -5,7 +5,7 @@ The mutation kinds follow the classic dumb-fuzzing repertoire (bit flips, byte
 substitution with "interesting" values, truncation, chunk insertion/duplication/deletion,
 integer-field overwrites, as in AFL's deterministic stages) plus format-aware ones that each
 test file adds (re-serialised manifests, headers with consistent checksums). Every input
-must end in a successful, sane load or a `harness.errors.PgolfError`; anything else is a
+must end in a successful, sane load or a `harness.api.errors.PgolfError`; anything else is a
 loader bug. Counts: ``PGOLF_FUZZ_N`` scales the ``fuzz``-marked runs (default 10x the
 default-suite count).
 """
@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from harness.errors import PgolfError
+from harness.api.errors import PgolfError
 
 MAX_SECONDS_PER_INPUT = 2.0
 HANG_SECONDS = 20.0

@@ -1,4 +1,4 @@
-"""Fuzz the artifact reader (`harness.artifact.load_state_dict`, the path every re-score
+"""Fuzz the artifact reader (`harness.pipeline.artifact.load_state_dict`, the path every re-score
 takes): real artifacts, written by `write_artifact` for each registered compressor and
 quantizer, are mutated thousands of times and each must load sanely or fail with a
 `PgolfError` — never another exception, a hang or a memory blow-up.
@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.artifact import (
+from harness.api.errors import ArtifactError
+from harness.pipeline.artifact import (
     _HEADER,
     DIGEST_BYTES,
     MAX_RAW_BYTES,
@@ -33,8 +34,7 @@ from harness.artifact import (
     read_artifact,
     write_artifact,
 )
-from harness.errors import ArtifactError
-from harness.manager import full_manager
+from harness.pipeline.plugin_manager import full_manager
 from tests.fuzz.conftest import Mutator, deep_nesting, dumps_hostile, fuzz_count, pickle_payload
 
 DEFAULT_N = 2000
@@ -77,7 +77,7 @@ def artifacts(tmp_path_factory, registry) -> list[Path]:
 
 
 def _json(cfg: object) -> dict:
-    from harness.artifact import config_to_json
+    from harness.pipeline.artifact import config_to_json
 
     return config_to_json(cfg)
 
@@ -106,7 +106,7 @@ def _arrays(manifest: dict) -> list[dict]:
 def _retile(manifest: dict) -> None:
     """Recompute offsets, nbytes and raw_bytes after shapes/dtypes changed (so the manifest
     passes the layout checks and the odd values reach the decoder)."""
-    from harness.artifact import DTYPES
+    from harness.pipeline.artifact import DTYPES
 
     offset = 0
     for spec in _arrays(manifest):

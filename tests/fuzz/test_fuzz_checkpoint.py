@@ -1,4 +1,4 @@
-"""Fuzz the training-checkpoint reader (`harness.checkpoint.read_checkpoint`, what
+"""Fuzz the training-checkpoint reader (`harness.pipeline.checkpoint.read_checkpoint`, what
 ``--resume`` loads): a real checkpoint written by `write_checkpoint` is mutated and each
 input must load or fail with a `PgolfError` — never another exception, a hang or a memory
 blow-up. Mutation families: raw bytes; the body with its digest recomputed (a valid header
@@ -19,10 +19,10 @@ import torch
 
 from tests.fuzz.conftest import Mutator, dumps_hostile, fuzz_count, pickle_payload
 
-checkpoint = pytest.importorskip("harness.checkpoint", reason="harness/checkpoint.py is not there yet")
+checkpoint = pytest.importorskip("harness.pipeline.checkpoint", reason="harness/pipeline/checkpoint.py is not there yet")
 
 DEFAULT_N = 1000
-_HEAD = struct.Struct("<8sHI")  # magic, version, header length (harness/checkpoint.py's docstring)
+_HEAD = struct.Struct("<8sHI")  # magic, version, header length (harness/pipeline/checkpoint.py's docstring)
 DIGEST = 32
 
 

@@ -1,4 +1,4 @@
-"""Fuzz the leaderboard's readers (`harness.records`, `harness.logparse`) and its Markdown
+"""Fuzz the leaderboard's readers (`harness.leaderboard.records`, `harness.leaderboard.logparse`) and its Markdown
 renderer with mutated copies of every real ``submission.json`` and train log (upstream
 records in ``../shared/data/records`` and our own ``submissions/*/runs/*``).
 
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.leaderboard import build_rows, render_markdown
-from harness.logparse import LogSummary, parse_log
-from harness.records import MAX_JSON_BYTES, import_records, import_runs
+from harness.leaderboard.logparse import LogSummary, parse_log
+from harness.leaderboard.records import MAX_JSON_BYTES, import_records, import_runs
+from harness.leaderboard.render import build_rows, render_markdown
 from tests.conftest import ROOT, SHARED_DATA
 from tests.fuzz.conftest import Mutator, dumps_hostile, fuzz_count, pickle_payload
 

@@ -1,4 +1,4 @@
-"""Fuzz the token-shard readers (`harness.data`): a real shard written by `write_shard` is
+"""Fuzz the token-shard readers (`harness.pipeline.shards`): a real shard written by `write_shard` is
 mutated thousands of times and read the ways a run reads it (`load_validation_tokens` for
 the val split, `TokenStream` for training). Each input must load sanely or raise a
 `PgolfError` (a `DataError` naming the file) — never another exception, a hang, or an
@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.data import HEADER_BYTES, TokenStream, load_validation_tokens, validation_span, write_shard
+from harness.pipeline.shards import (
+    HEADER_BYTES,
+    TokenStream,
+    load_validation_tokens,
+    validation_span,
+    write_shard,
+)
 from tests.fuzz.conftest import Mutator, fuzz_count, pickle_payload
 
 DEFAULT_N = 2000

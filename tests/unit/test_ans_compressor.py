@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from harness.artifact import config_to_json, load_state_dict, read_manifest, write_artifact
-from harness.entropy import Segment, entropy_report, layout_from_manifest
-from harness.errors import ArtifactError, ConfigError
-from harness.manager import full_manager
-from harness.quantcore import pack_bits, pack_nibbles, packed_nbytes, unpack_bits
+from harness.api.errors import ArtifactError, ConfigError
+from harness.api.layout import Segment, layout_from_manifest
+from harness.api.protocols import LayoutAwareCompressor
+from harness.api.quantization import pack_bits, pack_nibbles, packed_nbytes, unpack_bits
+from harness.pipeline.artifact import config_to_json, load_state_dict, read_manifest, write_artifact
+from harness.pipeline.entropy_report import entropy_report
+from harness.pipeline.plugin_manager import full_manager
 from plugins.compress.ans import MAGIC, AnsConfig
 from plugins.quant.intn import IntNConfig
 
@@ -52,7 +54,7 @@ def test_registered_and_selectable():
     registry = full_manager(entrypoints=False).registry
     assert registry.get("compressor", "ans").config_cls is AnsConfig
     codec = AnsConfig().build()
-    assert codec.name == "ans" and codec.accepts_layout is True
+    assert codec.name == "ans" and isinstance(codec, LayoutAwareCompressor)
     with pytest.raises(ConfigError, match="own_table_min_symbols"):
         AnsConfig(own_table_min_symbols=0)
 
@@ -186,10 +188,10 @@ def test_coded_bytes_per_class_add_up_to_the_stream():
     codec = PER_CLASS.build()
     payload = codec.compress(data, layout=[Segment(0, len(_packed(a)), 5, a.size, "mlp"),
                                            Segment(len(_packed(a)), len(_packed(b)), 5, b.size, "attn")])
-    assert set(codec.coded_bytes) == {"mlp", "attn"}
-    assert codec.coded_bytes["mlp"] == pytest.approx(_bound_bytes(a), rel=0.01)
-    assert codec.coded_bytes["attn"] == pytest.approx(_bound_bytes(b), rel=0.01)
-    assert sum(codec.coded_bytes.values()) <= len(payload)
+    assert set(codec.coded_class_bytes()) == {"mlp", "attn"}
+    assert codec.coded_class_bytes()["mlp"] == pytest.approx(_bound_bytes(a), rel=0.01)
+    assert codec.coded_class_bytes()["attn"] == pytest.approx(_bound_bytes(b), rel=0.01)
+    assert sum(codec.coded_class_bytes().values()) <= len(payload)
 
 
 # ---------------------------------------------------------------- malformed payloads

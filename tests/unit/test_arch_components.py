@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.errors import ConfigError
+from harness.api.errors import ConfigError
 from plugins.arch import gpt as gpt_mod
 from plugins.arch.bigram_hash import BigramHashConfig, bigram_hash
 from plugins.arch.gated_attention import GatedAttentionConfig
@@ -263,9 +263,9 @@ def test_value_embedding_listed_layers_only_and_computed_once():
     v = torch.randn(2, 16, 32)
     state = {"ids": x, "host": model}
     expected = v + ve(x) * model.ve_layer_scales[0]
-    assert torch.allclose(ve.hook_value(v, attn=None, layer=1, recycled=False, state=state), expected)
-    assert torch.equal(ve.hook_value(v, attn=None, layer=0, recycled=False, state=state), v)
-    assert torch.equal(ve.hook_value(v, attn=None, layer=1, recycled=True, state=state), v)
+    assert torch.allclose(ve.on_value(v, attn=None, layer=1, recycled=False, state=state), expected)
+    assert torch.equal(ve.on_value(v, attn=None, layer=0, recycled=False, state=state), v)
+    assert torch.equal(ve.on_value(v, attn=None, layer=1, recycled=True, state=state), v)
     calls = []
     ve.register_forward_hook(lambda *_: calls.append(1))
     model(x)
@@ -279,10 +279,10 @@ def test_value_residual_mixes_layer0_values():
     model = tiny(ValueResidualConfig(), num_layers=3)
     vr, state = model.value_residual, {}
     v0, v1 = torch.randn(2, 4, 32), torch.randn(2, 4, 32)
-    assert torch.equal(vr.hook_value(v0, attn=model.blocks[0].attn, layer=0, recycled=False, state=state), v0)
+    assert torch.equal(vr.on_value(v0, attn=model.blocks[0].attn, layer=0, recycled=False, state=state), v0)
     with torch.no_grad():
         model.blocks[1].attn.vr_lambda.copy_(torch.tensor([0.25, 2.0]))
-    out = vr.hook_value(v1, attn=model.blocks[1].attn, layer=1, recycled=False, state=state)
+    out = vr.on_value(v1, attn=model.blocks[1].attn, layer=1, recycled=False, state=state)
     assert torch.allclose(out, 0.25 * v0 + 2.0 * v1)
 
 

@@ -22,7 +22,10 @@ import plugins.compress.lzma as lzma_plugin
 import plugins.compress.zlib as zlib_plugin
 import plugins.compress.zstd as zstd_plugin
 import plugins.quant.int8 as int8_plugin
-from harness.artifact import (
+from harness.api.errors import ArtifactError
+from harness.api.protocols import QTensor
+from harness.api.registry import Registry
+from harness.pipeline.artifact import (
     ArtifactInfo,
     config_to_json,
     load_state_dict,
@@ -30,9 +33,6 @@ from harness.artifact import (
     read_manifest,
     write_artifact,
 )
-from harness.components import QTensor
-from harness.errors import ArtifactError
-from harness.registry import Registry
 
 CONFIGS = {"zlib": zlib_plugin.ZlibConfig, "zstd": zstd_plugin.ZstdConfig, "lzma": lzma_plugin.LzmaConfig}
 WHITELIST = {

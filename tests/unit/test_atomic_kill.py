@@ -3,11 +3,11 @@ version or the new one (issue 7, "Nothing lost").
 
 A fork server (a child Python that imported the harness once) forks a writer process that
 rewrites, in a loop and with alternating contents, the files of a run through the
-harness's own writers: an artifact (`harness.artifact.write_artifact`, a new name each time,
-the previous one deleted), ``submission.json`` (`harness.report.write_submission_json`), a
-training checkpoint (`harness.checkpoint.write_checkpoint`), the code bundle
-(`harness.bundle.bundle_submission`), ``config.json`` (`harness.fileio.write_atomic`) and the
-append-only ``train.log`` (`harness.runlog.RunLogger`). The test SIGKILLs the writer after
+harness's own writers: an artifact (`harness.pipeline.artifact.write_artifact`, a new name each time,
+the previous one deleted), ``submission.json`` (`harness.pipeline.submission_json.write_submission_json`), a
+training checkpoint (`harness.pipeline.checkpoint.write_checkpoint`), the code bundle
+(`harness.tools.bundle.bundle_submission`), ``config.json`` (`harness.api.fileio.write_atomic`) and the
+append-only ``train.log`` (`harness.pipeline.runlog.RunLogger`). The test SIGKILLs the writer after
 a random delay (fixed seed), then checks every file on disk: artifacts read back and match
 their digest, JSON parses to one of the two versions, the checkpoint validates, the bundle
 compiles and equals the reference, train.log has at most a torn LAST line, and no leftover
@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.artifact import read_artifact
-from harness.checkpoint import read_checkpoint
+from harness.pipeline.artifact import read_artifact
+from harness.pipeline.checkpoint import read_checkpoint
 from tests.conftest import ROOT, write_tiny_submission
 
 if sys.platform == "win32":  # fork and SIGKILL are POSIX
@@ -44,13 +44,13 @@ SERVER = textwrap.dedent(
     from pathlib import Path
     import torch
     torch.set_num_threads(1)
-    from harness.artifact import write_artifact
-    from harness.bundle import bundle_submission
-    from harness.checkpoint import write_checkpoint
-    from harness.components import QTensor
-    from harness.fileio import write_atomic
-    from harness.report import REQUIRED_KEYS, write_submission_json
-    from harness.runlog import RunLogger
+    from harness.pipeline.artifact import write_artifact
+    from harness.tools.bundle import bundle_submission
+    from harness.pipeline.checkpoint import write_checkpoint
+    from harness.api.protocols import QTensor
+    from harness.api.fileio import write_atomic
+    from harness.pipeline.submission_json import REQUIRED_KEYS, write_submission_json
+    from harness.pipeline.runlog import RunLogger
     from plugins.compress.zlib import ZlibConfig
 
     work, sub = Path(sys.argv[1]), Path(sys.argv[2])
@@ -117,7 +117,7 @@ SERVER = textwrap.dedent(
 def _expected(tmp_path: Path) -> dict:
     """The two versions of every file, computed here independently of the writer."""
     out = {"codes": [], "records": [], "steps": []}
-    from harness.report import REQUIRED_KEYS
+    from harness.pipeline.submission_json import REQUIRED_KEYS
 
     for v in (0, 1):
         g = torch.Generator().manual_seed(v)
@@ -186,7 +186,7 @@ def _check_append_only(path: Path) -> None:
 def test_sigkill_at_random_points_leaves_only_whole_files(tmp_path, monkeypatch):
     work, sub = tmp_path / "run", write_tiny_submission(tmp_path / "tiny")
     work.mkdir()
-    from harness.bundle import bundle_submission
+    from harness.tools.bundle import bundle_submission
 
     bundle_submission(sub, tmp_path / "reference.py")
     reference = (tmp_path / "reference.py").read_bytes()

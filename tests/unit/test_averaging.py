@@ -15,12 +15,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.errors import ConfigError
-from harness.hookspecs import hookimpl
-from harness.manager import PluginManager, full_manager
-from harness.runlog import RunLogger
-from harness.runner import run
-from harness.submission import build_submission_config
+from harness.api.errors import ConfigError
+from harness.api.hooks import hookimpl
+from harness.pipeline.plugin_manager import PluginManager, full_manager
+from harness.pipeline.runlog import RunLogger
+from harness.pipeline.runner import run
+from harness.pipeline.submission import build_submission_config
 from plugins.arch.gpt import GPTConfig
 from plugins.averaging.ema import EMAConfig
 from plugins.averaging.swa import SWAConfig
@@ -38,9 +38,9 @@ def tiny_model(seed: int = 0) -> torch.nn.Module:
 
 
 def fake_ctx(model: torch.nn.Module, run_dir=None) -> types.SimpleNamespace:
-    """What the hooks read from harness.train.TrainContext."""
+    """What the hooks read from harness.pipeline.trainer.TrainContext."""
     return types.SimpleNamespace(
-        model=model, config=None, log=RunLogger(run_dir, echo=False), step=0, lr_scale=1.0, extras={}
+        model=model, config=None, log=RunLogger(run_dir, echo=False), step=0, lr_scale=1.0, averaging=None, notes={}
     )
 
 
@@ -80,7 +80,7 @@ def test_swa_snapshots_follow_the_t1_rule(tmp_path):
     log = (tmp_path / "train.log").read_text()
     assert "swa:start step:6\n" in log
     assert "swa:applying averaged 3 checkpoints\n" in log
-    assert ctx.extras == {"averaging": "swa", "swa_snapshots": 3}
+    assert ctx.averaging == "swa" and ctx.notes == {"swa_snapshots": 3}
     record: dict[str, Any] = {}
     manager_with(swa).hook.pg_report(ctx=ctx, record=record)
     assert record == {"averaging": "swa", "swa_snapshots": 3}
@@ -108,7 +108,7 @@ def test_swa_min_snapshots(min_snapshots, applied):
           {1: 1.0, 2: 2.0, 3: 3.0}, lambda s: 0.1)
     expected = 2.0 if applied else 3.0
     assert all(torch.all(p == expected) for p in model.parameters())
-    assert ("averaging" in ctx.extras) is applied
+    assert (ctx.averaging is not None) is applied
 
 
 def test_swa_keeps_its_sums_on_the_device_without_host_syncs(monkeypatch):
@@ -140,7 +140,7 @@ def test_ema_matches_the_hand_computed_recursion(tmp_path):
     for name, p in model.named_parameters():
         torch.testing.assert_close(p, torch.full_like(p, 0.561), rtol=0, atol=1e-6, msg=name)
     assert "ema:applying EMA weights decay:0.9\n" in (tmp_path / "train.log").read_text()
-    assert ctx.extras["averaging"] == "ema"
+    assert ctx.averaging == "ema"
 
 
 def test_ema_shadow_starts_from_the_weights_at_train_start():
@@ -176,7 +176,7 @@ def test_ema_applies_when_swa_has_too_few_snapshots():
     # SWA takes one snapshot (step 3) < min_snapshots=2; EMA: 0 -> 0.5 -> 1.25 -> 2.625.
     drive(manager, ctx, model, {1: 1.0, 2: 2.0, 3: 4.0}, lambda s: 0.1 if s == 3 else 1.0)
     assert all(torch.all(p == 2.625) for p in model.parameters())
-    assert ctx.extras["averaging"] == "ema"
+    assert ctx.averaging == "ema"
 
 
 # -- disabled averagers are exact no-ops -------------------------------------------------

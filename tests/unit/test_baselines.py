@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.baselines import (
+from harness.api.errors import ConfigError, DataError
+from harness.pipeline.baselines import (
     BEAT_MARGIN,
     BaselineReport,
     WindowPermutations,
@@ -24,8 +25,7 @@ from harness.baselines import (
     uniform_ce,
     unigram_ce,
 )
-from harness.data import write_shard
-from harness.errors import ConfigError, DataError
+from harness.pipeline.shards import write_shard
 
 V = 64
 L = 16

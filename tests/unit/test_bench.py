@@ -1,4 +1,4 @@
-"""Unit tests of `harness.bench` (``pgolf bench``): the comparison table, the compare-fail
+"""Unit tests of `harness.tools.bench` (``pgolf bench``): the comparison table, the compare-fail
 rule on a doctored copy of the stored baseline, clear errors for missing or corrupt result
 files and for ``--gpu`` without CUDA, the window count, and shrinking every submission."""
 
@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import bench
-from harness.cli import main
-from harness.errors import ConfigError
-from harness.eval import sliding_windows
-from harness.submission import build_submission_config
+from harness.api.errors import ConfigError
+from harness.pipeline.eval import sliding_windows
+from harness.pipeline.submission import build_submission_config
+from harness.tools import bench
+from harness.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBMISSIONS = sorted(p.parent.name for p in (ROOT / "submissions").glob("*/train_gpt.py"))
@@ -166,7 +166,7 @@ def test_unknown_architecture_cannot_be_shrunk():
     class OddConfig:
         depth: int = 3
 
-    with pytest.raises(ConfigError, match="OddConfig.*teach harness.bench.model_sets"):
+    with pytest.raises(ConfigError, match="OddConfig.*teach harness.tools.bench.model_sets"):
         bench.model_sets(OddConfig())
 
 

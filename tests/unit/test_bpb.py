@@ -13,8 +13,8 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from harness.bpb import ByteLUTs, build_byte_luts, count_bytes, tokenizer_sha256
-from harness.errors import DataError
+from harness.api.errors import DataError
+from harness.pipeline.bpb import ByteLUTs, build_byte_luts, count_bytes, tokenizer_sha256
 
 TOKENIZERS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "tokenizers"
 SP1024 = TOKENIZERS / "fineweb_1024_bpe.model"

@@ -1,4 +1,4 @@
-"""Tests for harness.bundle: import closure, the self-contained train_gpt.py, and its runtime.
+"""Tests for harness.tools.bundle: import closure, the self-contained train_gpt.py, and its runtime.
 
 The toy tree uses the real package names ``harness`` and ``plugins``. The real project is
 installed (editable) in the interpreter that runs the bundles, so these tests show that a
@@ -21,15 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from harness import bundle
-from harness.bundle import (
+from harness.api.errors import ConfigError, PgolfError
+from harness.tools import bundle
+from harness.tools.bundle import (
     BUNDLE_FORMAT_VERSION,
     BundleInfo,
     bundle_submission,
     collect_modules,
     main_bundle_info,
 )
-from harness.errors import ConfigError, PgolfError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -122,7 +122,7 @@ TOY_SUBMISSION = textwrap.dedent(
             "marker": globals().get("__pgolf_bundle__"),
             "main_file": __file__,
             "unused_plugin": _import_error("plugins.a.unused"),
-            "installed_config": _import_error("harness.config"),
+            "installed_config": _import_error("harness.api.config"),
         }))
     '''
 )
@@ -202,7 +202,7 @@ def test_collect_modules_only_follows_the_given_packages(toy: Path) -> None:
 def test_the_real_packages_are_importable_here(toy: Path, tmp_path: Path) -> None:
     """Precondition of the next test: without the bundle, `harness` is the installed project."""
     probe = tmp_path / "probe.py"
-    probe.write_text("import harness.config, json; print(json.dumps(harness.__file__))\n")
+    probe.write_text("import harness.api.config, json; print(json.dumps(harness.__file__))\n")
     assert Path(_run_json(probe, tmp_path)).resolve() == (REPO / "harness/__init__.py").resolve()
 
 
@@ -224,8 +224,8 @@ def test_bundle_runs_from_its_embedded_modules_only(toy: Path, tmp_path: Path) -
     assert Path(got["main_file"]).resolve() == out.resolve()
     assert got["unused_plugin"].startswith("ModuleNotFoundError")
     assert "'plugins.a.unused'" in got["unused_plugin"] and "not bundled" in got["unused_plugin"]
-    # harness.config exists in the installed project but was not bundled: no fall-through.
-    assert "'harness.config'" in got["installed_config"] and "not bundled" in got["installed_config"]
+    # harness.api.config exists in the installed project but was not bundled: no fall-through.
+    assert "'harness.api'" in got["installed_config"] and "not bundled" in got["installed_config"]
 
     marker = got["marker"]
     assert marker["format"] == BUNDLE_FORMAT_VERSION == 1
@@ -412,9 +412,9 @@ def test_real_harness_closure_bundles_and_imports(tmp_path: Path) -> None:
     (sub / "train_gpt.py").write_text(
         "from __future__ import annotations\n"
         "import json, sys\n"
-        "from harness.config import RunConfig\n"
+        "from harness.api.config import RunConfig\n"
         "if __name__ == '__main__':\n"
-        "    print(json.dumps([RunConfig.__module__, sys.modules['harness.config'].__file__,\n"
+        "    print(json.dumps([RunConfig.__module__, sys.modules['harness.api.config'].__file__,\n"
         "                      __pgolf_bundle__['modules']]))\n"
     )
     try:
@@ -423,10 +423,10 @@ def test_real_harness_closure_bundles_and_imports(tmp_path: Path) -> None:
         if "imports" in str(exc) and "is not under" in str(exc):
             pytest.skip(f"the real harness is incomplete: {exc}")
         raise
-    assert {"harness", "harness.config", "harness.errors"} <= set(info.modules)
+    assert {"harness", "harness.api.config", "harness.api.errors"} <= set(info.modules)
     assert all(m.split(".")[0] in ("harness", "plugins") for m in info.modules)
     compile(info.path.read_bytes(), str(info.path), "exec")
     module, file, modules = _run_json(info.path, tmp_path)
-    assert module == "harness.config"
-    assert file == "<pgolf-bundle>/harness/config.py"
+    assert module == "harness.api.config"
+    assert file == "<pgolf-bundle>/harness/api/config.py"
     assert modules == info.modules

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.artifact import config_to_json, write_artifact
-from harness.components import LanguageModel
-from harness.errors import ConfigError
-from harness.manager import full_manager, run_manager
-from harness.submission import build_submission_config
+from harness.api.errors import ConfigError
+from harness.api.protocols import LanguageModel
+from harness.pipeline.artifact import config_to_json, write_artifact
+from harness.pipeline.plugin_manager import full_manager, run_manager
+from harness.pipeline.submission import build_submission_config
 from plugins.arch.byte_gpt import ByteGPTConfig, block_params, count_params, ladder
 from plugins.optim.adamw import AdamWConfig
 from plugins.schedule.cosine import CosineConfig
@@ -458,7 +458,7 @@ def test_submission_pipeline_runs_on_sp1024_data(tmp_path, default_dataset):
     """The whole harness path (configure, train, export, roundtrip, sliding eval, report) with
     the byte GPT, AdamW, the reference cosine and the int6 + lzma export, on the sp1024 data
     (the model is vocabulary-agnostic), so it stays tested independently of the byte data."""
-    from harness.runner import run
+    from harness.pipeline.runner import run
 
     sub = tmp_path / "byte_gpt"
     shutil.copytree(SUBMISSION, sub, ignore=shutil.ignore_patterns("runs", "dist"))

@@ -17,9 +17,9 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from harness import default_data
-from harness.bpb import build_byte_luts, count_bytes, tokenizer_sha256
-from harness.bytes_data import (
+from harness.api.errors import ConfigError, DataError
+from harness.datasets import default as default_data
+from harness.datasets.byte_level import (
     BYTE_VOCAB,
     LossyDecodeWarning,
     convert_to_bytes,
@@ -27,9 +27,9 @@ from harness.bytes_data import (
     read_byte_tokenizer_spec,
     write_byte_tokenizer_spec,
 )
-from harness.data import list_shards, load_validation_tokens, read_shard, write_shard
-from harness.errors import ConfigError, DataError
-from harness.eval import evaluate_standard
+from harness.pipeline.bpb import build_byte_luts, count_bytes, tokenizer_sha256
+from harness.pipeline.eval import evaluate_standard
+from harness.pipeline.shards import list_shards, load_validation_tokens, read_shard, write_shard
 
 OFFICIAL_SP1024 = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "tokenizers" / "fineweb_1024_bpe.model"

@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness.checkpoint import (
+from harness.api.config import RunConfig, TrainConfig
+from harness.api.context import DistInfo, TrainContext
+from harness.api.errors import ArtifactError, ConfigError
+from harness.pipeline.checkpoint import (
     MAGIC,
     Checkpointer,
     TrainingInterrupted,
@@ -27,11 +30,8 @@ from harness.checkpoint import (
     set_rng_state,
     write_checkpoint,
 )
-from harness.config import RunConfig, TrainConfig
-from harness.distributed import DistInfo
-from harness.errors import ArtifactError, ConfigError
-from harness.runlog import RunLogger
-from harness.train import TrainContext, Trainer
+from harness.pipeline.runlog import RunLogger
+from harness.pipeline.trainer import Trainer
 from plugins.arch.gpt import GPTConfig
 from plugins.averaging.ema import EMAConfig
 from plugins.averaging.swa import SWAConfig
@@ -159,13 +159,14 @@ class _Ctx:
     step: int = 0
     lr_scale: float = 0.1
     log: object = None
-    extras: dict = None
+    averaging: str = None
+    notes: dict = None
 
 
 def test_averagers_state_round_trips(tmp_path):
     model = _gpt()
     log = RunLogger(tmp_path, echo=False)
-    ctx = _Ctx(model=model, log=log, extras={})
+    ctx = _Ctx(model=model, log=log, notes={})
     swa, ema = SWAConfig(every=1, start_frac=0.5).build(), EMAConfig(decay=0.5).build()
     ema.pg_train_start(ctx=ctx)
     for s in (1, 2, 3):
@@ -175,12 +176,13 @@ def test_averagers_state_round_trips(tmp_path):
         ctx.step = s
         swa.pg_step_end(ctx=ctx)
         ema.pg_step_end(ctx=ctx)
-    write_checkpoint(tmp_path / "c.pgck", {"swa": swa.checkpoint_state(), "ema": ema.checkpoint_state()}, {})
+    write_checkpoint(tmp_path / "c.pgck", {"swa": swa.state_dict(), "ema": ema.state_dict()}, {})
     state, _ = read_checkpoint(tmp_path / "c.pgck")
     swa2, ema2 = SWAConfig(every=1, start_frac=0.5).build(), EMAConfig(decay=0.5).build()
     ema2.pg_train_start(ctx=ctx)
-    swa2.load_checkpoint_state(state["swa"], ctx)
-    ema2.load_checkpoint_state(state["ema"], ctx)
+    swa2.pg_train_start(ctx=ctx)
+    swa2.load_state_dict(state["swa"])
+    ema2.load_state_dict(state["ema"])
     assert swa2.count == swa.count == 3 and ema2.updates == ema.updates == 3
     assert all(torch.equal(a, b) for a, b in zip(swa.sums, swa2.sums, strict=True))
     assert all(torch.equal(a, b) for a, b in zip(ema.shadow, ema2.shadow, strict=True))

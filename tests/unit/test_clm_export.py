@@ -12,7 +12,7 @@ import types
 import pytest
 import torch
 
-from harness.errors import ArtifactError, ConfigError
+from harness.api.errors import ArtifactError, ConfigError
 from plugins.arch.clm_export import ClmExportConfig, encode_clm, pg_configure, read_clm, write_clm
 from plugins.arch.conv_moe import ConvMoEConfig
 from plugins.arch.gpt import GPTConfig

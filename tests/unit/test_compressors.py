@@ -19,8 +19,8 @@ import zstandard
 import plugins.compress.lzma as lzma_plugin
 import plugins.compress.zlib as zlib_plugin
 import plugins.compress.zstd as zstd_plugin
-from harness.errors import ArtifactError, ConfigError
-from harness.registry import Registry
+from harness.api.errors import ArtifactError, ConfigError
+from harness.api.registry import Registry
 
 MODULES = {"zlib": zlib_plugin, "zstd": zstd_plugin, "lzma": lzma_plugin}
 CONFIGS = {"zlib": zlib_plugin.ZlibConfig, "zstd": zstd_plugin.ZstdConfig, "lzma": lzma_plugin.LzmaConfig}

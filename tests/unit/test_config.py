@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.config import (
+from harness.api.config import (
     RunConfig,
     TrainConfig,
     apply_overrides,
@@ -16,7 +16,7 @@ from harness.config import (
     resolve,
     valid_keys,
 )
-from harness.errors import ConfigError
+from harness.api.errors import ConfigError
 
 
 @dataclass(frozen=True, kw_only=True)

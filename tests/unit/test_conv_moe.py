@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.errors import ConfigError
-from harness.submission import build_submission_config
+from harness.api.errors import ConfigError
+from harness.pipeline.submission import build_submission_config
 from plugins.arch.conv_moe import LCG_SEEDS, ConvMoEConfig, lcg_uniform
 from tests.conftest import ROOT
 
@@ -89,9 +89,9 @@ def test_receptive_field_is_exact():
 def test_sliding_score_is_the_same_for_any_stride_leaving_the_receptive_field(tmp_path):
     """Why the submission may score at stride 256: with at least receptive_field - 1 bytes of
     context every scored byte sees all it can see, so the stride no longer matters."""
-    from harness.bpb import build_byte_luts
-    from harness.bytes_data import write_byte_tokenizer_spec
-    from harness.eval import evaluate_sliding
+    from harness.datasets.byte_level import write_byte_tokenizer_spec
+    from harness.pipeline.bpb import build_byte_luts
+    from harness.pipeline.eval import evaluate_sliding
 
     cfg = ConvMoEConfig(d_model=8, trunk_layers=2)  # receptive field 11
     model = randomized(cfg).float()

@@ -1,4 +1,4 @@
-"""Tests of harness.data: shard format, error messages, loaders and fingerprints.
+"""Tests of harness.pipeline.shards: shard format, error messages, loaders and fingerprints.
 
 Expected values are written out by hand from the format of PROTOCOL.md §1.1 and the
 upstream loader semantics (§2.4, TECHNIQUES.md §8), not taken from our own code.
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import (
+from harness.api.errors import ConfigError, DataError
+from harness.pipeline.shards import (
     HEADER_BYTES,
     DistributedTokenLoader,
     TokenStream,
@@ -26,7 +27,6 @@ from harness.data import (
     read_shard_header,
     write_shard,
 )
-from harness.errors import ConfigError, DataError
 
 
 def raw_shard(tokens: list[int], magic: int = 20240520, version: int = 1, count: int | None = None) -> bytes:

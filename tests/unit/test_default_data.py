@@ -1,4 +1,4 @@
-"""Tests of harness.default_data: the offline CPython-docs dataset.
+"""Tests of harness.datasets.default: the offline CPython-docs dataset.
 
 The dataset is built once per module into a temporary cache (``PGOLF_CACHE_DIR``). The
 tokenizer settings are checked against the official upstream tokenizers (read with a tiny
@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from harness import default_data
-from harness.data import file_sha256, read_shard
-from harness.errors import DataError
+from harness.api.errors import DataError
+from harness.datasets import default as default_data
+from harness.pipeline.shards import file_sha256, read_shard
 
 OFFICIAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "tokenizers"
 

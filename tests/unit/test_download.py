@@ -1,4 +1,4 @@
-"""Tests of harness.download against a local fake of the Hugging Face Hub.
+"""Tests of harness.datasets.download against a local fake of the Hugging Face Hub.
 
 A `http.server` thread on 127.0.0.1 serves a small dataset in the upstream remote layout
 (`datasets/manifest.json`, `datasets/datasets/fineweb10B_<v>/...`, `datasets/tokenizers/...`)
@@ -21,9 +21,9 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import sentencepiece as spm
 
-from harness.data import read_shard
-from harness.download import download_challenge_data
-from harness.errors import ConfigError, DataError
+from harness.api.errors import ConfigError, DataError
+from harness.datasets.download import download_challenge_data
+from harness.pipeline.shards import read_shard
 
 REPO = "tester/fake-golf"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -1,4 +1,4 @@
-"""harness.entropy: symbol reading, tensor classes, order-0 bounds checked against hand-computed
+"""harness.pipeline.entropy_report: symbol reading, tensor classes, order-0 bounds checked against hand-computed
 entropies, the layout handed to compressors, and the report a run logs and writes."""
 
 from __future__ import annotations
@@ -11,18 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness.artifact import config_to_json, read_manifest, write_artifact
-from harness.components import QTensor
-from harness.entropy import (
-    CLASSES,
-    entropy_report,
-    layout_from_manifest,
-    order0_bits,
-    read_symbols,
-    reading,
-    tensor_class,
-)
-from harness.quantcore import pack_bits, pack_nibbles
+from harness.api.layout import CLASSES, layout_from_manifest, read_symbols, reading, tensor_class
+from harness.api.protocols import QTensor
+from harness.api.quantization import pack_bits, pack_nibbles
+from harness.pipeline.artifact import config_to_json, read_manifest, write_artifact
+from harness.pipeline.entropy_report import entropy_report, order0_bits
 from plugins.compress.zlib import ZlibConfig
 
 
@@ -158,8 +151,8 @@ def test_run_logs_and_reports_the_bound(tmp_path, default_dataset):
     """A tiny run with the ans coder: entropy lines in train.log, an ``entropy`` dict in
     submission.json whose compressed bytes are the artifact's size and whose mlp class counts
     exactly the model's MLP weights."""
-    from harness.runner import run
-    from harness.submission import build_submission_config
+    from harness.pipeline.runner import run
+    from harness.pipeline.submission import build_submission_config
     from tests.conftest import write_tiny_submission
 
     sub = write_tiny_submission(tmp_path / "tiny")

@@ -8,20 +8,25 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.distributed import DistInfo, already_reported, report_rank_failure
-from harness.errors import ConfigError
-from harness.runner import _script_flags
+from harness.api.context import DistInfo
+from harness.api.errors import ConfigError
+from harness.pipeline.distributed import already_reported, report_rank_failure
+from harness.pipeline.runner import script_flags
 
 
 def test_script_flags_parse_set_run_id_and_resume():
-    sets, run_id, resume = _script_flags(["--set", "train.iterations=5", "--run-id", "r1", "--resume", "runs/r1"])
+    flags = script_flags(["--set", "train.iterations=5", "--run-id", "r1", "--resume", "runs/r1"])
+    sets, run_id, resume = flags.sets, flags.run_id, flags.resume
     assert sets == {"train.iterations": "5"} and run_id == "r1" and resume == Path("runs/r1")
-    assert _script_flags([]) == ({}, None, None)
+    empty = script_flags([])
+    assert (empty.sets, empty.run_id, empty.resume) == ({}, None, None)
+    # the flags survive a round trip through argv (pgolf run hands them to harness/run.py)
+    assert script_flags(flags.argv()) == flags
 
 
 def test_script_flags_reject_unknown_flags():
     with pytest.raises(SystemExit):
-        _script_flags(["--bogus"])
+        script_flags(["--bogus"])
 
 
 def _info(world: int) -> DistInfo:
@@ -45,27 +50,27 @@ def test_single_process_failure_is_left_to_the_entry_point(capsys):
 def test_record_bundles_leave_out_the_bundler_and_checkpointing():
     """Code bytes count: modules a shipped run never uses (the bundler, checkpoint/resume)
     are imported by name only, so no submission's bundle carries them."""
-    from harness.bundle import collect_modules
+    from harness.tools.bundle import collect_modules
     from tests.conftest import ROOT
 
     for script in sorted((ROOT / "submissions").glob("*/train_gpt.py")):
         modules = collect_modules(script, ROOT)
-        assert "harness.runner" in modules, script
-        assert "harness.checkpoint" not in modules and "harness.bundle" not in modules, script
+        assert "harness.pipeline.runner" in modules, script
+        assert "harness.pipeline.checkpoint" not in modules and "harness.tools.bundle" not in modules, script
 
 
 def test_checkpointing_without_the_module_is_a_clear_error(monkeypatch):
     import importlib
 
-    from harness import runner
+    from harness.pipeline import setup
 
     real = importlib.import_module
 
     def missing(name, *args, **kwargs):
-        if name == "harness.checkpoint":
+        if name == "harness.pipeline.checkpoint":
             raise ModuleNotFoundError(name)
         return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(runner.importlib, "import_module", missing)
+    monkeypatch.setattr(setup.importlib, "import_module", missing)
     with pytest.raises(ConfigError, match="run the submission from the repository"):
-        runner._checkpoint_module()
+        setup.checkpoint_module()

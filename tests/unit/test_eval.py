@@ -12,9 +12,15 @@ import pytest
 import torch
 from torch import nn
 
-from harness.bpb import ByteLUTs, count_bytes
-from harness.errors import ConfigError, DataError
-from harness.eval import EVAL_VERSION, EvalResult, evaluate_sliding, evaluate_standard, sliding_windows
+from harness.api.errors import ConfigError, DataError
+from harness.pipeline.bpb import ByteLUTs, count_bytes
+from harness.pipeline.eval import (
+    EVAL_VERSION,
+    EvalResult,
+    evaluate_sliding,
+    evaluate_standard,
+    sliding_windows,
+)
 
 V = 6
 

@@ -21,10 +21,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-import harness.eval as heval
-from harness.bpb import ByteLUTs
-from harness.errors import EvalTimeLimit, PgolfError
-from harness.eval import evaluate_sliding, evaluate_sliding_reference, evaluate_standard, sliding_windows
+import harness.pipeline.eval as heval
+from harness.api.errors import EvalTimeLimit, PgolfError
+from harness.pipeline.bpb import ByteLUTs
+from harness.pipeline.eval import (
+    evaluate_sliding,
+    evaluate_sliding_reference,
+    evaluate_standard,
+    sliding_windows,
+)
 
 V = 8
 
@@ -43,7 +48,7 @@ def _tokens(n: int) -> torch.Tensor:
 
 
 class FakeClock:
-    """Replaces ``harness.eval.time``: ``perf_counter`` returns ``now``, which models advance."""
+    """Replaces ``harness.pipeline.eval.time``: ``perf_counter`` returns ``now``, which models advance."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -173,8 +178,8 @@ def test_ranks_stop_together(tmp_path) -> None:
 
 
 def test_run_with_tiny_eval_cap_is_invalid_and_unscored(tmp_path, default_dataset) -> None:
-    from harness.runner import run
-    from harness.submission import build_submission_config
+    from harness.pipeline.runner import run
+    from harness.pipeline.submission import build_submission_config
     from tests.conftest import write_tiny_submission
 
     sub = write_tiny_submission(tmp_path / "tiny")
@@ -199,9 +204,9 @@ def test_run_with_tiny_eval_cap_is_invalid_and_unscored(tmp_path, default_datase
 
 
 def test_run_with_sliding_cut_keeps_roundtrip_but_no_headline(tmp_path, default_dataset, monkeypatch) -> None:
-    from harness.runner import run
-    from harness.scoring import Scorer
-    from harness.submission import build_submission_config
+    from harness.pipeline.runner import run
+    from harness.pipeline.scorer import Scorer
+    from harness.pipeline.submission import build_submission_config
     from tests.conftest import write_tiny_submission
 
     real = Scorer.sliding

@@ -15,9 +15,15 @@ import pytest
 import torch
 from torch import nn
 
-from harness.bpb import ByteLUTs
-from harness.errors import ConfigError
-from harness.eval import EvalResult, evaluate_sliding, evaluate_sliding_reference, head_split, sliding_windows
+from harness.api.errors import ConfigError
+from harness.pipeline.bpb import ByteLUTs
+from harness.pipeline.eval import (
+    EvalResult,
+    evaluate_sliding,
+    evaluate_sliding_reference,
+    head_split,
+    sliding_windows,
+)
 from plugins.arch.bigram_hash import BigramHashConfig
 from plugins.arch.byte_gpt import ByteGPTConfig
 from plugins.arch.conv_moe import ConvMoEConfig
@@ -225,7 +231,7 @@ def test_bad_hidden_shape_is_a_config_error() -> None:
 def test_static_padding_used_for_compile_changes_nothing(monkeypatch, model, n, window, stride, batch_seqs) -> None:
     # On CUDA with compile, every batch is padded to batch_seqs x window (tail rows and the
     # short tail window included); forced here on CPU, where nothing is compiled.
-    import harness.eval as heval
+    import harness.pipeline.eval as heval
 
     tokens = _tokens(n, seed=n + window + stride)
     widths: list[tuple[int, int]] = []

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.components import LanguageModel, is_control_tensor
-from harness.errors import ConfigError
-from harness.registry import Registry
+from harness.api.errors import ConfigError
+from harness.api.protocols import LanguageModel, is_control_tensor
+from harness.api.registry import Registry
 from plugins.arch import gpt
 from plugins.arch.gpt import GPTConfig, apply_rotary, rotary_tables
 

@@ -11,14 +11,14 @@ import types
 import pytest
 import torch
 
-from harness.artifact import config_to_json, load_state_dict, write_artifact
-from harness.components import QTensor
-from harness.errors import ArtifactError, ConfigError
-from harness.manager import full_manager
+from harness.api.errors import ArtifactError, ConfigError
+from harness.api.protocols import QTensor
+from harness.pipeline.artifact import config_to_json, load_state_dict, write_artifact
+from harness.pipeline.plugin_manager import full_manager
+from plugins.algorithms.late_qat import LateQATConfig, fake_quantize
 from plugins.arch.conv_moe import ConvMoEConfig
 from plugins.compress.zstd import ZstdConfig
 from plugins.quant.int4 import Int4Config, pack_nibbles, quantize_channels, unpack_nibbles
-from plugins.quant.late_qat import LateQATConfig, fake_quantize
 
 TINY = ConvMoEConfig(d_model=16, experts=3, trunk_layers=2)
 CONV_WEIGHTS = {

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import plugins.quant.int8 as int8_plugin
-from harness.errors import ArtifactError, ConfigError, TrainingDiverged
-from harness.quantcore import linear_quantile
-from harness.registry import Registry
+from harness.api.errors import ArtifactError, ConfigError, TrainingDiverged
+from harness.api.quantization import linear_quantile
+from harness.api.registry import Registry
 from plugins.quant.int8 import Int8Config
 
 Q = 0.9999984

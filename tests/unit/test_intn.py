@@ -14,10 +14,10 @@ import torch
 
 import plugins.compress.lzma as lzma_plugin
 import plugins.quant.intn as intn_plugin
-from harness.artifact import config_from_json, config_to_json, load_state_dict, write_artifact
-from harness.components import QTensor
-from harness.errors import ArtifactError, ConfigError, TrainingDiverged
-from harness.registry import Registry
+from harness.api.errors import ArtifactError, ConfigError, TrainingDiverged
+from harness.api.protocols import QTensor
+from harness.api.registry import Registry
+from harness.pipeline.artifact import config_from_json, config_to_json, load_state_dict, write_artifact
 from plugins.compress.lzma import LzmaConfig
 from plugins.quant.int8 import Int8Config
 from plugins.quant.intn import IntNConfig

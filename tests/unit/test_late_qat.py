@@ -1,4 +1,4 @@
-"""Late QAT (plugins/quant/late_qat.py): the fake-quantized forward against a numpy
+"""Late QAT (plugins/algorithms/late_qat.py): the fake-quantized forward against a numpy
 reference, the straight-through gradient, alpha off = the plain model bit for bit, exactly the
 quantizer's tensors parametrized, the optimizer's Parameters kept, state-dict keys through
 priming and export, the switch after the threshold, a compiled model that changes output on
@@ -17,16 +17,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.components import QTensor
-from harness.errors import ConfigError
-from harness.manager import PluginManager
-from harness.runlog import RunLogger
+from harness.api.errors import ConfigError
+from harness.api.protocols import QTensor
+from harness.pipeline.plugin_manager import PluginManager
+from harness.pipeline.runlog import RunLogger
+from plugins.algorithms.late_qat import LateQATConfig
 from plugins.arch.gpt import GPTConfig
 from plugins.averaging.ema import EMAConfig
 from plugins.averaging.swa import SWAConfig
 from plugins.optim.muon import MuonConfig
 from plugins.quant.int8 import Int8Config
-from plugins.quant.late_qat import LateQATConfig
 
 VOCAB = 64
 TINY = GPTConfig(num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2)
@@ -78,7 +78,7 @@ def spread_model(seed: int = 0, vocab: int = VOCAB) -> torch.nn.Module:
 def fake_ctx(model, quantizer_cfg=None, run_dir=None) -> types.SimpleNamespace:
     return types.SimpleNamespace(
         model=model, config=types.SimpleNamespace(quantizer=quantizer_cfg or RowQuantizerConfig()),
-        log=RunLogger(run_dir, echo=False), step=0, lr_scale=1.0, extras={},
+        log=RunLogger(run_dir, echo=False), step=0, lr_scale=1.0, averaging=None, notes={},
     )
 
 
@@ -363,17 +363,17 @@ def test_swa_and_ema_average_raw_weights_under_late_qat(order):
     assert sorted(final.keys()) == sorted(original_keys)
     for key, value in final.items():
         assert torch.equal(value, (snapshots[0][key] + snapshots[1][key]) / 2), key
-    assert plugins["qat"].enabled_step == 2 and ctx.extras["averaging"] == "swa"
+    assert plugins["qat"].enabled_step == 2 and ctx.averaging == "swa"
 
 
 # -- a real run ------------------------------------------------------------------------------------
 def test_real_run_switches_qat_on_and_exports_original_names(tmp_path, default_dataset):
     import dataclasses
 
-    from harness.artifact import load_state_dict
-    from harness.manager import full_manager
-    from harness.runner import run
-    from harness.submission import build_submission_config
+    from harness.pipeline.artifact import load_state_dict
+    from harness.pipeline.plugin_manager import full_manager
+    from harness.pipeline.runner import run
+    from harness.pipeline.submission import build_submission_config
     from tests.conftest import write_tiny_submission
 
     sub = write_tiny_submission(tmp_path / "qat")

@@ -1,4 +1,4 @@
-"""Tests for harness.leaderboard: byte-identical regeneration (PNG included), escaping of
+"""Tests for harness.leaderboard.render: byte-identical regeneration (PNG included), escaping of
 hostile strings, table/section layout and ordering, half-up rounding (PROTOCOL.md §7's
 1.09785 -> 1.0979), the significance column against scipy, the empty "no runs yet" output,
 and that the GitHub workflow parses as YAML."""
@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from harness.lbentry import Entry, SeedResult
-from harness.leaderboard import FILES, escape_md, render, round_half_up
+from harness.leaderboard.entry import Entry, SeedResult
+from harness.leaderboard.render import FILES, escape_md, render, round_half_up
 
 REPO = Path(__file__).resolve().parents[2]
 TPB = 0.41052

@@ -1,4 +1,4 @@
-"""Tests for harness.logparse: both upstream log families, timestamps, source-code templates,
+"""Tests for harness.leaderboard.logparse: both upstream log families, timestamps, source-code templates,
 truncated logs, our own pgolf lines and the half-up support rule (PROTOCOL §4.2, §7, §9)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.logparse import matches, parse_log, round_half_up, support
+from harness.leaderboard.logparse import matches, parse_log, round_half_up, support
 
 RECORDS = Path(__file__).resolve().parents[2] / "../shared/data/records"
 

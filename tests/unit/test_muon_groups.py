@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.errors import ConfigError
+from harness.api.errors import ConfigError
 from plugins.optim.muon import MuonConfig, group_of, momentum_at, p1573_optimizer, t1_optimizer
 
 D, H, KV, VOCAB, BUCKETS, SMALL = 16, 4, 8, 32, 24, 8  # toy widths; the names are the records'

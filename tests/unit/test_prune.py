@@ -13,12 +13,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import plugins.quant.prune as prune_plugin
-from harness.errors import ConfigError
-from harness.manager import PluginManager
-from harness.registry import Registry
-from harness.runlog import RunLogger
-from plugins.quant.prune import PruneConfig, prune_tensor
+import plugins.algorithms.prune as prune_plugin
+from harness.api.errors import ConfigError
+from harness.api.registry import Registry
+from harness.pipeline.plugin_manager import PluginManager
+from harness.pipeline.runlog import RunLogger
+from plugins.algorithms.prune import PruneConfig, prune_tensor
 
 
 @pytest.fixture(autouse=True)
@@ -113,8 +113,8 @@ def test_invalid_settings_name_the_field(field: str, value: object) -> None:
         PruneConfig(**{field: value})
 
 
-def test_registers_as_an_observer() -> None:
+def test_registers_as_an_algorithm() -> None:
     registry = Registry()
     prune_plugin.pg_register_components(registry=registry)
-    assert registry.names("observer") == ["prune"]
-    assert registry.get("observer", "prune").config_cls is PruneConfig
+    assert registry.names("algorithm") == ["prune"]
+    assert registry.get("algorithm", "prune").config_cls is PruneConfig

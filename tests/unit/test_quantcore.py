@@ -1,4 +1,4 @@
-"""harness.quantcore: bit packing, per-row intN quantization, the clip search, the step floor;
+"""harness.api.quantization: bit packing, per-row intN quantization, the clip search, the step floor;
 plus the int8 plugin's qat_bits (test_int8.py is kept as it was).
 
 References: Python integers as the bit stream (int.to_bytes, little-endian), hand-computed
@@ -12,9 +12,9 @@ import math
 import pytest
 import torch
 
-from harness.components import QTensor
-from harness.errors import ArtifactError, TrainingDiverged
-from harness.quantcore import (
+from harness.api.errors import ArtifactError, TrainingDiverged
+from harness.api.protocols import QTensor
+from harness.api.quantization import (
     decode_intn,
     decode_passthrough,
     dequantize_rows,

@@ -1,4 +1,4 @@
-"""Tests for harness.records: the shared upstream record folders (expected values computed by
+"""Tests for harness.leaderboard.records: the shared upstream record folders (expected values computed by
 hand from their submission.json and logs) and synthetic folders for every variant of
 PROTOCOL.md §6.2, size limits, malformed JSON, and our own runs."""
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import records
-from harness.lbentry import (
+from harness.leaderboard import records
+from harness.leaderboard.entry import (
     FLAG_BASELINES,
     FLAG_FEW_SEEDS,
     FLAG_INVALID,
@@ -19,7 +19,7 @@ from harness.lbentry import (
     FLAG_SCORE_UNSUPPORTED,
     FLAG_SEEDS_WITHOUT_LOGS,
 )
-from harness.records import FLAG_BAD_JSON, FLAG_LOG_TOO_LARGE, import_records, import_runs
+from harness.leaderboard.records import FLAG_BAD_JSON, FLAG_LOG_TOO_LARGE, import_records, import_runs
 
 RECORDS = Path(__file__).resolve().parents[2] / "../shared/data/records"
 

@@ -10,11 +10,11 @@ import math
 
 import pytest
 
-from harness.errors import ConfigError
-from harness.manager import full_manager
-from harness.runner import run
-from harness.submission import build_submission_config
-from harness.train import lr_multiplier
+from harness.api.errors import ConfigError
+from harness.api.warmdown import lr_multiplier
+from harness.pipeline.plugin_manager import full_manager
+from harness.pipeline.runner import run
+from harness.pipeline.submission import build_submission_config
 from plugins.schedule.cosine import CosineConfig
 from plugins.schedule.step_warmdown import StepWarmdownConfig
 from plugins.schedule.wallclock_warmdown import WallclockWarmdownConfig
@@ -129,8 +129,8 @@ def test_tiny_run_logs_a_cosine(tmp_path, default_dataset):
     sub = write_tiny_submission(tmp_path / "cos")
     src = (sub / "train_gpt.py").read_text()
     src = src.replace(
-        "from harness.runner import run\n",
-        "from harness.runner import run\nfrom plugins.schedule.cosine import CosineConfig\n",
+        "from harness.pipeline.runner import run\n",
+        "from harness.pipeline.runner import run\nfrom plugins.schedule.cosine import CosineConfig\n",
         1,
     )
     # Step progress: the tiny run's 600 s cap would keep a wallclock cosine at ~1 for 6 steps.

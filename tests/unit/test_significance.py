@@ -1,4 +1,4 @@
-"""Tests for harness.significance: the one-sided Welch test against scipy's own
+"""Tests for harness.leaderboard.significance: the one-sided Welch test against scipy's own
 ``ttest_ind(equal_var=False, alternative="less")`` on margin-shifted data and against the
 closed-form Student-t CDF for 4 degrees of freedom, the margin, the bpb <-> nats conversion
 with PROTOCOL.md §2.3's sp1024 numbers, and the printed `compare` report."""
@@ -10,9 +10,9 @@ import math
 import pytest
 from scipy import stats
 
-from harness.errors import DataError
-from harness.lbentry import Entry, SeedResult
-from harness.significance import (
+from harness.api.errors import DataError
+from harness.leaderboard.entry import Entry, SeedResult
+from harness.leaderboard.significance import (
     SignificanceError,
     bpb_to_nats,
     compare,

@@ -13,9 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import telemetry
-from harness.errors import ConfigError
-from harness.telemetry import (
+from harness.api.errors import ConfigError
+from harness.pipeline import telemetry
+from harness.pipeline.telemetry import (
     GPU_KEYS,
     GpuSampler,
     cpu_telemetry,

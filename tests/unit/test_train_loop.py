@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from harness.config import RunConfig, TrainConfig
-from harness.distributed import DistInfo
-from harness.errors import TrainingDiverged
-from harness.runlog import RunLogger
-from harness.train import TrainContext, Trainer, lr_multiplier
+from harness.api.config import RunConfig, TrainConfig
+from harness.api.context import DistInfo, TrainContext
+from harness.api.errors import TrainingDiverged
+from harness.pipeline.runlog import RunLogger
+from harness.pipeline.trainer import Trainer, lr_multiplier
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,345 @@
+"""Run configuration: frozen dataclasses, the only source of truth for a run's settings.
+
+Pattern from torchtitan (`config_registry.py` functions return a full config; components
+own nested Configs) with nanoGPT's type-checked ``--set key=value`` overrides. The only
+environment variables read are the upstream `train_gpt.py` names (ENV_OVERRIDES), so a
+bundled submission behaves like the baseline script.
+
+Resolution order: the submission's ``build_config()`` -> the CPU smoke profile (only when
+no CUDA device is present) -> upstream environment variables -> ``--set`` overrides.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any
+
+from harness.api.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where the token shards and the tokenizer are."""
+
+    data_path: str | None = None
+    """Folder holding ``fineweb_train_*.bin`` / ``fineweb_val_*.bin``; None = the built-in default dataset."""
+    tokenizer_path: str | None = None
+    """SentencePiece ``.model`` used for BPB byte accounting; None = the one beside the default dataset."""
+    vocab_size: int = 1024
+    """Model vocabulary; must equal the tokenizer's vocabulary size."""
+    default_variant: str = "sp1024"
+    """Which built-in default dataset to use when data_path is None: "sp1024" or "bytes"
+    (the same documents as raw UTF-8 bytes, tokens 0-255)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """The training loop (upstream names and defaults of the naive baseline)."""
+
+    iterations: int = 20000
+    """Maximum optimizer steps (the wallclock cap usually stops training first)."""
+    train_batch_tokens: int = 524_288
+    """Global tokens per optimizer step, over all ranks and micro-batches."""
+    train_seq_len: int = 1024
+    """Sequence length of training rows."""
+    grad_accum_steps: int = 0
+    """Micro-batches per step; 0 = 8 // world_size, so 1 GPU emulates the 8-GPU batch."""
+    max_wallclock_seconds: float = 600.0
+    """Cap on training time (compile priming and validation excluded); <= 0 disables it."""
+    warmup_steps: int = 20
+    """Compile-priming steps on training data, undone before the timed run (no LR warmup)."""
+    warmdown_iters: int = 1200
+    """Linear LR warmdown length, in steps, estimated from the wallclock when capped."""
+    train_log_every: int = 200
+    """Log a train_loss line every N steps (and steps 1-10)."""
+    val_loss_every: int = 1000
+    """Validate every N steps (and at step 0 and the end); 0 = only at the end."""
+    seed: int = 1337
+    """Seed for torch, numpy and Python's random."""
+    grad_clip_norm: float = 0.0
+    """Clip the total gradient norm to this value; 0 = off."""
+    compile: bool = True
+    """torch.compile the model on CUDA (never on CPU)."""
+    load_model_path: str | None = None
+    """Eval-only run (PR #560's LOAD_MODEL_PATH): score this pgolf artifact (or the one in
+    this run folder) instead of training; the artifact is shipped byte for byte."""
+    checkpoint_every_minutes: float = 0.0
+    """Save ``checkpoint.pgck`` in the run folder every this many minutes of training time
+    (checked after each step) and at the end of training, for ``--resume RUN_DIR``; 0 = off.
+    May differ on resume."""
+    stop_after_step: int = 0
+    """For tests and planned interruptions: save a checkpoint after this step and end the
+    process without exporting (resume it with ``--resume RUN_DIR``); 0 = off. May differ on resume."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """Evaluation settings. How a run is scored is fixed by the harness; these only size it."""
+
+    val_batch_size: int = 524_288
+    """Global validation tokens per forward batch (split over ranks and grad-accum)."""
+    eval_seq_len: int = 0
+    """Window length of the sliding-window evaluation; 0 = train_seq_len."""
+    eval_stride: int = 64
+    """Sliding-window stride; >= eval_seq_len skips the sliding pass."""
+    eval_batch_seqs: int = 32
+    """Windows per forward batch per rank in the sliding-window evaluation."""
+    max_eval_seconds: float = 600.0
+    """Cap on the final evaluation time; exceeding it marks the result invalid."""
+    val_max_tokens: int = 0
+    """Score only the first N validation targets (smoke profile); 0 = the whole split."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything a run needs. Submissions build one in ``build_config()``."""
+
+    name: str
+    """Submission name (the folder name under ``submissions/``)."""
+    model: Any
+    """The architecture Config (registered kind ``arch``)."""
+    optimizer: Any
+    """The optimizer Config (kind ``optimizer``)."""
+    quantizer: Any
+    """The quantizer Config (kind ``quantizer``)."""
+    compressor: Any
+    """The compressor Config (kind ``compressor``)."""
+    schedule: Any = None
+    """The LR schedule Config (kind ``schedule``); None = the upstream wallclock warmdown
+    over ``train.warmdown_iters`` (`harness.pipeline.trainer.lr_multiplier`)."""
+    plugins: tuple[Any, ...] = ()
+    """Extra observer Configs (averaging, QAT, ...); each ``build()``s a pluggy plugin object."""
+    author: str = ""
+    """Author's display name for ``submission.json``."""
+    github_id: str = ""
+    """Author's GitHub handle."""
+    track: str = "10min_16mb"
+    """Leaderboard track: ``10min_16mb`` or ``non_record_16mb``."""
+    blurb: str = ""
+    """One-line summary for the leaderboard."""
+    compress_code: bool = True
+    """Ship ``train_gpt.py`` as an lzma+base85 self-extracting bundle (counted as shipped, as
+    upstream records do since PR #1285); False ships the readable bundle."""
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    cpu_profile: Mapping[str, Any] = field(default_factory=lambda: cpu_smoke_profile())
+    """Overrides applied when no CUDA device is present; the result is labelled ``protocol: smoke``."""
+
+
+def cpu_smoke_profile(*, batch_tokens: int = 8192, val_tokens: int = 16384, seq_len: int = 1024, eval_batch_seqs: int = 32) -> dict[str, Any]:
+    """The CPU smoke overrides, sized by the few numbers that differ between models.
+
+    Sized for 2 CPU cores (about 550 train tokens/s for the 9x512 baseline under bf16
+    autocast, 2,600 eval tokens/s; a sliding window at stride 64 costs window/64 forward
+    tokens per scored token), so a default main job ends in < 10 min. Rows of ``seq_len``
+    tokens for training and evaluation, a 150 s cap, no compile priming, no periodic val.
+    """
+    return {
+        "train.train_batch_tokens": batch_tokens,
+        "train.train_seq_len": seq_len,
+        "train.grad_accum_steps": 1,
+        "train.max_wallclock_seconds": 150.0,
+        "train.warmup_steps": 0,
+        "train.warmdown_iters": 10,
+        "train.train_log_every": 5,
+        "train.val_loss_every": 0,
+        "eval.eval_seq_len": seq_len,
+        "eval.val_batch_size": val_tokens,
+        "eval.val_max_tokens": val_tokens,
+        "eval.eval_batch_seqs": eval_batch_seqs,
+    }
+
+
+CPU_SMOKE_PROFILE: dict[str, Any] = cpu_smoke_profile()
+
+
+# Upstream train_gpt.py environment variables -> config keys.
+ENV_OVERRIDES: dict[str, str] = {
+    "SEED": "train.seed",
+    "DATA_PATH": "data.data_path",
+    "TOKENIZER_PATH": "data.tokenizer_path",
+    "VOCAB_SIZE": "data.vocab_size",
+    "ITERATIONS": "train.iterations",
+    "TRAIN_BATCH_TOKENS": "train.train_batch_tokens",
+    "TRAIN_SEQ_LEN": "train.train_seq_len",
+    "GRAD_ACCUM_STEPS": "train.grad_accum_steps",
+    "MAX_WALLCLOCK_SECONDS": "train.max_wallclock_seconds",
+    "WARMUP_STEPS": "train.warmup_steps",
+    "WARMDOWN_ITERS": "train.warmdown_iters",
+    "TRAIN_LOG_EVERY": "train.train_log_every",
+    "VAL_LOSS_EVERY": "train.val_loss_every",
+    "VAL_BATCH_SIZE": "eval.val_batch_size",
+    "EVAL_SEQ_LEN": "eval.eval_seq_len",
+    "EVAL_STRIDE": "eval.eval_stride",
+    "EVAL_BATCH_SEQS": "eval.eval_batch_seqs",
+    "LOAD_MODEL_PATH": "train.load_model_path",
+}
+
+_COMPONENT_FIELDS = ("model", "optimizer", "quantizer", "compressor")
+
+
+def valid_keys(config: Any, prefix: str = "") -> list[str]:
+    """Every dotted key that ``apply_overrides`` accepts for ``config``."""
+    keys: list[str] = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if is_dataclass(value) and not isinstance(value, type):
+            keys.extend(valid_keys(value, f"{prefix}{f.name}."))
+        elif f.name not in ("plugins", "cpu_profile", "schedule"):  # components, not values
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert ``value`` (often a string from the environment or CLI) to ``annotation``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if isinstance(value, str) and value.lower() in ("none", "null", "") and type(None) in args:
+            return None
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: cannot use {value!r}")
+    if annotation is Any or origin is not None:
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"{key}: expected a boolean (true/false/1/0), got {value!r}")
+    if annotation in (int, float, str):
+        if isinstance(value, bool) and annotation is not bool:
+            raise ConfigError(f"{key}: expected {annotation.__name__}, got boolean {value!r}")
+        try:
+            if annotation is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            if annotation is int and isinstance(value, str):
+                return int(float(value)) if float(value).is_integer() else int(value)
+            return annotation(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected {annotation.__name__}, got {value!r}") from None
+    if isinstance(annotation, type) and isinstance(value, annotation):
+        return value
+    raise ConfigError(f"{key}: cannot set a value of type {annotation!r} from {value!r}")
+
+
+def apply_overrides(config: Any, overrides: Mapping[str, Any], source: str = "--set") -> Any:
+    """Return a copy of ``config`` with dotted ``overrides`` applied, type-checked.
+
+    Unknown keys raise ``ConfigError`` listing the valid keys; ``source`` names where the
+    overrides came from (``--set``, ``environment``, ``cpu profile``) in messages.
+    """
+    valid = valid_keys(config)
+    for key, value in overrides.items():
+        if key not in valid:
+            raise ConfigError(f"unknown config key {key!r} (from {source}); valid keys: {', '.join(valid)}")
+        config = _set_one(config, key.split("."), value, key)
+    return config
+
+
+def _set_one(obj: Any, path: list[str], value: Any, key: str) -> Any:
+    head = path[0]
+    if len(path) > 1:
+        return replace(obj, **{head: _set_one(getattr(obj, head), path[1:], value, key)})
+    annotation = typing.get_type_hints(type(obj)).get(head, Any)
+    return replace(obj, **{head: _coerce(value, annotation, key)})
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    """The upstream environment variables that are set, as dotted config overrides."""
+    return {ENV_OVERRIDES[name]: environ[name] for name in ENV_OVERRIDES if environ.get(name, "") != ""}
+
+
+def parse_set_args(items: list[str]) -> dict[str, str]:
+    """Parse ``["a.b=1", ...]`` from ``--set``; a missing ``=`` is an error naming the item."""
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.iterations=100")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def resolve(config: RunConfig, *, cuda: bool, environ: Mapping[str, str], sets: Mapping[str, str]) -> RunConfig:
+    """Apply the CPU profile (without CUDA), the environment, then ``--set``, in that order."""
+    if not isinstance(config, RunConfig):
+        raise ConfigError(f"build_config() must return a RunConfig, got {type(config).__name__}")
+    for name in _COMPONENT_FIELDS:
+        value = getattr(config, name)
+        if not is_dataclass(value) or not callable(getattr(value, "build", None)):
+            raise ConfigError(f"RunConfig.{name} must be a component Config with build(), got {value!r}")
+    for value in ([config.schedule] if config.schedule is not None else []) + list(config.plugins):
+        if not is_dataclass(value) or not callable(getattr(value, "build", None)):
+            raise ConfigError(f"RunConfig.schedule/plugins entries must be Configs with build(), got {value!r}")
+    if not cuda:
+        config = apply_overrides(config, config.cpu_profile, "cpu profile")
+    config = apply_overrides(config, env_overrides(environ), "environment")
+    return apply_overrides(config, sets, "--set")
+
+
+def component_modules(config: RunConfig) -> list[str]:
+    """Modules defining the run's components: the plugins a run (and its bundle) registers."""
+    optional = [config.schedule] if config.schedule is not None else []
+    configs = [getattr(config, n) for n in _COMPONENT_FIELDS] + optional + list(config.plugins)
+    seen: dict[str, None] = {}
+    for cfg in configs:
+        seen.setdefault(type(cfg).__module__, None)
+    return list(seen)
+
+
+def to_jsonable(config: Any) -> Any:
+    """The resolved config as plain JSON values; components carry their class name."""
+    if is_dataclass(config) and not isinstance(config, type):
+        out: dict[str, Any] = {}
+        if type(config).__name__ not in ("RunConfig", "DataConfig", "TrainConfig", "EvalConfig"):
+            out["_class"] = f"{type(config).__module__}.{type(config).__qualname__}"
+        for f in fields(config):
+            out[f.name] = to_jsonable(getattr(config, f.name))
+        return out
+    if isinstance(config, Mapping):
+        return {str(k): to_jsonable(v) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [to_jsonable(v) for v in config]
+    if isinstance(config, (str, int, float, bool)) or config is None:
+        return config
+    return repr(config)
+
+
+def dumps(config: Any) -> str:
+    """Canonical one-line JSON of the resolved config (logged and stored with the run)."""
+    return json.dumps(to_jsonable(config), sort_keys=True, separators=(",", ":"))
+
+
+__all__ = [
+    "CPU_SMOKE_PROFILE",
+    "cpu_smoke_profile",
+    "ENV_OVERRIDES",
+    "DataConfig",
+    "EvalConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "component_modules",
+    "dumps",
+    "env_overrides",
+    "parse_set_args",
+    "resolve",
+    "valid_keys",
+]

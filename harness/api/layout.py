@@ -1,0 +1,94 @@
+"""The symbol layout of an artifact's raw payload: which bytes hold which array, in which
+tensor class, and how to read its symbols (bit-packed integer codes, or bytes).
+
+A compressor that implements `harness.api.protocols.LayoutAwareCompressor` receives this
+layout from the artifact writer (an entropy coder codes int5 codes, not the bytes they are
+packed in); `harness.pipeline.entropy_report` reads the same layout to compute the order-0
+bound. A packed stream is read as codes only when re-packing the codes gives back its exact
+bytes; otherwise it counts as bytes.
+
+Classes, fixed: ``embed``, ``attn``, ``mlp``, ``other_quant`` (codes of quantized weights,
+by the tensor's name: ``emb`` / ``attn`` / ``mlp`` in it, first match wins), ``scales`` (the
+step arrays of quantized tensors) and ``float`` (passthrough tensors and arrays of kinds not
+listed in ``CODE_ARRAYS``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from harness.api.quantization import pack_bits, packed_nbytes, unpack_bits
+
+CLASSES: tuple[str, ...] = ("embed", "attn", "mlp", "other_quant", "scales", "float")
+CODE_ARRAYS: dict[str, str] = {
+    "int8_row": "q", "int8_tensor": "q", "intn": "q", "intn_packed": "q", "int4_channel": "codes",
+}
+"""Quantized kinds and the array holding their codes; their ``scale`` array is class ``scales``."""
+_NAME_CLASSES = (("emb", "embed"), ("attn", "attn"), ("mlp", "mlp"))  # first match wins
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One array of the raw payload and how to read its symbols.
+
+    ``bits`` 8: one symbol per byte (``count == nbytes``); 1..7: a `pack_bits` stream of
+    ``count`` values (``nbytes == packed_nbytes(count, bits)``).
+    """
+
+    offset: int
+    nbytes: int
+    bits: int
+    count: int
+    cls: str
+    name: str = ""
+
+
+def tensor_class(name: str, kind: str, key: str) -> str:
+    """The class of array ``key`` of tensor ``name`` (see the module docstring)."""
+    if CODE_ARRAYS.get(kind) == key:
+        low = name.lower()
+        return next((cls for part, cls in _NAME_CLASSES if part in low), "other_quant")
+    return "scales" if kind in CODE_ARRAYS and key == "scale" else "float"
+
+
+def reading(kind: str, meta: Mapping, key: str, nbytes: int) -> tuple[int, int]:
+    """(bits, count) of an array: packed codes for ``intn_packed`` and int4 nibbles, else bytes."""
+    if kind == "int4_channel" and key == "codes":
+        return 4, 2 * nbytes  # the odd tail's pad nibble is a symbol too, so bytes re-pack exactly
+    if kind == "intn_packed" and key == "q":
+        bits, shape = meta.get("bits"), meta.get("shape")
+        if type(bits) is int and 1 <= bits < 8 and isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape):
+            count = math.prod(shape)
+            if packed_nbytes(count, bits) == nbytes:
+                return bits, count
+    return 8, nbytes
+
+
+def layout_from_manifest(entries: Mapping[str, Mapping]) -> list[Segment]:
+    """Segments of the raw payload from a manifest's ``tensors`` (sorted names, then keys)."""
+    segments = []
+    for name in sorted(entries):
+        entry = entries[name]
+        for key in sorted(entry["arrays"]):
+            spec = entry["arrays"][key]
+            bits, count = reading(entry["kind"], entry["meta"], key, spec["nbytes"])
+            cls = tensor_class(name, entry["kind"], key)
+            segments.append(Segment(spec["offset"], spec["nbytes"], bits, count, cls, f"{name}.{key}"))
+    return segments
+
+
+def read_symbols(buf: np.ndarray, bits: int, count: int) -> np.ndarray | None:
+    """The uint8 symbols of ``buf`` (uint8 bytes) read as ``bits``-bit codes; None when the
+    codes do not re-pack to exactly ``buf`` (then the bytes themselves are the symbols)."""
+    if bits == 8:
+        return buf
+    if packed_nbytes(count, bits) != buf.size:
+        return None
+    packed = torch.from_numpy(buf)
+    codes = unpack_bits(packed, bits, count)
+    return codes.numpy() if torch.equal(pack_bits(codes, bits), packed) else None

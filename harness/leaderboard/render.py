@@ -1,0 +1,374 @@
+"""Render the leaderboard from `harness.leaderboard.entry.Entry` objects: ``README.md`` (tables in the
+column style of the openai/parameter-golf README, PROTOCOL.md §7), ``leaderboard.csv`` and
+``leaderboard.json`` (pandas / json) and ``bpb.png`` (matplotlib, Agg).
+
+The output is a pure function of the entries, so a committed ``leaderboard/`` can be checked
+against regeneration (PITFALLS.md §1.3: the upstream leaderboard was rebuilt by hand, late and
+with disputes). Rows are sorted by (table, dataset fingerprint, score, key); scores are rounded
+half-up on their decimal value (PROTOCOL.md §7); nothing carries a timestamp; the PNG is
+written without the "Software" metadata at a fixed size and DPI. Every string is
+Markdown/HTML-escaped and length-capped, because names and summaries come from files anyone
+can submit. Nothing here reads, imports or runs submission code: `regenerate` takes entries
+from `harness.leaderboard.records.import_runs`, which reads JSON and logs only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from harness.api.fileio import write_atomic
+from harness.leaderboard.entry import Entry
+from harness.leaderboard.significance import SignificanceError, improvement
+
+DEFAULT_TITLE = "pgolf leaderboard"
+MAX_CELL_CHARS = 200
+"""Strings longer than this are truncated (with an ellipsis) before escaping."""
+OUR_TABLES = ("full", "smoke")
+"""Tables always rendered for our runs, even when empty."""
+RECORD_TRACK = "10min_16mb"
+FILES = ("README.md", "leaderboard.csv", "leaderboard.json", "bpb.png")
+COLUMNS = ("Run", "Score", "± std (n)", "Author", "Summary", "Date", "Bytes", "Steps", "ms/step", "Protocol", "vs. prev", "Flags")
+PNG_SIZE_IN = (10.0, 4.0)
+PNG_DPI = 100
+
+_TABLE_TITLES = {
+    "full": "Our runs — full protocol",
+    "smoke": "Our runs — smoke protocol (not comparable to the challenge)",
+    "upstream:10min_16mb": "Upstream records — 10 min / 16 MB track",
+    "upstream:non-record": "Upstream records — non-record / unlimited compute",
+}
+_MD_ESCAPES = {c: "\\" + c for c in "\\|`*_[]"}
+_HTML_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+@dataclass
+class Row:
+    """One rendered row: the entry, where it sits and its significance cell."""
+
+    entry: Entry
+    table: str
+    section: str
+    """First 12 hex chars of the dataset fingerprint, or "unrecorded"."""
+    rank: int | None
+    std: float | None
+    n: int
+    vs_prev_p: float | None
+    vs_prev_note: str
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def escape_md(text: Any, limit: int = MAX_CELL_CHARS) -> str:
+    """Make ``text`` inert in a Markdown table cell: truncated to ``limit`` chars, newlines and
+    control characters to spaces, ``& < >`` as HTML entities, and ``\\ | ` * _ [ ]`` escaped."""
+    s = "" if text is None else str(text)
+    s = "".join(" " if (ord(c) < 32 or ord(c) == 127) else c for c in s)
+    if len(s) > limit:
+        s = s[: limit - 1] + "…"
+    return "".join(_HTML_ESCAPES.get(c) or _MD_ESCAPES.get(c) or c for c in s)
+
+
+def round_half_up(x: float | None, places: int) -> str:
+    """``x`` rounded half-up on its shortest decimal repr (1.09785 -> 1.0979), "—" if absent."""
+    if x is None or not math.isfinite(x):
+        return "—"
+    try:
+        return str(Decimal(repr(float(x))).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+    except InvalidOperation:
+        return "—"
+
+
+def _int_cell(x: int | None) -> str:
+    return "—" if x is None else f"{int(x):,}"
+
+
+def _p_cell(p: float | None, note: str) -> str:
+    if p is None:
+        return f"n/a ({note})"
+    shown = "<0.0001" if p < 0.0001 else round_half_up(p, 4)
+    return f"{shown} (p<0.01)" if p < 0.01 else shown
+
+
+# ----------------------------------------------------------------------------- grouping
+
+
+def table_of(entry: Entry) -> str:
+    """The table an entry goes in: its protocol for our runs, the track for upstream records."""
+    if entry.protocol == "upstream":
+        return "upstream:" + (RECORD_TRACK if entry.track == RECORD_TRACK else "non-record")
+    return entry.protocol or "unknown"
+
+
+def section_of(entry: Entry) -> str:
+    """Entries are ranked only against entries with the same dataset fingerprint."""
+    sha = (entry.dataset_sha256 or "").strip().lower()
+    return sha[:12] if sha else "unrecorded"
+
+
+def _table_order(table: str) -> tuple[int, str]:
+    order = list(OUR_TABLES) + ["upstream:10min_16mb", "upstream:non-record"]
+    return (order.index(table), "") if table in order else (len(order), table)
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def _sort_key(entry: Entry) -> tuple[Any, ...]:
+    score = _finite(entry.score_bpb)
+    return (_table_order(table_of(entry)), section_of(entry), score is None, score or 0.0, entry.key)
+
+
+def _spread(entry: Entry) -> tuple[float | None, int]:
+    xs = [x for x in (_finite(s.val_bpb) for s in entry.seeds) if x is not None]
+    return (statistics.stdev(xs) if len(xs) >= 2 else None), len(xs)
+
+
+def _vs_prev(entry: Entry, better: Entry | None) -> tuple[float | None, str]:
+    """p that the next-better row beats this one by 0.005 nats, or why it is not computed."""
+    if _finite(entry.score_bpb) is None:
+        return None, "no score"
+    if better is None:
+        return None, "top of section"
+    try:
+        return improvement(better, entry).p, ""
+    except SignificanceError as exc:
+        reason = exc.reason
+        for label, who in (("A ", "row above "), ("B ", "this row ")):
+            if reason.startswith(label):
+                reason = who + reason[len(label):]
+        return None, reason
+
+
+def build_rows(entries: list[Entry]) -> list[Row]:
+    """Entries sorted by (table, fingerprint, score, key), ranked within their section, with
+    the significance of each row against the next-better row of the same section."""
+    rows: list[Row] = []
+    prev: Entry | None = None
+    rank = 0
+    for entry in sorted(entries, key=_sort_key):
+        table, section = table_of(entry), section_of(entry)
+        if not rows or (rows[-1].table, rows[-1].section) != (table, section):
+            prev, rank = None, 0
+        scored = _finite(entry.score_bpb) is not None
+        rank += scored
+        p, note = _vs_prev(entry, prev)
+        std, n = _spread(entry)
+        rows.append(Row(entry, table, section, rank if scored else None, std, n, p, note))
+        prev = entry if scored else prev
+    return rows
+
+
+# ----------------------------------------------------------------------------- README.md
+
+
+def _cells(row: Row) -> list[str]:
+    e = row.entry
+    std = "—" if row.std is None else round_half_up(row.std, 4)
+    return [
+        escape_md(e.name or e.key),
+        round_half_up(_finite(e.score_bpb), 4),
+        f"{std} ({row.n})",
+        escape_md(e.author or e.github_id),
+        escape_md(e.summary),
+        escape_md(e.date),
+        _int_cell(e.bytes_total),
+        _int_cell(e.steps),
+        round_half_up(_finite(e.ms_per_step), 2),
+        escape_md(e.protocol),
+        escape_md(_p_cell(row.vs_prev_p, row.vs_prev_note)),
+        escape_md(", ".join(e.flags)),
+    ]
+
+
+def _table_md(title: str, rows: list[Row]) -> list[str]:
+    lines = [f"## {escape_md(title)}", ""]
+    if not rows:
+        return lines + ["_No runs yet._", ""]
+    for section in dict.fromkeys(r.section for r in rows):
+        lines += [f"### Dataset fingerprint {escape_md(section)}", ""]
+        lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---:" if c in _NUMERIC else "---" for c in COLUMNS) + "|"]
+        lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows if r.section == section]
+        lines.append("")
+    return lines
+
+
+_NUMERIC = {"Score", "± std (n)", "Bytes", "Steps", "ms/step"}
+
+_LEGEND = [
+    "Generated by `pgolf leaderboard` from `submission.json` files and train logs only; do not edit by hand.",
+    "Rows are ranked only against rows with the same dataset fingerprint (first 12 hex chars of its sha256).",
+    "Score: val_bpb (mean over seeds), rounded half-up to 4 decimals; ± std: sample std over seeds (n seeds).",
+    "vs. prev: one-sided Welch t-test p-value that the row above beats this row by at least 0.005 nats/token "
+    "(README rule: significant when p < 0.01); per-seed bpb converted to nats with the recorded tokens/byte.",
+]
+
+
+def render_markdown(rows: list[Row], title: str) -> str:
+    """The README: a legend, then one table per protocol/track, one section per fingerprint."""
+    lines = [f"# {escape_md(title)}", ""] + [f"* {x}" for x in _LEGEND] + [""]
+    if not rows:
+        lines += ["No runs have been committed yet: the tables below are empty.", ""]
+    tables = list(OUR_TABLES) + [t for t in dict.fromkeys(r.table for r in rows) if t not in OUR_TABLES]
+    for table in tables:
+        lines += _table_md(_TABLE_TITLES.get(table, f"Protocol {table}"), [r for r in rows if r.table == table])
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+# ----------------------------------------------------------------------------- CSV / JSON
+
+
+def _rel(path: str | None, root: Path | None) -> str | None:
+    if not path or root is None:
+        return path
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def row_record(row: Row, root: Path | None = None) -> dict[str, Any]:
+    """One row as a flat dict (full precision), the same for CSV and JSON."""
+    e = row.entry
+    rec: dict[str, Any] = {
+        "table": row.table, "fingerprint": row.section, "rank": row.rank, "key": e.key, "name": e.name,
+        "author": e.author, "github_id": e.github_id, "date": e.date, "track": e.track, "protocol": e.protocol,
+        "dataset_sha256": e.dataset_sha256, "score_bpb": e.score_bpb, "score_std": row.std, "n_seeds": row.n,
+        "score_source": e.score_source, "bytes_total": e.bytes_total, "steps": e.steps,
+        "ms_per_step": e.ms_per_step, "tokens_per_byte": e.tokens_per_byte, "vs_prev_p": row.vs_prev_p,
+        "vs_prev_note": row.vs_prev_note, "flags": ";".join(e.flags), "summary": e.summary,
+        "source_path": _rel(e.source_path, root),
+    }
+    return {k: _json_safe(v) for k, v in rec.items()}
+
+
+def _seeds_json(row: Row, root: Path | None) -> list[dict[str, Any]]:
+    out = []
+    for s in row.entry.seeds:
+        d = {"seed": s.seed, "val_bpb": s.val_bpb, "val_loss": s.val_loss, "bytes_total": s.bytes_total,
+             "steps": s.steps, "ms_per_step": s.ms_per_step, "log_file": _rel(s.log_file, root)}
+        out.append({k: _json_safe(v) for k, v in d.items()})
+    return out
+
+
+def write_csv(rows: list[Row], path: Path, root: Path | None = None) -> None:
+    """leaderboard.csv: one line per row; floats at full (shortest round-trip) precision."""
+    import pandas as pd
+
+    records = [row_record(r, root) for r in rows]
+    columns = list(row_record(rows[0], root)) if rows else _EMPTY_COLUMNS
+    frame = pd.DataFrame(records, columns=columns, dtype=object)
+    write_atomic(path, frame.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+
+
+_EMPTY_COLUMNS = [
+    "table", "fingerprint", "rank", "key", "name", "author", "github_id", "date", "track", "protocol",
+    "dataset_sha256", "score_bpb", "score_std", "n_seeds", "score_source", "bytes_total", "steps",
+    "ms_per_step", "tokens_per_byte", "vs_prev_p", "vs_prev_note", "flags", "summary", "source_path",
+]
+
+
+def write_json(rows: list[Row], path: Path, title: str, root: Path | None = None) -> None:
+    """leaderboard.json: the title, a schema version and every row with its seeds."""
+    import pandas as pd
+
+    records = [row_record(r, root) | {"seeds": _seeds_json(r, root)} for r in rows]
+    # pandas keeps the column order and object dtype keeps ints as ints and None as null.
+    frame = pd.DataFrame(records, dtype=object)
+    data = {"title": title, "schema": 1, "entries": frame.to_dict(orient="records") if rows else []}
+    text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
+    write_atomic(path, (text + "\n").encode("utf-8"))
+
+
+# ----------------------------------------------------------------------------- bpb.png
+
+
+def _date(text: str) -> _dt.date | None:
+    try:
+        return _dt.date.fromisoformat(text[:10])
+    except (TypeError, ValueError):
+        return None
+
+
+def _plot_label(group: tuple[str, str]) -> str:
+    # Labels come from submitted JSON: keep plain characters so mathtext ("$") cannot kick in.
+    text = f"{group[0][:40]} {group[1][:8]}"
+    return "".join(c if c.isascii() and (c.isalnum() or c in " :-.") else "?" for c in text)
+
+
+def _plot_series(ax: Any, rows: list[Row], x_of: Any, xlabel: str) -> None:
+    # One series per (table, fingerprint): only those are comparable with each other.
+    for group in dict.fromkeys((r.table, r.section) for r in rows):
+        pts = [(x_of(r), r.entry.score_bpb, r.std or 0.0) for r in rows if (r.table, r.section) == group]
+        pts = [p for p in pts if p[0] is not None and _finite(p[1]) is not None]
+        if pts:
+            xs, ys, es = zip(*pts, strict=True)
+            ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=3, label=_plot_label(group))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("val_bpb (lower is better)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes)
+
+
+def write_png(rows: list[Row], path: Path) -> None:
+    """bpb.png: score against date and against bytes, one point per entry, seed std as error
+    bars. Figure API + Agg canvas (no pyplot global state); no Software/date metadata."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=PNG_SIZE_IN, dpi=PNG_DPI)
+    FigureCanvasAgg(fig)
+    ax_date, ax_bytes = fig.subplots(1, 2)
+    _plot_series(ax_date, rows, lambda r: _date(r.entry.date), "date")
+    _plot_series(ax_bytes, rows, lambda r: r.entry.bytes_total, "artifact bytes")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=PNG_DPI, metadata={"Software": None})
+    write_atomic(path, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def render(entries: list[Entry], out_dir: Path, *, title: str = DEFAULT_TITLE, root: Path | None = None) -> list[Path]:
+    """Write README.md, leaderboard.csv, leaderboard.json and bpb.png into ``out_dir``
+    (created if needed) and return their paths. Deterministic: the same entries give
+    byte-identical files. ``root``: paths in the entries are written relative to it."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = build_rows(entries)
+    paths = [out_dir / name for name in FILES]
+    write_atomic(paths[0], render_markdown(rows, title).encode("utf-8"))
+    write_csv(rows, paths[1], root)
+    write_json(rows, paths[2], title, root)
+    write_png(rows, paths[3])
+    return paths
+
+
+def regenerate(repo_root: Path, out_dir: Path | None = None, *, title: str = DEFAULT_TITLE) -> list[Path]:
+    """`pgolf leaderboard`: our runs under ``repo_root/submissions/*/runs/*`` (JSON and logs
+    only, via `harness.leaderboard.records.import_runs`) rendered into ``out_dir`` (default
+    ``repo_root/leaderboard``), with paths relative to ``repo_root``."""
+    from harness.leaderboard.records import import_runs
+
+    repo_root = Path(repo_root)
+    entries = import_runs(repo_root / "submissions")
+    return render(entries, out_dir if out_dir is not None else repo_root / "leaderboard", title=title, root=repo_root)

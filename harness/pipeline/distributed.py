@@ -1,0 +1,144 @@
+"""Process-group setup for torchrun and single-process runs (NCCL on GPU, gloo on CPU).
+
+Follows the upstream baseline: a run is distributed only when torchrun set RANK and
+WORLD_SIZE; rank r uses cuda:LOCAL_RANK. Small collectives here never use pickle
+(`broadcast_object_list` would): strings travel as uint8 tensors.
+
+Failure handling (torchrun ``--max-restarts=0`` semantics): the process group gets an
+explicit collective timeout (``PGOLF_DIST_TIMEOUT_S``, default 600 s) so a collective
+waiting on a dead or stuck peer fails instead of blocking forever; on CUDA, NCCL async error
+handling is switched on (``TORCH_NCCL_ASYNC_ERROR_HANDLING=1``, PyTorch's documented way to
+turn NCCL timeouts into process exits); and a rank that fails prints one line naming itself
+and the cause (`report_rank_failure`) before it exits, so the first failure is legible even
+when its peers then fail on the broken group.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import sys
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from harness.api.context import DistInfo
+from harness.api.errors import ConfigError
+
+TIMEOUT_ENV = "PGOLF_DIST_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 600.0
+
+
+
+
+def init_distributed() -> DistInfo:
+    """Join the torchrun process group if there is one; pick the device."""
+    cuda = torch.cuda.is_available()
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        device = torch.device("cuda", 0) if cuda else torch.device("cpu")
+        if cuda:
+            torch.cuda.set_device(device)
+        return DistInfo(0, 1, 0, device, None)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    if cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    backend = "nccl" if cuda else "gloo"
+    if cuda:
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, device_id=device if cuda else None, timeout=collective_timeout())
+    return DistInfo(rank, world, local_rank, device, backend)
+
+
+def collective_timeout(environ: dict[str, str] | None = None) -> timedelta:
+    """How long a collective may wait for its peers: ``PGOLF_DIST_TIMEOUT_S`` seconds
+    (default 600; it must outlast the slowest rank-0-only phase, export and evaluation)."""
+    env = os.environ if environ is None else environ
+    raw = env.get(TIMEOUT_ENV, "")
+    if not raw.strip():
+        return timedelta(seconds=DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
+    return timedelta(seconds=seconds)
+
+
+def report_rank_failure(info: DistInfo, exc: BaseException) -> None:
+    """Print ``error: rank R/W failed: Type: message`` to stderr (one line, flushed at once:
+    torchrun may kill this process's peers, and then this one, right after)."""
+    if not info.distributed:
+        return
+    message = " ".join(str(exc).split()) or "(no message)"
+    print(f"error: rank {info.rank}/{info.world_size} failed: {type(exc).__name__}: {message}", file=sys.stderr, flush=True)
+    try:
+        exc.__dict__[_REPORTED] = True  # so the entry point does not print the same error again
+    except (AttributeError, TypeError):  # exceptions without a __dict__ (rare C types)
+        pass
+
+
+_REPORTED = "_pgolf_rank_reported"
+
+
+def already_reported(exc: BaseException) -> bool:
+    """True when `report_rank_failure` already printed ``exc`` (with its rank)."""
+    return bool(getattr(exc, _REPORTED, False))
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if info.distributed:
+        dist.barrier()
+
+
+def all_reduce_max(value: float, info: DistInfo) -> float:
+    """The maximum of ``value`` over ranks (used for the wallclock stop flag)."""
+    if not info.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def broadcast_str(text: str, info: DistInfo, max_len: int = 255) -> str:
+    """Rank 0's ``text`` on every rank (e.g. the run id)."""
+    if not info.distributed:
+        return text
+    data = text.encode("utf-8")[:max_len]
+    buf = torch.zeros(max_len + 1, dtype=torch.uint8, device=info.device)
+    if info.is_main:
+        buf[0] = len(data)
+        buf[1 : 1 + len(data)] = torch.tensor(list(data), dtype=torch.uint8)
+    dist.broadcast(buf, src=0)
+    n = int(buf[0].item())
+    return bytes(buf[1 : 1 + n].tolist()).decode("utf-8")
+
+
+def shutdown(info: DistInfo, *, finished: bool = True) -> None:
+    """Leave the process group.
+
+    After a clean finish every rank first waits for the others, so no rank tears down its
+    transport while a peer still talks to it. Then the garbage collector runs before the
+    group is destroyed: a DDP reducer caught in a reference cycle keeps the gloo group (and
+    its C++ worker threads) alive until interpreter teardown, where destroying it aborts the
+    process ("terminate called without an active exception", seen in CI on a 2-rank run).
+    After a failure the barrier is skipped: a peer may never reach it.
+    """
+    if info.backend is None or not dist.is_initialized():
+        return
+    if finished and info.distributed:
+        dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()

@@ -1,0 +1,90 @@
+"""Run phase 4, scoring: every rank reads the artifact back from disk, rebuilds the model and
+scores it (standard evaluation, then the sliding window) under the evaluation cap, as the
+upstream baseline's roundtrip does (docs/protocol.md). The shuffled-context baseline runs
+between the two passes, timed apart.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from harness.api.errors import EvalTimeLimit
+from harness.pipeline.artifact import load_state_dict
+from harness.pipeline.baselines import (
+    DEFAULT_SHUFFLE_SEED,
+    shuffled_context_ce,
+)
+from harness.pipeline.eval import EvalResult
+from harness.pipeline.scorer import Scorer, fmt_scores
+from harness.pipeline.setup import RunState
+
+
+def _unscored(mode: str, stride: int | None, window: int) -> EvalResult:
+    """An evaluation stopped at the cap: no tokens, so its loss and BPB read NaN (null in JSON)."""
+    return EvalResult(loss_sum=float("nan"), tokens=0, bytes=0, elapsed_s=0.0, mode=mode, stride=stride, window=window)
+
+
+def _eval_stopped(st: RunState, scores: dict[str, Any], exc: EvalTimeLimit, skipped: list[str]) -> None:
+    cap = st.config.eval.max_eval_seconds
+    st.log.log(
+        f"!!! EVAL OVER TIME: {exc}; cap {cap:g}s; skipped: {', '.join(skipped) or 'nothing'}; "
+        "no score is reported and the result is marked invalid !!!",
+        event="eval_over_time", message=str(exc), cap_s=cap, skipped=skipped,
+    )
+    scores["eval_stopped"] = str(exc)
+
+
+def score_artifact(st: RunState, scorer: Scorer) -> dict[str, Any]:
+    """Every rank reads the artifact back from disk, rebuilds the model and scores it.
+
+    The eval clock starts before the artifact is read; ``eval.max_eval_seconds`` from then
+    (plus the shuffled baseline's time, which is not scored) is a deadline the evaluations
+    check between batches. A pass stopped there scores NaN, the later ones are skipped, and
+    ``scores["eval_stopped"]`` says why (the verdict marks the run invalid).
+    """
+    config, log = st.config, st.log
+    t0 = time.perf_counter()
+    deadline = t0 + config.eval.max_eval_seconds
+    state, _manifest = load_state_dict(st.artifact_path, st.manager.registry)
+    model = config.model.build(config.data.vocab_size).to(st.dist.device)
+    model.load_state_dict(state, strict=True)
+    tag = f"final_{st.qname}_{st.cname}_roundtrip"
+    stride, window = config.eval.eval_stride, scorer.window()
+    scores: dict[str, Any] = {"roundtrip": None, "sliding": None, "shuffled_ce": float("nan"), "eval_stopped": None}
+    try:
+        rt = scorer.standard(model, deadline=deadline)
+    except EvalTimeLimit as exc:
+        scores["roundtrip"] = _unscored("standard", None, config.train.train_seq_len)
+        if scorer.sliding_enabled():
+            scores["sliding"] = _unscored("sliding", min(stride, window), window)
+        _eval_stopped(st, scores, exc, ["shuffled baseline"] + (["sliding_window"] if scorer.sliding_enabled() else []))
+        scores["eval_time_ms"] = 1000.0 * (time.perf_counter() - t0)
+        return scores
+    rt_ms = 1000.0 * (time.perf_counter() - t0)
+    log.log(f"{tag} {fmt_scores(rt, False)} eval_time:{rt_ms:.0f}ms", event="roundtrip", val_loss=rt.val_loss, val_bpb=rt.val_bpb, eval_time_ms=rt_ms, tokens=rt.tokens, bytes=rt.bytes)
+    log.log(f"{tag}_exact {fmt_scores(rt, True)}")
+    scores["roundtrip"] = rt
+    # The shuffled-context baseline is not part of the scored evaluation: timed apart.
+    t_shuffle = time.perf_counter()
+    model.eval()
+    scores["shuffled_ce"] = shuffled_context_ce(
+        model, scorer.val, seq_len=config.train.train_seq_len, batch_seqs=scorer.batch_seqs, device=st.dist.device,
+        autocast_dtype=st.autocast, seed=DEFAULT_SHUFFLE_SEED, rank=st.dist.rank, world_size=st.dist.world_size,
+    )
+    shuffle_s = time.perf_counter() - t_shuffle
+    if scorer.sliding_enabled():
+        t1 = time.perf_counter()
+        try:
+            sw = scorer.sliding(model, deadline=deadline + shuffle_s)
+        except EvalTimeLimit as exc:
+            scores["sliding"] = _unscored("sliding", min(stride, window), window)
+            _eval_stopped(st, scores, exc, [])
+        else:
+            sw_ms = 1000.0 * (time.perf_counter() - t1)
+            head = f"stride:{stride} window:{window}"
+            log.log(f"{tag}_sliding_window {head} {fmt_scores(sw, False)} eval_time:{sw_ms:.0f}ms", event="sliding", val_loss=sw.val_loss, val_bpb=sw.val_bpb, eval_time_ms=sw_ms, stride=stride, window=window, tokens=sw.tokens, bytes=sw.bytes)
+            log.log(f"{tag}_sliding_window_exact {head} {fmt_scores(sw, True)}")
+            scores["sliding"] = sw
+    scores["eval_time_ms"] = 1000.0 * (time.perf_counter() - t0 - shuffle_s)
+    return scores

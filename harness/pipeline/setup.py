@@ -1,0 +1,270 @@
+"""Run phase 1, setup: the run folder, header lines, shipped code, resolved config and data.
+
+`RunState` is what one run has established so far; every later phase reads and extends it.
+The data step resolves the dataset (the built-in default one is built by rank 0 on first
+use), builds the byte tables and the validation tokens, and fingerprints both, as the
+upstream baseline's preamble does (docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import os
+import platform
+import random
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.api import config as cfgmod
+from harness.api.config import RunConfig
+from harness.api.errors import ConfigError
+from harness.api.fileio import write_atomic
+from harness.pipeline.baselines import (
+    train_unigram,
+    unigram_ce,
+)
+from harness.pipeline.bpb import build_byte_luts, tokenizer_sha256
+from harness.pipeline.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_str,
+)
+from harness.pipeline.plugin_manager import PluginManager
+from harness.pipeline.runlog import RunLogger
+from harness.pipeline.scorer import Scorer
+from harness.pipeline.shards import (
+    dataset_fingerprint,
+    list_shards,
+    load_validation_tokens,
+)
+from harness.pipeline.telemetry import (
+    cpu_telemetry,
+)
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """The dataset a run uses and how it is fingerprinted."""
+
+    data_path: Path
+    tokenizer_path: Path
+    builtin: bool
+
+
+def autocast_dtype_for(device: torch.device) -> torch.dtype:
+    """bf16 where supported, else fp16 (PR #560's portability rule); bf16 on CPU."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _new_run_id() -> str:
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}_{uuid.uuid4().hex[:6]}"
+
+
+def submission_dir_of_main() -> Path:
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not main_file:
+        raise ConfigError("cannot tell which submission is running: pass submission_dir to run()")
+    return Path(main_file).resolve().parent
+
+
+DEFAULT_DATASET_MODULE = "harness.datasets.default"
+
+
+def modules_reached_by_name(config: RunConfig) -> tuple[str, ...]:
+    """Modules this run imports by name (never statically, so the pipeline imports no
+    dataset builder) that its bundle must embed: the default dataset's builder when the run
+    uses the built-in default data."""
+    return () if config.data.data_path else (DEFAULT_DATASET_MODULE,)
+
+
+def ship_code(run_dir: Path, submission_dir: Path, config: RunConfig, log: RunLogger) -> Path:
+    """Put the code that counts into the run folder: this bundle itself, or a fresh bundle."""
+    target = run_dir / "train_gpt.py"
+    main = sys.modules.get("__main__")
+    if getattr(main, "__pgolf_bundle__", None) is not None:
+        write_atomic(target, Path(main.__file__).read_bytes())
+        log.log(f"code:bundle_self source:{main.__file__}")
+        return target
+    # Imported by name so the bundler's import scan leaves it out of every bundle: a
+    # bundle ships itself and never needs the bundler (saves its bytes in every submission).
+    bundler = importlib.import_module("harness.tools.bundle")
+    compress, extra = config.compress_code, modules_reached_by_name(config)
+    if compress:  # the readable twin is for reviewers; only train_gpt.py ships and counts
+        readable = bundler.bundle_submission(submission_dir, run_dir / "train_gpt_readable.py", extra_modules=extra)
+        log.log(f"code:readable modules:{len(readable.modules)} lines:{readable.lines} bytes:{readable.bytes}")
+    info = bundler.bundle_submission(submission_dir, target, compress=compress, extra_modules=extra)
+    log.log(f"code:bundled compress:{compress} modules:{len(info.modules)} lines:{info.lines} bytes:{info.bytes}")
+    return target
+
+
+def checkpoint_module() -> Any:
+    """`harness.pipeline.checkpoint`, imported by name only when a run checkpoints or resumes.
+
+    Like the bundler, it stays out of every bundle's import scan: a record run never
+    checkpoints, and its ~23 KB of source would be counted in every submission's code bytes.
+    A bundle asked to checkpoint says so instead of failing on a missing module.
+    """
+    try:
+        return importlib.import_module("harness.pipeline.checkpoint")
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "checkpointing and --resume need harness/pipeline/checkpoint.py, which bundles leave out to save "
+            "code bytes: run the submission from the repository (harness/run.py or pgolf run)"
+        ) from None
+
+
+def _resolve_data(config: RunConfig, dist: DistInfo, log: RunLogger) -> DataPaths:
+    """The configured dataset, or the built-in default one (built by rank 0 on first use)."""
+    if config.data.data_path:
+        data_path = Path(config.data.data_path)
+        if not config.data.tokenizer_path:
+            raise ConfigError(f"data.data_path={data_path} is set but data.tokenizer_path (TOKENIZER_PATH) is not")
+        tok = Path(config.data.tokenizer_path)
+        if not tok.is_file():
+            raise ConfigError(f"tokenizer file {tok} (data.tokenizer_path) does not exist")
+        return DataPaths(data_path, tok, builtin=False)
+    try:  # by name: see modules_reached_by_name
+        ensure_default_dataset = importlib.import_module(DEFAULT_DATASET_MODULE).ensure_default_dataset
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "this bundle was made for a run on DATA_PATH and does not carry the default dataset's builder: "
+            "set DATA_PATH and TOKENIZER_PATH, or run the submission from the repository"
+        ) from None
+    variant = config.data.default_variant
+    if dist.is_main:
+        ensure_default_dataset(progress=True, variant=variant)
+    barrier(dist)
+    ds = ensure_default_dataset(progress=False, variant=variant)
+    tok = Path(config.data.tokenizer_path) if config.data.tokenizer_path else ds.tokenizer_path
+    log.log(f"dataset:builtin_default path:{ds.data_path}")
+    return DataPaths(ds.data_path, tok, builtin=True)
+
+
+def prepare_run_dir(submission_dir: Path, run_id: str | None, dist: DistInfo, resume: Path | None = None) -> tuple[str, Path]:
+    if resume is not None:
+        return _resume_run_dir(Path(resume), run_id)
+    rid = run_id or os.environ.get("RUN_ID") or _new_run_id()
+    rid = broadcast_str(rid, dist)
+    run_dir = submission_dir / "runs" / rid
+    if dist.is_main:
+        if run_dir.exists():
+            raise ConfigError(f"run folder {run_dir} already exists; choose another RUN_ID (nothing was overwritten)")
+        run_dir.mkdir(parents=True)
+    barrier(dist)
+    return rid, run_dir
+
+
+def _resume_run_dir(run_dir: Path, run_id: str | None) -> tuple[str, Path]:
+    """The interrupted run's own folder and id (``--resume RUN_DIR``); checked on every rank."""
+    run_dir = run_dir.resolve()
+    if (run_dir / "submission.json").exists():
+        raise ConfigError(f"--resume {run_dir}: the run already finished (submission.json exists); nothing to resume")
+    name = checkpoint_module().CHECKPOINT_NAME
+    if not (run_dir / name).is_file():
+        raise ConfigError(f"--resume {run_dir}: no {name} there (the run must have had train.checkpoint_every_minutes > 0)")
+    exported = sorted(run_dir.glob("*.pgolf"))
+    if exported:
+        raise ConfigError(f"--resume {run_dir}: training already finished and exported {exported[0].name}; score it with `pgolf rescore {run_dir}`")
+    if run_id is not None and run_id != run_dir.name:
+        raise ConfigError(f"--resume {run_dir} continues run {run_dir.name}; --run-id {run_id} names another run")
+    return run_dir.name, run_dir
+
+
+def _header_lines(config: RunConfig, dist: DistInfo, autocast: torch.dtype, log: RunLogger, accum: int) -> None:
+    if dist.device.type == "cuda":
+        log.log(f"device:cuda name:{torch.cuda.get_device_name(dist.device)} world_size:{dist.world_size} backend:{dist.backend or 'none'}")
+    else:
+        log.log(
+            f"device:cpu no CUDA device found: running the CPU smoke profile (protocol: smoke) "
+            f"world_size:{dist.world_size} backend:{dist.backend or 'none'} threads:{torch.get_num_threads()}"
+        )
+    log.log(f"amp_dtype:{str(autocast).replace('torch.', '')} torch:{torch.__version__} python:{platform.python_version()}")
+    log.log(
+        f"train_batch_tokens:{config.train.train_batch_tokens} train_seq_len:{config.train.train_seq_len} "
+        f"grad_accum_steps:{accum} iterations:{config.train.iterations} warmup_steps:{config.train.warmup_steps} "
+        f"max_wallclock_seconds:{config.train.max_wallclock_seconds:.3f} seed:{config.train.seed}"
+    )
+    log.log(f"config:{cfgmod.dumps(config)}")
+
+
+@dataclass
+class RunState:
+    """What one run has established so far; each phase below reads and extends it."""
+
+    config: RunConfig
+    dist: DistInfo
+    manager: PluginManager
+    log: RunLogger
+    run_id: str
+    run_dir: Path
+    autocast: torch.dtype
+    accum: int
+    wall_start: float = field(default_factory=time.time)
+    code_path: Path | None = None
+    data: DataPaths | None = None
+    fingerprint: dict[str, str] = field(default_factory=dict)
+    protocol: str = "smoke"
+    n_params: int = 0
+    artifact_path: Path | None = None
+    qname: str = ""
+    cname: str = ""
+    unigram: Any = None
+    unigram_ce: float = float("nan")
+    gpu: dict[str, Any] = field(default_factory=cpu_telemetry)
+    entropy: dict[str, Any] | None = None
+    """The export's entropy report, for ``submission.json``."""
+
+
+def start(st: RunState, submission_dir: Path) -> None:
+    """Header lines, the shipped code and the resolved config, written before anything heavy."""
+    _header_lines(st.config, st.dist, st.autocast, st.log, st.accum)
+    st.log.log(f"run_id:{st.run_id} run_dir:{st.run_dir}", event="start", run_id=st.run_id)
+    st.code_path = st.run_dir / "train_gpt.py"
+    if st.dist.is_main:
+        ship_code(st.run_dir, submission_dir, st.config, st.log)
+        write_atomic(st.run_dir / "config.json", (cfgmod.dumps(st.config) + "\n").encode("utf-8"))
+    barrier(st.dist)
+
+
+def load_data(st: RunState) -> Scorer:
+    """Resolve the dataset, build the byte tables and validation tokens, fingerprint them."""
+    config = st.config
+    st.data = _resolve_data(config, st.dist, st.log)
+    luts = build_byte_luts(st.data.tokenizer_path, config.data.vocab_size)
+    val_tokens = load_validation_tokens(
+        st.data.data_path, config.train.train_seq_len, config.data.vocab_size, max_targets=config.eval.val_max_tokens
+    )
+    val_shards = list_shards(st.data.data_path, "val")
+    st.fingerprint = {
+        "dataset_sha256": dataset_fingerprint(val_shards),
+        "tokenizer_sha256": tokenizer_sha256(st.data.tokenizer_path),
+    }
+    full = st.dist.device.type == "cuda" and not st.data.builtin and config.eval.val_max_tokens == 0
+    st.protocol = "full" if full else "smoke"
+    st.log.log(
+        f"val_tokens:{val_tokens.numel() - 1} val_shards:{len(val_shards)} protocol:{st.protocol} "
+        f"dataset_sha256:{st.fingerprint['dataset_sha256'][:16]} tokenizer_sha256:{st.fingerprint['tokenizer_sha256'][:16]}",
+        event="data", data_path=str(st.data.data_path), val_tokens=val_tokens.numel() - 1, protocol=st.protocol, **st.fingerprint,
+    )
+    if st.dist.is_main:  # the unigram baseline: token frequencies of the training split
+        st.unigram = train_unigram(st.data.data_path, config.data.vocab_size)
+        st.unigram_ce = unigram_ce(st.unigram.probs, val_tokens)
+    return Scorer(config, st.dist, luts, val_tokens, st.autocast, st.accum)

@@ -1,0 +1,233 @@
+"""The ``pgolf`` command line: run, list, bundle, data, rescore.
+
+``pgolf run`` is a convenience over the canonical entry point
+``torchrun --standalone --nproc_per_node=N harness/run.py submissions/<name>``; every
+subcommand prints one clear line and exits with status 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.api.errors import PgolfError
+from harness.pipeline.flags import add_run_flags, run_flags
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    argv = [str(args.submission), *run_flags(args).argv()]
+    if args.nproc > 1:
+        run_py = Path(__file__).resolve().parents[1] / "run.py"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}", str(run_py), *argv]
+        print("+ " + " ".join(cmd), flush=True)
+        return subprocess.call(cmd)
+    from harness.run import main as run_main
+
+    return run_main(argv)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from harness.api.hooks import HOOK_NAMES
+    from harness.pipeline.plugin_manager import full_manager
+
+    manager = full_manager(entrypoints=not args.no_entrypoints)
+    kinds: dict[str, list[str]] = {}
+    for comp in manager.registry:
+        kinds.setdefault(comp.kind, []).append(f"{comp.name} ({comp.module}.{comp.config_cls.__name__})")
+    for kind in sorted(kinds):
+        print(f"{kind}:")
+        for line in kinds[kind]:
+            print(f"  {line}")
+    print("hooks: " + ", ".join(HOOK_NAMES))
+    return 0
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from harness.tools.bundle import bundle_submission
+
+    out = args.output or (Path(args.submission) / "dist" / "train_gpt.py")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    info = bundle_submission(Path(args.submission), out, compress=args.compress)
+    print(f"bundled {len(info.modules)} modules into {info.path}: {info.bytes} bytes, {info.lines} lines, sha256 {info.sha256[:16]}")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    if args.data_cmd == "build-default":
+        from harness.datasets.default import ensure_default_dataset
+
+        ds = ensure_default_dataset(progress=True, variant=args.variant)
+        print(f"default dataset: {ds.data_path}\ntokenizer: {ds.tokenizer_path}")
+        return 0
+    if args.data_cmd == "bytes":
+        from harness.datasets.byte_level import convert_to_bytes
+
+        dest = convert_to_bytes(Path(args.source), Path(args.tokenizer), Path(args.dest), progress=True)
+        print(f"byte dataset: {dest}\ntokenizer: {dest / 'tokenizer.json'}")
+        return 0
+    from harness.datasets.download import download_challenge_data
+
+    path = download_challenge_data(args.variant, args.train_shards, Path(args.dest))
+    models = sorted((Path(args.dest) / "tokenizers").glob("*.model"))
+    print(f"dataset: {path}")
+    for model in models:  # the manifest names the tokenizer; list what arrived rather than guess
+        print(f"tokenizer: {model}")
+    tok = models[0] if len(models) == 1 else "<one of the tokenizers above>"
+    print(f"run with: DATA_PATH={path} TOKENIZER_PATH={tok} torchrun --standalone --nproc_per_node=8 harness/run.py submissions/<name>")
+    return 0
+
+
+def _cmd_rescore(args: argparse.Namespace) -> int:
+    from harness.tools.rescore import rescore
+
+    target = Path(args.target)
+    settings = {"seq_len": 1024, "stride": 64, "val_max_tokens": 0, "data_path": None, "tokenizer_path": None}
+    if target.is_dir():
+        cfg = json.loads((target / "config.json").read_text(encoding="utf-8"))
+        settings.update(
+            seq_len=cfg["train"]["train_seq_len"], stride=cfg["eval"]["eval_stride"], val_max_tokens=cfg["eval"]["val_max_tokens"],
+            data_path=cfg["data"]["data_path"], tokenizer_path=cfg["data"]["tokenizer_path"],
+        )
+        artifacts = sorted(target.glob("*.pgolf"))
+        if len(artifacts) != 1:
+            raise PgolfError(f"{target} holds {len(artifacts)} .pgolf artifacts; expected exactly one")
+        target = artifacts[0]
+    data_path = args.data_path or settings["data_path"]
+    tok = args.tokenizer_path or settings["tokenizer_path"]
+    if data_path is None:
+        from harness.datasets.default import ensure_default_dataset
+
+        ds = ensure_default_dataset(progress=True)
+        data_path, tok = ds.data_path, tok or ds.tokenizer_path
+    if tok is None:
+        raise PgolfError("--tokenizer-path is required with --data-path")
+    out = rescore(
+        target, data_path=Path(data_path), tokenizer_path=Path(tok), seq_len=settings["seq_len"],
+        stride=settings["stride"], val_max_tokens=settings["val_max_tokens"], device=args.device,
+    )
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _entries(records: str | None):
+    from harness.leaderboard.records import import_records, import_runs
+
+    return import_records(Path(records)) if records else import_runs(Path("submissions"))
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from harness.leaderboard.render import regenerate, render
+
+    if args.records:
+        out = Path(args.out or "leaderboard_records")
+        paths = render(_entries(args.records), out, title=f"Upstream records: {args.records}", root=Path(args.records))
+    else:
+        paths = regenerate(Path("."), Path(args.out) if args.out else None)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from harness.leaderboard.significance import compare
+
+    entries = {e.key: e for e in _entries(args.records)}
+    missing = [k for k in (args.a, args.b) if k not in entries]
+    if missing:
+        raise PgolfError(f"no entry named {', '.join(missing)}; known: {', '.join(sorted(entries))}")
+    print(compare(entries[args.a], entries[args.b]))
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from harness.tools.verify import verify_main
+
+    return verify_main(Path(args.run_dir))
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from harness.tools.bench import bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (its flag set is frozen by a test)."""
+    p = argparse.ArgumentParser(prog="pgolf", description="Parameter Golf harness")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="run a submission (in-process, or torchrun with --nproc > 1)")
+    r.add_argument("submission", type=Path)
+    r.add_argument("--nproc", type=int, default=1, help="processes (torchrun --nproc_per_node)")
+    add_run_flags(r)
+    r.set_defaults(func=_cmd_run)
+
+    ls = sub.add_parser("list", help="list registered components and hooks")
+    ls.add_argument("--no-entrypoints", action="store_true", help="skip third-party plugins")
+    ls.set_defaults(func=_cmd_list)
+
+    b = sub.add_parser("bundle", help="write the self-contained train_gpt.py of a submission")
+    b.add_argument("submission", type=Path)
+    b.add_argument("-o", "--output", type=Path, default=None, help="default: <submission>/dist/train_gpt.py")
+    b.add_argument("--compress", action="store_true", help="lzma+base85 self-extracting bundle")
+    b.set_defaults(func=_cmd_bundle)
+
+    d = sub.add_parser("data", help="build the default dataset or download the challenge data")
+    dsub = d.add_subparsers(dest="data_cmd", required=True)
+    bd = dsub.add_parser("build-default", help="build (or find) the built-in default dataset")
+    bd.add_argument("--variant", default="sp1024", choices=("sp1024", "bytes"), help="sp1024 tokens or raw UTF-8 bytes")
+    by = dsub.add_parser("bytes", help="write the byte variant (tokens 0-255) of a SentencePiece dataset")
+    by.add_argument("source", help="folder holding fineweb_{train,val}_*.bin")
+    by.add_argument("--tokenizer", required=True, help="the SentencePiece .model that made the source")
+    by.add_argument("--dest", required=True, help="new or empty folder for the byte shards")
+    dl = dsub.add_parser("download", help="download the challenge's cached FineWeb shards from the HF hub")
+    dl.add_argument("--variant", default="sp1024")
+    dl.add_argument("--train-shards", type=int, default=80)
+    dl.add_argument("--dest", default="data")
+    d.set_defaults(func=_cmd_data)
+
+    rs = sub.add_parser("rescore", help="re-score an artifact (or a run folder) from its file alone")
+    rs.add_argument("target", help="a .pgolf artifact or a run folder")
+    rs.add_argument("--data-path", default=None)
+    rs.add_argument("--tokenizer-path", default=None)
+    rs.add_argument("--device", default="cpu", help="cpu or cuda")
+    rs.set_defaults(func=_cmd_rescore)
+    lb = sub.add_parser("leaderboard", help="regenerate leaderboard/ from the runs (or render an upstream records folder)")
+    lb.add_argument("--records", default=None, help="an upstream records/ folder to import instead of our runs")
+    lb.add_argument("--out", default=None, help="output folder (default: leaderboard/, or leaderboard_records/ with --records)")
+    lb.set_defaults(func=_cmd_leaderboard)
+
+    cp = sub.add_parser("compare", help="one-sided Welch test that A improves on B by 0.005 nats (p < 0.01)")
+    cp.add_argument("a")
+    cp.add_argument("b")
+    cp.add_argument("--records", default=None, help="compare entries of an upstream records/ folder")
+    cp.set_defaults(func=_cmd_compare)
+
+    vf = sub.add_parser("verify", help="re-check a run from its files alone, in a fresh process")
+    vf.add_argument("run_dir")
+    vf.set_defaults(func=_cmd_verify)
+
+    bn = sub.add_parser("bench", help="run tests/benchmarks and compare with benchmarks/cpu/baseline.json (exit 1 on a regression)")
+    bn.add_argument("--compare", type=Path, default=None, metavar="PATH", help="baseline pytest-benchmark JSON (default: benchmarks/cpu/baseline.json)")
+    bn.add_argument("--save", action="store_true", help="store this run as the baseline (atomically) instead of comparing")
+    bn.add_argument("--gpu", action="store_true", help="GPU ms/step of 12L_recycled and 10L_int5mlp; writes benchmarks/gpu/<device>.json")
+    bn.add_argument("--threshold", type=float, default=None, metavar="PCT", help="median growth in percent that fails (default 50: shared CPUs are noisy)")
+    bn.set_defaults(func=_cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except PgolfError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Built-in pgolf plugins/activation: MLP nonlinearities for a host model (kind ``activation``)."""
