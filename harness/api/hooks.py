@@ -1,13 +1,41 @@
-"""The hook specifications every pgolf plugin can implement.
+"""The hooks every pgolf plugin can implement, and where in a run each one fires.
 
-Pattern from pytest (`src/_pytest/hookspec.py`) and tox 4 (`src/tox/plugin/spec.py`):
+Pattern from pytest (``src/_pytest/hookspec.py``) and tox 4 (``src/tox/plugin/spec.py``):
 prefixed, typed, docstring-only specs, and a typed registry passed to the registration
-hook. Single choices (architecture, optimizer, quantizer, compressor) come from the
-submission's config; hooks exist for zero-or-more participants (averaging, QAT switches,
-calibration, extra report fields) and for discovery.
+hook. Single choices (architecture, optimizer, quantizer, compressor, schedule) come from
+the submission's config; hooks exist for zero-or-more participants (averaging, late QAT,
+pruning, extra exports and report fields) and for discovery. The map below follows
+composer's ``core/event.py``: one run, top to bottom, with the hooks (``pg_*``, pluggy) and
+the model's extension points (``on_*``, called by the host model, see
+`harness.api.protocols.ArchComponent`) where they fire::
+
+    # resolve (harness.pipeline.runner.pipeline)
+    pg_register_components(registry)      # each plugin module, when its manager loads it
+    pg_configure(run)                     # once per process, config resolved; refuse it here
+    # setup: run folder, bundle, data, byte tables
+    # train (harness.pipeline.training)
+    model = cfg.model.build(vocab_size)   #   attach / layer_plan / describe fire here
+    optimizer = cfg.optimizer.build(model)
+    plugins = [p.build() for p in cfg.plugins]
+    pg_train_start(ctx)                   # before compile, DDP and priming
+    # (resume: each Stateful plugin's load_state_dict(state) runs here)
+    for step in 1..N:                     # the timed loop
+        model(ids)                        #   on_embed, on_post_embed, on_recycle, on_value,
+                                          #   on_qk, on_attn_out fire inside every forward
+        optimizer.step(...)
+        pg_step_end(ctx)                  # once per optimizer step, no host sync
+    pg_train_end(ctx)                     # averaging swaps its weights in
+    # export (harness.pipeline.export), rank 0
+    pg_before_quantize(ctx, state_dict)   # prune or calibrate the float state in place
+    # quantize, compress, write the artifact
+    # score (harness.pipeline.scoring): no hook runs
+    # report (harness.pipeline.report), rank 0
+    pg_report(ctx, record)                # add keys to submission.json, never change one
 
 No hook sees the scorer: BPB, the sliding window and byte counting live in
-`harness.pipeline.eval`, `harness.pipeline.bpb` and `harness.pipeline.budget` and cannot be replaced.
+`harness.pipeline.eval`, `harness.pipeline.bpb` and `harness.pipeline.budget` and cannot be
+replaced. Every hook that runs during training takes ``ctx: TrainContext``
+(`harness.api.context`).
 """
 
 from __future__ import annotations

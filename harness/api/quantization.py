@@ -1,6 +1,6 @@
 """Arithmetic shared by the quantizer plugins (which may not import each other).
 
-What lives here, and where each piece comes from (TECHNIQUES.md §6):
+What lives here, and where each piece comes from (docs/techniques.md §8):
 
 * ``linear_quantile``: ``torch.quantile`` without its 2**24-element limit; the baseline
   int8 export's clip statistic (upstream baseline `train_gpt.py`, ``INT8_CLIP_Q``).
@@ -295,7 +295,7 @@ def decode_passthrough(name: str, qt: QTensor) -> torch.Tensor:
 
 
 def encode_int8(name: str, t: torch.Tensor, clip_quantile: float = INT8_CLIP_Q) -> QTensor:
-    """The baseline's int8 encoding of one float tensor (TECHNIQUES §6 "B int8").
+    """The baseline's int8 encoding of one float tensor (docs/techniques.md §8.2).
 
     2-D: per row, c_r = quantile(|W_r|, clip_quantile), Δ_r = max(c_r/127, 1/127) stored
     fp16 (kind ``int8_row``). Other shapes: one fp32 step c/127 (1.0 when c == 0), no floor
@@ -431,7 +431,7 @@ def _meta_shape(name: str, qt: QTensor) -> list[int]:
     return shape
 
 
-# ---- per-output-channel int4 (CLMConvMoE, BYTE_LMS.md §2.3), shared by the int4 quantizer and
+# ---- per-output-channel int4 (CLMConvMoE, docs/techniques.md §8.5), shared by the int4 quantizer and
 # the .clm exporter so the two can never disagree on a code.
 
 INT4_LEVELS = 7

@@ -1,16 +1,16 @@
 """Byte-level datasets: the byte variant of any SentencePiece dataset, and the byte tokenizer spec.
 
 A byte dataset stores the UTF-8 bytes of the text as tokens 0..255 in the ordinary shard
-format (`harness.pipeline.shards`, PROTOCOL.md §1.1), so byte-level models (BYTE_LMS.md: ByteGPT,
-CLMConvMoE) train and are scored by the same loaders and the same BPB code as every other
-run. It is made from an exported token dataset by decoding it back to text with its own
-tokenizer: the upstream export (`data/download_hf_docs_and_tokenize.py`, PROTOCOL.md
-§1.4) prefixes every document with BOS (id 1) and appends no EOS, so the token stream is
-cut into documents at BOS, each document is decoded with SentencePiece and its text is
-written as UTF-8 bytes.
+format (`harness.pipeline.shards`, docs/protocol.md §1.1), so byte-level models (ByteGPT and
+CLMConvMoE, docs/techniques.md §11) train and are scored by the same loaders and the same BPB
+code as every other run. It is made from an exported token dataset by decoding it back to
+text with its own tokenizer: the upstream export (`data/download_hf_docs_and_tokenize.py`,
+docs/protocol.md §1.5) prefixes every document with BOS (id 1) and appends no EOS, so the
+token stream is cut into documents at BOS, each document is decoded with SentencePiece and
+its text is written as UTF-8 bytes.
 
-Where this deliberately differs from upstream's own byte export (`byte260`, PROTOCOL.md
-§1.7: byte + 4, with pad/BOS/EOS/UNK ids, vocabulary 260):
+Where this deliberately differs from upstream's own byte export (`byte260`, docs/protocol.md
+§2.3: byte + 4, with pad/BOS/EOS/UNK ids, vocabulary 260):
 
 * the vocabulary is exactly 256 and token = byte; there is no BOS, so documents are
   concatenated with no separator (a model sees one long byte stream, as the dancinlab
@@ -68,7 +68,7 @@ from harness.pipeline.shards import (
 )
 
 SHARD_TOKENS = 100_000_000
-"""Upstream's export shard size (PROTOCOL.md §1.2)."""
+"""Upstream's export shard size (docs/protocol.md §1.2)."""
 BOS_ID = 1
 DECODE_BATCH_TOKENS = 1 << 20
 """Source tokens handed to one batched SentencePiece decode (bounds memory on 100M-token shards)."""
@@ -292,7 +292,7 @@ def _manifest(
     dest: Path,
     splits: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
-    """Provenance and per-split counts of a conversion (PITFALLS: content-address every shard)."""
+    """Provenance and per-split counts of a conversion; every shard is hashed (docs/pitfalls.md §1)."""
     vocab = int(sp.vocab_size())
     own = [SPEC_NAME] + [name for split in splits.values() for name in split["files"]]
     return {

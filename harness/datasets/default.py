@@ -4,7 +4,7 @@ So that a run works offline with no download, this module builds a small corpus 
 that ships with every CPython install -- the `pydoc_data.topics` help pages and the
 docstrings of the standard library's source files (read with `ast`, never imported) --
 and exports it the way upstream `openai/parameter-golf`
-`data/download_hf_docs_and_tokenize.py` exports FineWeb (PROTOCOL.md §1.2-§1.5):
+`data/download_hf_docs_and_tokenize.py` exports FineWeb (docs/protocol.md §1.2, §1.5-1.6):
 validation = the first documents of a frozen seeded shuffle, a SentencePiece BPE
 tokenizer trained with the official settings on all documents, every document prefixed
 with BOS (id 1) and no EOS, `fineweb_{train,val}_NNNNNN.bin` shards of at most 1e8 tokens.
@@ -54,7 +54,7 @@ SHARD_TOKENS = 100_000_000
 BOS_ID = 1
 SKIP_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
 TOKENIZER_SETTINGS: dict[str, Any] = {
-    # PROTOCOL.md §1.5, upstream `build_sentencepiece_tokenizer`.
+    # docs/protocol.md §1.6, upstream `build_sentencepiece_tokenizer`.
     "model_type": "bpe",
     "vocab_size": 1024,
     "character_coverage": 0.999,
@@ -226,7 +226,7 @@ def _write_split(folder: Path, split: str, tokens: np.ndarray, vocab_size: int) 
 
 
 def _manifest(docs: list[tuple[str, str]], splits: dict[str, list[int]], tokens: dict, files: dict) -> dict:
-    """Everything needed to audit the build (PITFALLS: content-address every shard)."""
+    """Everything needed to audit the build; every shard is hashed (docs/pitfalls.md §1)."""
     ids = {split: [docs[i][0] for i in idx] for split, idx in splits.items()}
     settings = {k: v for k, v in TOKENIZER_SETTINGS.items() if k != "minloglevel"}
     return {

@@ -1,7 +1,7 @@
 """Download the challenge's pre-tokenized FineWeb shards from the Hugging Face Hub.
 
 Re-implements the behaviour of upstream `openai/parameter-golf`
-`data/cached_challenge_fineweb.py` (PROTOCOL.md §1.3): the dataset repo
+`data/cached_challenge_fineweb.py` (docs/protocol.md §1.5): the dataset repo
 `willdepueoai/parameter-golf` (env `MATCHED_FINEWEB_REPO_ID`) holds, under the remote root
 `datasets/` (env `MATCHED_FINEWEB_REMOTE_ROOT_PREFIX`), a `manifest.json` whose entry
 `fineweb10B_<variant>` gives the shard counts; all val shards, the first N train shards and
@@ -9,13 +9,12 @@ the tokenizer files named by the manifest are fetched with `huggingface_hub.hf_h
 and hard-linked (or copied) into ``<dest>/datasets/fineweb10B_<variant>/``,
 ``<dest>/tokenizers/`` and ``<dest>/manifest.json``.
 
-Differences from upstream, all for robustness (PITFALLS §1.10: "checksum and cache data
-shards"): every shard is verified (magic, version, size) before it is put in place and a
-corrupt download raises `DataError` and is evicted from the HF cache; files are placed
-atomically; a local file is skipped only when it is valid; the local manifest is reused
-only when it came from the same repo and root (upstream silently reused a stale one);
-``HF_ENDPOINT`` and the HF cache location are read when called, not when
-`huggingface_hub` is imported.
+Differences from upstream, all for robustness (verified, cached shards; docs/pitfalls.md §10):
+every shard is verified (magic, version, size) before it is put in place and a corrupt
+download raises `DataError` and is evicted from the HF cache; files are placed atomically; a
+local file is skipped only when it is valid; the local manifest is reused only when it came
+from the same repo and root (upstream silently reused a stale one); ``HF_ENDPOINT`` and the
+HF cache location are read when called, not when `huggingface_hub` is imported.
 """
 
 from __future__ import annotations
@@ -212,7 +211,7 @@ def _reusable_manifest(remote: _Remote, name: str, train_shards: int) -> dict | 
 
 
 def _load_manifest(remote: _Remote, name: str, train_shards: int) -> dict:
-    """Reuse the local manifest when it fits, else download it (PROTOCOL.md §1.3)."""
+    """Reuse the local manifest when it fits, else download it (docs/protocol.md §1.5)."""
     manifest = _reusable_manifest(remote, name, train_shards)
     if manifest is not None:
         return manifest

@@ -1,7 +1,7 @@
 """Read a Parameter Golf train log (upstream families A and B, and our own pgolf ``train.log``)
 into a `LogSummary`: the final score lines, steps, timing, sizes and the seed.
 
-Formats and hazards follow PROTOCOL.md §4.2 and §9 (upstream ``openai/parameter-golf``
+Formats and hazards follow docs/protocol.md §9.1 and §9.3 (upstream ``openai/parameter-golf``
 records): family A ``step:S/N train_loss:X … step_avg:Fms`` (baseline ``train_gpt.py``),
 family B ``S/N train_loss: X train_time: F.Fm`` (PR #1394 lineage), Unix-epoch prefixes,
 embedded source code with f-string templates, torchrun warnings and nvidia-smi tables.
@@ -35,7 +35,7 @@ _PARAMS = re.compile(rf"^model_params:\s*(?P<p>{_INT})")
 _SEED = re.compile(rf"^\s*seed:\s*(?P<seed>{_INT})\s*$")
 _PGOLF = re.compile(r"^run_id:\S+\s+run_dir:")
 
-# Pre-quantization numbers are not a submission's score (PROTOCOL §6.2: DGAttention's
+# Pre-quantization numbers are not a submission's score (docs/protocol.md §8.3: DGAttention's
 # claimed value was the pre-quant one), so they never count as support.
 _NOT_A_SCORE = ("prequant", "pre_quant")
 
@@ -60,7 +60,7 @@ class LogSummary:
     truncated: bool = True
     """No final score line: the run or its log stopped before scoring."""
     family: str = "unknown"
-    """"A", "B", "pgolf" or "unknown" (PROTOCOL §9.1)."""
+    """"A", "B", "pgolf" or "unknown" (docs/protocol.md §9.1, §9.3)."""
 
 
 @dataclass
@@ -136,7 +136,7 @@ def _finish(st: _Scan) -> LogSummary:
     out = st.out
     out.truncated = not out.final_lines
     out.family = "pgolf" if st.pgolf else "A" if st.last_a else "B" if st.last_b else "unknown"
-    # §4.3: when both are logged, the compressed code size is the one in the total.
+    # docs/protocol.md §9.3: when both are logged, the compressed code size is the one in the total.
     out.code_bytes = st.code.get("compressed", st.code.get("plain", st.code.get("uncompressed")))
     if st.stop:
         out.steps, out.iterations, out.train_time_ms = st.stop
@@ -147,7 +147,7 @@ def _finish(st: _Scan) -> LogSummary:
     if st.last_a and st.last_a[3] is not None:
         out.ms_per_step = st.last_a[3]  # family A / pgolf print the running average
     elif out.train_time_ms is not None and out.steps:
-        out.ms_per_step = out.train_time_ms / out.steps  # family B: only derivable (§9.2)
+        out.ms_per_step = out.train_time_ms / out.steps  # family B: only derivable (docs/protocol.md §9.3)
     return out
 
 
@@ -203,5 +203,5 @@ def supporting_lines(score: float, summary: LogSummary, tol: float = 1e-5) -> li
 
 def support(score: float, summary: LogSummary, tol: float = 1e-5) -> bool:
     """Does ANY final line of this log show this bpb? The line's name says nothing reliable
-    about its method (``final_int8_zlib_roundtrip_exact`` is a legacy alias, PROTOCOL §4.2)."""
+    about its method (``final_int8_zlib_roundtrip_exact`` is a legacy alias, docs/protocol.md §9.3)."""
     return bool(supporting_lines(score, summary, tol))

@@ -2,8 +2,8 @@
 (``records/<track>/<date>_<Name>/`` with ``submission.json`` and train logs, the layout of
 ``openai/parameter-golf``) and our own ``submissions/*/runs/*`` results.
 
-The JSON fallbacks follow PROTOCOL.md §6.2 (score, seeds, bytes, date, track), the log
-cross-check §9.2, and the flags the leaderboard issue asks for (over the 16,000,000-byte cap,
+The JSON fallbacks follow docs/protocol.md §8.3 (score, seeds, bytes, date, track), the log
+cross-check §9.4, and the flags the leaderboard issue asks for (over the 16,000,000-byte cap,
 score not in any log, seeds claimed without logs, fewer than 3 seeds on the record track).
 Only JSON and log text are read, with size limits; no submission code is imported or run.
 
@@ -142,7 +142,7 @@ def _submission_json(folder: Path) -> Path | None:
 
 
 def _log_files(folder: Path) -> list[Path]:
-    """``*.log`` in the folder, ``*.log``/``*.txt`` under ``logs/`` (PROTOCOL §9.1)."""
+    """``*.log`` in the folder, ``*.log``/``*.txt`` under ``logs/`` (both occur in upstream records)."""
     found = [p for p in folder.glob("*.log") if p.is_file()]
     logs_dir = folder / "logs"
     if logs_dir.is_dir():
@@ -230,7 +230,7 @@ def _json_score(data: dict[str, Any]) -> tuple[float | None, str]:
 
 def json_bytes(data: dict[str, Any]) -> tuple[int | None, str]:
     """bytes_total -> max per-seed artifact bytes -> artifact_bytes_max / artifact_bytes /
-    artifact_bytes_mean -> artifact_size_bytes (PROTOCOL §6.2)."""
+    artifact_bytes_mean -> artifact_size_bytes (docs/protocol.md §8.3)."""
     value = _integer(data.get("bytes_total"))
     if value is not None:
         return value, "bytes_total"
@@ -292,8 +292,8 @@ def _single_support(score: float, logs: list[_Log], tol: float) -> tuple[str, li
 
 
 def log_support(score: float, logs: list[_Log], tol: float = 1e-5) -> tuple[str, list[_Log]] | None:
-    """(final-line name, logs) that show ``score``: the mean over the seed logs (PROTOCOL
-    §9.2) or one log's line; None when no log supports it."""
+    """(final-line name, logs) that show ``score``: the mean over the seed logs (docs/protocol.md
+    §9.4) or one log's line; None when no log supports it."""
     return _mean_support(score, logs, tol) or _single_support(score, logs, tol)
 
 
@@ -308,7 +308,7 @@ def _score(fold: _Folder) -> tuple[float | None, str, tuple[str, list[_Log]] | N
         return score, source, log_support(score, fold.logs)
     loss = _number(data.get("val_loss"))
     if loss is not None and loss < 1.5:
-        # The 10L Int5MLP record stores its bpb under val_loss (PROTOCOL §6.2): accept that
+        # The 10L Int5MLP record stores its bpb under val_loss (docs/protocol.md §8.3): accept that
         # only when a log shows it as a bpb, or tentatively when there is no log to ask.
         found = log_support(loss, fold.logs)
         if found:
@@ -374,7 +374,7 @@ def _unnamed_seed(fold: _Folder, tag: str | None) -> SeedResult:
 
 
 def _tokens_per_byte(logs: Iterable[_Log], tag: str | None) -> float | None:
-    """tokens/byte = val_bpb·ln2/val_loss (PROTOCOL §2.3) from the logs' final lines."""
+    """tokens/byte = val_bpb·ln2/val_loss (docs/protocol.md §2.4) from the logs' final lines."""
     ratios = []
     for log in logs:
         pair = log.summary.finals.get(tag) if tag else None

@@ -1,11 +1,11 @@
 """Render the leaderboard from `harness.leaderboard.entry.Entry` objects: ``README.md`` (tables in the
-column style of the openai/parameter-golf README, PROTOCOL.md §7), ``leaderboard.csv`` and
+column style of the openai/parameter-golf README, docs/protocol.md §10.1), ``leaderboard.csv`` and
 ``leaderboard.json`` (pandas / json) and ``bpb.png`` (matplotlib, Agg).
 
 The output is a pure function of the entries, so a committed ``leaderboard/`` can be checked
-against regeneration (PITFALLS.md §1.3: the upstream leaderboard was rebuilt by hand, late and
+against regeneration (docs/pitfalls.md §3: the upstream leaderboard was rebuilt by hand, late and
 with disputes). Rows are sorted by (table, dataset fingerprint, score, key); scores are rounded
-half-up on their decimal value (PROTOCOL.md §7); nothing carries a timestamp; the PNG is
+half-up on their decimal value (docs/protocol.md §10.1); nothing carries a timestamp; the PNG is
 written without the "Software" metadata at a fixed size and DPI. Every string is
 Markdown/HTML-escaped and length-capped, because names and summaries come from files anyone
 can submit. Nothing here reads, imports or runs submission code: `regenerate` takes entries

@@ -1,6 +1,6 @@
 """The challenge's significance rule as code: a new record must beat the current one by at
 least 0.005 nats (per token, `val_loss` units) with p < 0.01, usually over 3 seeds
-(openai/parameter-golf README, "Submission Process"; PROTOCOL.md §2.3, §5, §10 item 4).
+(openai/parameter-golf README, "Submission Process"; docs/protocol.md §2.4, §6.5).
 
 The test is a one-sided Welch t-test (unequal variances, Welch–Satterthwaite degrees of
 freedom; B. L. Welch, Biometrika 1947) on the per-seed scores of two entries, with the margin
@@ -68,7 +68,7 @@ class WelchResult:
 
 
 def bpb_to_nats(bpb: float, tokens_per_byte: float) -> float:
-    """Bits per byte -> nats per token (PROTOCOL.md §2.3)."""
+    """Bits per byte -> nats per token (docs/protocol.md §2.4)."""
     _check_ratio(tokens_per_byte)
     return bpb * LN2 / tokens_per_byte
 

@@ -1,9 +1,9 @@
 """The pickle-free artifact container: quantized tensors + JSON manifest + one compressed payload.
 
 Upstream records `torch.save` their quantized dict and compress it; reading one back is
-`torch.load`, i.e. unpickling third-party data (PITFALLS.md §5 lists the RCE advisories,
-including bypasses of ``weights_only=True``). This container, adapted from the layout
-proposed in PITFALLS.md §5 (one segment instead of several), stores only raw array bytes
+`torch.load`, i.e. unpickling third-party data (docs/pitfalls.md §11 lists the RCE advisories,
+including bypasses of ``weights_only=True``). This container (docs/formats.md §2), adapted from
+a proposed pickle-free layout of several segments (here one), stores only raw array bytes
 described by JSON, so decoding is bytes -> numbers and nothing else. The harness owns the
 format; no plugin can change it.
 

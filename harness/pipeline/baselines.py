@@ -27,7 +27,7 @@ standard evaluation scores (``val_tokens[1:]`` of a stream of k * seq_len + 1 to
 A model that is not below all three by at least `BEAT_MARGIN` fails the check; the runner
 logs a loud line and records ``beats_all: false`` in ``submission.json``.
 
-Why (BYTE_LMS.md §2.5): the published "GREEN" claim of the dancinlab d768 byte model
+Why (docs/techniques.md §11.5): the published "GREEN" claim of the dancinlab d768 byte model
 (model_ce < shuffle_ce and model_ce < uniform_ce) rested on three numbers that all came
 from a 24-term atanh series that is not ln (it reads ln 256 as 4.799 and saturates
 per-token losses near 5.14), computed on windows that overlapped the training windows,
@@ -65,9 +65,9 @@ BASELINES_VERSION = 1
 DEFAULT_SHUFFLE_SEED = 1337
 """Shuffle seed the runner uses: fixed, so runs with different training seeds see the same permutations."""
 DEFAULT_UNIGRAM_TOKENS = 100_000_000
-"""Training tokens counted for the unigram: one export shard (PROTOCOL.md §1, 10**8 tokens). With V <= 1024 the estimate's
-expected excess CE from sampling is about V / (2N) = 5e-6 nats, far below anything reported,
-and counting takes about a second (200 MB read)."""
+"""Training tokens counted for the unigram: one export shard (docs/protocol.md §1.2, 10**8
+tokens). With V <= 1024 the estimate's expected excess CE from sampling is about V / (2N) =
+5e-6 nats, far below anything reported, and counting takes about a second (200 MB read)."""
 BEAT_MARGIN = 1e-4
 """Nats/token the model must be below a baseline by: float32 logits put ~1e-6 of noise on a
 CE, so an exactly uniform model must not "beat" ln V by rounding."""

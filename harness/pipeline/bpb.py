@@ -3,7 +3,7 @@
 BPB divides the summed cross-entropy by the UTF-8 byte length of the scored text, so every
 tokenizer needs a way to turn (previous token, target token) into a byte count. The rule is
 the one of upstream parameter-golf `train_gpt.py` (`build_sentencepiece_luts` and the
-evaluation loop; see PROTOCOL.md §2.1-2.2):
+evaluation loop; see docs/protocol.md §2.2):
 
 * control / unknown / unused pieces (BOS, EOS, PAD, UNK) count 0 bytes and are boundaries;
 * byte-fallback pieces ``<0xNN>`` count 1 byte;
@@ -11,12 +11,12 @@ evaluation loop; see PROTOCOL.md §2.1-2.2):
   one space byte when they carry that marker and the previous token is not a boundary.
 
 The space byte is added exactly once, in `count_bytes`, never in the table: adding it in both
-places is the "double space byte" bug of PRs #1545/#1576/#1632/#1672 (PITFALLS.md §1.4).
+places is the "double space byte" bug of PRs #1545/#1576/#1632/#1672 (docs/pitfalls.md §4.3).
 
 A byte tokenizer spec (`harness.pipeline.byte_spec`, vocabulary 256, token = UTF-8 byte) has the
 trivial tables: every id is 1 byte, with no leading-space flag and no boundary, so BPB is
 the cross-entropy in bits with every byte counted once. Unlike upstream's byte260 LUT
-(PROTOCOL.md §1.7) there are no special ids to count as 0 bytes.
+(docs/protocol.md §2.3) there are no special ids to count as 0 bytes.
 
 Scoring belongs to the harness alone; nothing here is pluggable.
 """

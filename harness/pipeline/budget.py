@@ -1,9 +1,9 @@
 """The byte budget, measured from the files that ship and nothing else.
 
-Challenge rule (README FAQ, PROTOCOL.md §5): code bytes + compressed model bytes must not
-exceed 16,000,000 (decimal). PITFALLS.md §1.2 records the disputes that follow from counting
-a number computed inside the run; here ``bytes_code`` is the size on disk of the bundled
-``train_gpt.py`` and ``bytes_model`` the size on disk of the artifact file.
+Challenge rule (README FAQ, docs/protocol.md §4.3, §6.1): code bytes + compressed model bytes
+must not exceed 16,000,000 (decimal). docs/pitfalls.md §2 records the disputes that follow from
+counting a number computed inside the run; here ``bytes_code`` is the size on disk of the
+bundled ``train_gpt.py`` and ``bytes_model`` the size on disk of the artifact file.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@ itself is `harness.api.layout`).
 
 Idea: Shannon's source-coding bound. A compressor that sees each symbol alone (no context)
 cannot beat sum over classes of n_c * H_c bits, H_c being the empirical entropy of class c's
-symbol counts; PITFALLS.md §4 measured zstd-22 at +0.85 % and lzma-9 at +2.6 % above it on
-one-byte-per-symbol int6 weights, and bit-packing (PR #1573's int5 export) costs LZ codecs
-about 8 % more. The report says how far the shipped artifact is from that bound.
+symbol counts; a measurement on one-byte-per-symbol int6 weights put zstd-22 at +0.85 % and
+lzma-9 at +2.6 % above it, and bit-packing (PR #1573's int5 export) costs LZ codecs about 8 %
+more (docs/techniques.md §9.5, docs/pitfalls.md §13). The report says how far the shipped
+artifact is from that bound.
 
 Symbols: the integer codes of quantized weights (packed bit streams are unpacked with
 `harness.api.quantization.unpack_bits`; int8 codes are read as their byte images, which has the same

@@ -1,8 +1,8 @@
 """The harness's two scoring passes: standard (non-overlapping) and sliding-window evaluation.
 
-Both follow upstream parameter-golf `train_gpt.py` (PROTOCOL.md §2.4 and §3.3, TECHNIQUES.md
-§7): per-token natural-log cross-entropy summed in float64, bytes from the tokenizer tables
-of `harness.pipeline.bpb`, contiguous work split across ranks and an all-reduce (SUM) of the three
+Both follow upstream parameter-golf `train_gpt.py` (docs/protocol.md §2 and §3.1-3.3):
+per-token natural-log cross-entropy summed in float64, bytes from the tokenizer tables of
+`harness.pipeline.bpb`, contiguous work split across ranks and an all-reduce (SUM) of the three
 sums. The sliding window is the "fixed" variant of the 2026-04-01+ records: context =
 window - stride, windows only while they still have targets to score, so every target is
 scored exactly once (the older variants re-scored the tail).

@@ -1,6 +1,6 @@
 """The run's two logs: ``train.log`` (upstream ``key:value`` lines) and ``metrics.jsonl``.
 
-``train.log`` keeps the line formats of the upstream `train_gpt.py` (PROTOCOL.md §9,
+``train.log`` keeps the line formats of the upstream `train_gpt.py` (docs/protocol.md §9.1,
 family A) so existing log parsers and leaderboard scrapers read our runs; ``metrics.jsonl``
 carries the same facts as one JSON object per event for machines. Only rank 0 writes.
 Every line is flushed as it is written, so a crash loses nothing already logged.

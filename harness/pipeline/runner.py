@@ -1,6 +1,6 @@
 """One run of a submission, end to end: setup -> train -> export -> score -> report.
 
-The order and the rules follow the upstream baseline (PROTOCOL.md §4.1): training under
+The order and the rules follow the upstream baseline (docs/protocol.md §4.1): training under
 the wallclock cap, a pre-quantization validation, quantize + compress into an artifact
 file, every rank reads the artifact back from disk and evaluates the dequantized model
 (standard, then the sliding window at stride 64), and the byte budget is measured from the

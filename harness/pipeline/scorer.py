@@ -63,7 +63,7 @@ class Scorer:
         return max(configured, self.batch_seqs * self.config.train.train_seq_len // self.window())
 
     def sliding(self, model: torch.nn.Module, deadline: float | None = None) -> EvalResult:
-        """Every target scored once with ``window - stride`` tokens of context (PROTOCOL §3.3).
+        """Every target scored once with ``window - stride`` tokens of context (docs/protocol.md §3.2-3.3).
 
         The hidden forward is compiled on CUDA when ``train.compile`` is on; ``deadline``
         stops it between batches with `EvalTimeLimit`.

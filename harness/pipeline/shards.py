@@ -3,12 +3,12 @@
 Format and loader semantics follow upstream `openai/parameter-golf` `train_gpt.py`
 (`load_data_shard`, `TokenStream`, `DistributedTokenLoader`, `load_validation_tokens`) and
 its export script (`data/download_hf_docs_and_tokenize.py`), as summarized in
-`PROTOCOL.md` §1 and §2.4: a 256 x int32 little-endian header (magic 20240520, version 1,
+docs/protocol.md §1.1 and §1.3-1.4: a 256 x int32 little-endian header (magic 20240520, version 1,
 token count) followed by little-endian uint16 token ids; train shards are streamed in
 sorted order and wrap around; each step takes ``world_size * (local + 1)`` contiguous
 tokens and rank ``r`` keeps its own span. Unlike upstream, every malformed input raises a
 `DataError` naming the file and the field, and token ids are checked against the
-vocabulary (the PITFALLS "data-prep variance" lesson: bad data must fail loudly).
+vocabulary (the data-preparation lesson of docs/pitfalls.md §1.2: bad data must fail loudly).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def list_shards(data_path: str | os.PathLike[str], split: str) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist")
     pattern = f"fineweb_{split}_*.bin"
-    # `fineweb_val_*.bin` also matches CaseOps byte sidecars (PROTOCOL.md §1.2 glob hazard).
+    # `fineweb_val_*.bin` also matches CaseOps byte sidecars (glob hazard, docs/protocol.md §1.2).
     files = sorted((p for p in folder.glob(pattern) if "_bytes_" not in p.name), key=lambda p: p.name)
     if not files:
         raise DataError(f"data folder {folder} holds no {split} shard matching {pattern}")
@@ -310,7 +310,7 @@ def dataset_fingerprint(paths: Iterable[str | os.PathLike[str]]) -> str:
     """sha256 over the files in order, each as ``name NUL sha256(bytes) LF``.
 
     Names count so that a renamed or reordered split changes the fingerprint, not only
-    edited content (PITFALLS: make the val split an immutable, hashed fixture).
+    edited content (docs/pitfalls.md §1.2: the validation split is a fixed, hashed fixture).
     """
     digest = hashlib.sha256()
     for path in paths:

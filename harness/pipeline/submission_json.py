@@ -1,4 +1,4 @@
-"""Writing ``submission.json``: the upstream keys (PROTOCOL.md §6) plus the facts a
+"""Writing ``submission.json``: the upstream keys (docs/protocol.md §8) plus the facts a
 machine-built leaderboard needs (protocol, fingerprints, validity), written atomically.
 """
 

@@ -1,6 +1,6 @@
 """GPU telemetry through NVML, training throughput over training steps only, and MFU.
 
-The idea comes from the dancinlab ByteGPT trainers (BYTE_LMS.md §1.4), which reported GPU
+The idea comes from the dancinlab ByteGPT trainers (docs/techniques.md §11.1), which reported GPU
 utilization, memory and power from a background thread and a tokens/s figure. We keep the
 shape and fix what that got wrong:
 

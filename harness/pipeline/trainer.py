@@ -1,6 +1,6 @@
 """The training loop under a wallclock cap, as the upstream baseline times it.
 
-From the upstream `train_gpt.py` (PROTOCOL.md §5, TECHNIQUES.md §5 and §8):
+From the upstream `train_gpt.py` (docs/protocol.md §5.1-5.2, docs/techniques.md §5.1 and §10):
 * only the training loop is timed: compile-priming steps (then undone) and periodic
   validation are excluded from ``train_time``;
 * the LR multiplier is a linear warmdown estimated from the wallclock every step, hitting

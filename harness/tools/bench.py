@@ -66,7 +66,7 @@ SMALL_HEADS = 2
 SMALL_SEQ_LEN = 128
 SMALL_BATCH_TOKENS = 2048
 
-# The full challenge validation split (PROTOCOL.md) and the record evaluation shape.
+# The full challenge validation split (docs/protocol.md §2.6) and the record evaluation shape.
 FULL_VAL_TOKENS = 62_021_632
 FULL_WINDOW = 2048
 FULL_STRIDE = 64

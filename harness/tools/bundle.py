@@ -1,10 +1,10 @@
 """The bundler: one self-contained ``train_gpt.py`` per submission.
 
 The challenge counts a submission's code bytes as the bytes of its shipped ``train_gpt.py``
-(upstream README; PROTOCOL.md §4.3). Our submissions are short declarative files that import
-``harness`` and ``plugins``, so counting them alone would under-count. This module finds
-the modules a submission reaches (by parsing with `ast`; nothing is imported or run) and
-writes one file that embeds their sources and serves them from an import hook
+(upstream README; docs/protocol.md §4.3-4.4). Our submissions are short declarative files
+that import ``harness`` and ``plugins``, so counting them alone would under-count. This module
+finds the modules a submission reaches (by parsing with `ast`; nothing is imported or run)
+and writes one file that embeds their sources and serves them from an import hook
 (`importlib.abc.MetaPathFinder`, PEP 451), then runs the submission as ``__main__``.
 The optional lzma+base85 self-extracting wrapper is the shape upstream records ship from
 PR #1285 on.

@@ -1,7 +1,7 @@
 """``pgolf verify RUN_DIR``: re-check a finished run from its files alone, in a fresh process.
 
 Why: a leaderboard row is only as good as the numbers in its ``submission.json``.
-PITFALLS.md §1.2-§1.3 records byte counts computed inside the run that disagreed with the
+docs/pitfalls.md §2.1 and §1.1 record byte counts computed inside the run that disagreed with the
 shipped files, and scores that could not be reproduced from the artifact. The challenge's
 own review practice (upstream README: "reproducible", PR #560's ``LOAD_MODEL_PATH``
 eval-only mode) is to re-run the final evaluation of the shipped artifact with the shipped

@@ -1,7 +1,7 @@
 """Late quantization-aware training with a straight-through estimator (kind ``algorithm``,
 name ``late_qat``).
 
-Idea from P1573 (12L RecycledCore record; spec: TECHNIQUES.md §5 "Late QAT", §11.2): once
+Idea from P1573 (12L RecycledCore record; spec: docs/techniques.md §7.1, §13 row 2): once
 the LR multiplier drops below ``threshold`` (0.15), training forwards see fake-quantized
 weights w + stopgrad(fq(w) - w), so the loss is computed on (almost) the weights the
 artifact will hold while gradients flow to the float weights unchanged (the STE of Bengio

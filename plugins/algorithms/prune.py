@@ -1,8 +1,8 @@
 """Magnitude pruning before quantization: zero the smallest 3% of each large matrix.
 
 Source: record T1 (records/track_10min_16mb/2026-03-20_10L_Int5MLP_MuonWD04_SWA50, the
-"Magnitude pruning" block after ``final_model.pt`` is saved), TECHNIQUES.md §6 T1 step 1 and
-§11 item 13. In every 2-D float tensor with more than 65,536 elements (the fp16-kept token
+"Magnitude pruning" block after ``final_model.pt`` is saved), docs/techniques.md §7.2 and
+§13 row 13. In every 2-D float tensor with more than 65,536 elements (the fp16-kept token
 embedding included; bigram.proj, exactly 65,536, excluded) the entries with |w| strictly
 below that tensor's 3% quantile of |w| become 0, so the quantized codes hold more zeros and
 compress better. The pre-quantization score is taken before this runs, as in T1.

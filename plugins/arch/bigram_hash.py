@@ -1,8 +1,8 @@
 """BigramHash (kind ``arch_component``, name ``bigram_hash``): a hashed embedding of each
 (previous token, token) pair, added to the token embedding.
 
-From the T1 (N=10240) and P1573 (N=2048) records of openai/parameter-golf (TECHNIQUES.md
-§2, §11.7, §11.9): for t >= 1, b_t = ((36313·tok_t) XOR (27191·tok_{t-1})) mod (N-1), in
+From the T1 (N=10240) and P1573 (N=2048) records of openai/parameter-golf (docs/techniques.md
+§3.1, §13 rows 7 and 9): for t >= 1, b_t = ((36313·tok_t) XOR (27191·tok_{t-1})) mod (N-1), in
 int32 (products wrap as upstream's do); b_0 = N-1 is reserved for position 0 of every
 sequence or eval window (not for document starts). Emb[N×dim] (zero-init) → Linear
 dim→d (no bias) → × a learned scalar (init 0.05), added to E[tok] before the embedding
@@ -12,10 +12,11 @@ Names: ``bigram.embed.weight``, ``bigram.proj.weight``, ``bigram.scale``.
 
 Deliberate difference: upstream's module zero-inits ``proj`` and relies on the model's
 orthogonal init pass to overwrite it; with both the table and the proj at zero neither
-would ever get a gradient (trap §11.7). Here the module draws ``proj`` orthogonal (gain 1)
-itself, so the component is alive even without ``GPTConfig.orthogonal_init``; with it, the
-model re-draws it anyway (and T1's ``orthogonal_proj_scale`` scales it by 1/sqrt(2L)). When
-dim == model_dim there is no proj, as upstream.
+would ever get a gradient (docs/techniques.md §13 row 7). Here the module draws ``proj``
+orthogonal (gain 1) itself, so the component is alive even without
+``GPTConfig.orthogonal_init``; with it, the model re-draws it anyway (and T1's
+``orthogonal_proj_scale`` scales it by 1/sqrt(2L)). When dim == model_dim there is no proj,
+as upstream.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 positions, pre-LayerNorm blocks, tied head.
 
 Re-implements the model of dancinlab's "Lane-G-ref" ByteGPT trainers (the 85.6M
-``clm_ref_pytorch_cuda`` script and its 3B / 7B siblings; BYTE_LMS.md §1.2), which is the
+``clm_ref_pytorch_cuda`` script and its 3B / 7B siblings; docs/techniques.md §11.1), which is the
 GPT-2 / nanoGPT layout (Radford et al. 2019; karpathy/nanoGPT ``model.py``) over raw bytes:
 token embedding + learned absolute position embedding (``block_size`` rows), then per block
 LN -> causal multi-head attention (one fused q/k/v projection with bias, an output
@@ -20,8 +20,9 @@ Gradient checkpointing (the 7B script's switch) wraps every block in a non-reent
 Init, as the reference's code actually does it: every ``nn.Linear``/``nn.Embedding`` weight
 N(0, init_std), biases zero, LayerNorms (1, 0). The fused q/k/v weight is a bare parameter
 of ``nn.MultiheadAttention``, which the reference's init pass (over Linear and Embedding
-modules only) never reaches, so it keeps MHA's own xavier-uniform init; BYTE_LMS.md §1.2
-says N(0, 0.02) for it too. ``in_proj_init`` picks either; the default is the code's.
+modules only) never reaches, so it keeps MHA's own xavier-uniform init (docs/techniques.md
+§11.1); read literally, "N(0, 0.02) for every weight" would give it N(0, 0.02) too.
+``in_proj_init`` picks either; the default is the code's.
 
 ``ladder(name)`` gives the documented shapes: "16mb" (the default: fits the 16 MB budget
 after an int6 export), "85m" (the 85.6M Lane-G ref) and "3b" (the 3,149,030,400-parameter
@@ -78,7 +79,8 @@ class ByteGPTConfig:
     """Std of the normal init of every Linear and Embedding weight."""
     in_proj_init: str = "xavier_uniform"
     """Init of the fused q/k/v weight: "xavier_uniform" (what nn.MultiheadAttention gives the
-    reference, untouched by its init pass) or "normal" (N(0, init_std), as BYTE_LMS.md says)."""
+    reference, untouched by its init pass) or "normal" (N(0, init_std), the literal reading of
+    the recipe)."""
 
     def __post_init__(self) -> None:
         _validate(self)

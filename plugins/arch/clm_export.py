@@ -1,7 +1,7 @@
 """Export a ``conv_moe`` model to the ``.clm`` v0.2 byte layout, and read one back (kind
 ``callback``, name ``clm_export``).
 
-Source: BYTE_LMS.md §2.4, from dancinlab anima ``CLM/CLM_FORMAT_SPEC.md`` §2.1, the v0.2
+Source: docs/formats.md §7, from dancinlab anima ``CLM/CLM_FORMAT_SPEC.md`` §2.1, the v0.2
 writers (anima ``CLM/model/clm_serialize_v2.py``, hexa-lang ``stdlib/flame/clm_reexport.hexa``)
 and the engine decoder (anima ``CORE/clm_decode.hexa``). Layout (little-endian u32, IEEE fp32)::
 

@@ -1,7 +1,7 @@
 """CLMConvMoE, made causal (kind ``arch``, name ``conv_moe``): a byte-level convolutional
 language model with a soft mixture of two convolutional experts.
 
-Source: BYTE_LMS.md §2.2, the architecture of dancinlab ``clm-v1-d768-core-3axis-green``
+Source: docs/techniques.md §11.3, the architecture of dancinlab ``clm-v1-d768-core-3axis-green``
 (hexa-lang ``stdlib/flame/clm_reexport.hexa``, the trainer that wrote its ``.clm`` v0.2 file;
 PyTorch mirror ``anima CLM/model/model.py``, variant A). Per position, tensors [B, C, T]:
 
@@ -36,9 +36,9 @@ Parameter names: ``embed.weight``, ``ec.weight/bias``, ``trunk.{i}.conv.weight/b
 (the published six with one trunk layer and two experts); the embedding, biases and norm
 affines stay fp32.
 
-``init="lcg"`` reproduces the hexa initialisation (BYTE_LMS §2.3: a 64-bit LCG per tensor with
-fixed seeds, uniform in [-scale, scale), gammas included) for the published shape only
-(one trunk layer, two experts); the default is torch's own init.
+``init="lcg"`` reproduces the hexa initialisation (docs/techniques.md §11.3: a 64-bit LCG per
+tensor with fixed seeds, uniform in [-scale, scale), gammas included) for the published shape
+only (one trunk layer, two experts); the default is torch's own init.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ INITS = ("torch", "lcg")
 NORM_EPS = 1e-5
 MAX_DILATION = 512
 
-# hexa t_fill_lcg constants and the (seed, scale) of every tensor (BYTE_LMS §2.3).
+# hexa t_fill_lcg constants and the (seed, scale) of every tensor (docs/techniques.md §11.3).
 LCG_MUL, LCG_ADD, LCG_MOD = 6364136223846793005, 1442695040888963407, 2**31 - 1
 LCG_SEEDS: dict[str, tuple[int, float]] = {
     "embed.weight": (1, 0.3),

@@ -2,7 +2,7 @@
 sigmoid gate on the attention output.
 
 From the P1573 (12L RecycledCore) record of openai/parameter-golf (GATED_ATTENTION=1;
-TECHNIQUES.md §2), in the spirit of Qiu et al. 2025 ("Gated Attention for LLMs",
+docs/techniques.md §3.5), in the spirit of Qiu et al. 2025 ("Gated Attention for LLMs",
 arXiv:2505.06708): gate = σ(W_g h + b), with h the normed, LN-scaled attention input,
 W_g (H×d) zero and b = 4, so every head starts at σ(4) ≈ 0.982. Multiplies each head's
 output after XSA and before W_o (GPT extension point ``on_attn_out``); recycled passes

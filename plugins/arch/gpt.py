@@ -6,7 +6,7 @@ itself derived from modded-nanogpt: a U-Net-skipped stack of pre-norm blocks wit
 parameter-free RMSNorm, GQA attention with QK-norm, half-split RoPE and per-head query gain,
 a relu² MLP, learned residual mixing with the embedding (``resid_mix``), zero-initialised
 output projections, a tied embedding head and a 30·tanh(z/30) logit softcap
-(spec: TECHNIQUES.md §1, column B). The default config has exactly 17,059,912 parameters,
+(spec: docs/techniques.md §2.1, source B). The default config has exactly 17,059,912 parameters,
 the ``model_params`` upstream logs, and computes what it always did. The model returns
 logits only: the harness owns the loss.
 
@@ -25,7 +25,7 @@ module named ``on_embed`` is no extension point. At every point components run i
 ``COMPONENT_ORDER`` (by slot), whatever order the config lists them in. The MLP's
 nonlinearity is a built-in name or an ``activation`` plugin's Config (``mlp_activation``).
 
-Attention backend (P560 portability, TECHNIQUES.md §8): SDPA's ``enable_gqa=`` is missing
+Attention backend (P560 portability, docs/techniques.md §2.3): SDPA's ``enable_gqa=`` is missing
 in torch < 2.5 and fails on some backends, so a tiny probe call runs at build and whenever
 the model moves to another device (``_apply``, i.e. ``.to()``), before compilation; on
 failure K/V heads are expanded with ``repeat_interleave``. ``model.attention_backend`` says
@@ -63,7 +63,7 @@ from harness.api.registry import Registry
 MLP_ACTIVATIONS = ("relu2", "leaky_relu2")
 
 # Extension-point order by slot: VE before value residual (v0 includes VE), XSA before the
-# gate (TECHNIQUES §2). Unknown slots run after these, in config order.
+# gate (docs/techniques.md §3). Unknown slots run after these, in config order.
 COMPONENT_ORDER = (
     "bigram", "smear", "ve_shared", "value_residual", "xsa", "gated_attention", "recycle", "parallel_residual",
 )
@@ -102,7 +102,8 @@ class GPTConfig:
     rope_train_seq_len: int = 0
     """0 = off. Otherwise, for sequences T longer than this, RoPE uses the NTK-scaled base
     rope_base·(T/rope_train_seq_len)^(r/(r-2)), r = rotated dims. P1573 hard-codes 1024, so
-    at T=2048 with r=16 every call (train and eval) runs with base ≈ 22,082 (TECHNIQUES §11.8)."""
+    at T=2048 with r=16 every call (train and eval) runs with base ≈ 22,082
+    (docs/techniques.md §13 row 8)."""
     qk_gain_init: float = 1.5
     """Initial value of the learned per-head query gain applied after QK-norm."""
     ln_scale: bool = False
@@ -115,7 +116,7 @@ class GPTConfig:
     orthogonal_proj_scale: bool = False
     """T1 only, with orthogonal_init: multiply re-drawn Linears named ``.proj`` by
     1/sqrt(2·num_layers). Meant as muP for output projections, it reaches only bigram.proj,
-    because the block projections are zero-flagged (TECHNIQUES §11.7)."""
+    because the block projections are zero-flagged (docs/techniques.md §13 row 7)."""
     components: tuple[Any, ...] = ()
     """Add-on module Configs (kind ``arch_component``), e.g. ``(BigramHashConfig(),
     SmearGateConfig())``; each at most once. Run in COMPONENT_ORDER, not in listed order."""
@@ -236,7 +237,7 @@ class CastedLinear(nn.Linear):
 def rotary_tables(seq_len: int, rot_dims: int, base: float, device: torch.device) -> tuple[Tensor, Tensor]:
     """cos/sin tables (1, 1, T, rot_dims/2) in fp32 for half-split RoPE over ``rot_dims`` dims."""
     # fp32 throughout: upstream's .bfloat16() also cast its inv_freq buffer, so its
-    # positions above 256 were rounded; TECHNIQUES §1 specifies fp32 tables.
+    # positions above 256 were rounded; docs/techniques.md §2.3 specifies fp32 tables.
     inv_freq = 1.0 / (base ** (torch.arange(0, rot_dims, 2, dtype=torch.float32, device=device) / rot_dims))
     freqs = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
     return freqs.cos()[None, None], freqs.sin()[None, None]

@@ -3,7 +3,7 @@ blocks, x ← x + α_a⊙Attn(n(x)) + α_m⊙MLP(n(x)), on the last K layers.
 
 Described in the README of the P1573 (12L RecycledCore) record of openai/parameter-golf
 ("parallel residuals on the last 5 layers") but implemented in none of the reference
-scripts (TECHNIQUES.md §2); the form is GPT-J's (Wang & Komatsuzaki 2021): attention and
+scripts (docs/techniques.md §3.8); the form is GPT-J's (Wang & Komatsuzaki 2021): attention and
 MLP both read the same normed input x_in = resid_mix(x, x0), and both residuals are added
 to x_in. Off unless listed in ``GPTConfig.components``. Sets ``block.parallel`` on the last
 ``last_n`` physical blocks (recycled passes of those blocks are parallel too). No parameters.

@@ -2,7 +2,7 @@
 time, with their own weights, between the U-Net encoder and decoder.
 
 From the P1573 (12L RecycledCore) record of openai/parameter-golf (RECYCLE_LAYERS "3,4",
-RECYCLE_REPEATS 1 → 12 physical / 14 virtual layers; TECHNIQUES.md §3). Virtual order:
+RECYCLE_REPEATS 1 → 12 physical / 14 virtual layers; docs/techniques.md §3.7). Virtual order:
 encoder blocks 0..enc-1 (each pushing a U-Net skip), then for each repeat and each listed
 layer k in order: x ← x⊙a_k + b_k (a = ones, b = zeros, one pair per application), then
 block k again with the same weights, its resid_mix with x0, its LN scale and value-residual

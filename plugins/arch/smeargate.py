@@ -2,12 +2,13 @@
 with the previous position's.
 
 From the T1 (10L Int5-MLP) and P1573 (12L RecycledCore) records of openai/parameter-golf
-(TECHNIQUES.md §2): with γ ∈ R^d and σ = sigmoid(γ), x_t ← (1-σ)⊙x_t + σ⊙x_{t-1}, x_{-1} = 0,
-applied after the embedding RMSNorm and before x0 is saved (GPT extension point
+(docs/techniques.md §3.2): with γ ∈ R^d and σ = sigmoid(γ), x_t ← (1-σ)⊙x_t + σ⊙x_{t-1},
+x_{-1} = 0, applied after the embedding RMSNorm and before x0 is saved (GPT extension point
 ``on_post_embed``). γ starts at 0, so the gate starts as a 0.5/0.5 mix and position 0 is
 halved. It only looks one position back, so it is causal; across packed documents it does
-mix the last token of one document into the first of the next (PITFALLS: BOS fix #1797),
-exactly as upstream. Parameter name: ``smear.gate`` (a control tensor: scalar Adam group).
+mix the last token of one document into the first of the next (docs/pitfalls.md §4.5, the
+BOS leak of #1797), exactly as upstream. Parameter name: ``smear.gate`` (a control tensor:
+scalar Adam group).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 embedding added to the attention values of chosen layers.
 
 From the P1573 (12L RecycledCore) record of openai/parameter-golf (VE_LAYERS "10,11",
-VE_DIM 128; TECHNIQUES.md §2): one shared table V×dim, N(0, 0.01) → Linear dim→kv_dim (no
+VE_DIM 128; docs/techniques.md §3.3): one shared table V×dim, N(0, 0.01) → Linear dim→kv_dim (no
 bias) → × a learned scale (0.1) → × a per-layer scalar (1), added to the V projection
 output of each listed layer before the head reshape and before value-residual mixing
 (GPT extension point ``on_value``). Computed once per forward; not used in recycled

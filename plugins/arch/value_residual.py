@@ -2,7 +2,7 @@
 mixes layer 0's values into its own.
 
 From the P1573 (12L RecycledCore) record of openai/parameter-golf (VALUE_RESIDUAL=1;
-TECHNIQUES.md §2), after ResFormer's value residual learning (Zhou et al. 2024,
+docs/techniques.md §3.4), after ResFormer's value residual learning (Zhou et al. 2024,
 arXiv:2410.17897): v0 is layer 0's raw V (after value embeddings, if any); every later
 layer, recycled passes included, uses v ← λ0·v0 + λ1·v with its own λ = (0.5, 0.5). Runs at
 the GPT extension point ``on_value`` after value embeddings. Layer 0 has a λ too (upstream

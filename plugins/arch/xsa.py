@@ -2,7 +2,7 @@
 head's output its component along the token's own value.
 
 From the P1573 (12L RecycledCore) record of openai/parameter-golf (XSA_LAST_N=4, active on
-layers 8..11 of 12; TECHNIQUES.md §2; introduced upstream by the 11L XSA record,
+layers 8..11 of 12; docs/techniques.md §3.6; introduced upstream by the 11L XSA record,
 2026-03-21): for every query head in KV group g at position t, y ← y - (y·v̂)v̂ with
 v̂ = v_g(t)/‖v_g(t)‖, v the values attention read (after value embeddings and value
 residual). Runs at the GPT extension point ``on_attn_out`` before the gate, on the last

@@ -1,7 +1,7 @@
 """Exponential moving average of the weights (kind ``averaging``, name ``ema``).
 
-Polyak-style averaging as P1573 (12L RecycledCore record) runs it (spec: TECHNIQUES.md §5,
-§11.3): a float32 shadow copy of every floating-point tensor, taken from the initial
+Polyak-style averaging as P1573 (12L RecycledCore record) runs it (spec: docs/techniques.md §6.2,
+§13 row 3): a float32 shadow copy of every floating-point tensor, taken from the initial
 weights and updated after every optimizer step as e <- decay·e + (1 - decay)·w
 (``mul_`` then ``add_``, P1573's arithmetic, as two foreach kernels with no host sync).
 When training stops the shadow replaces the weights, unless another averaging was applied.

@@ -1,7 +1,7 @@
 """Stochastic weight averaging over the warmdown (kind ``averaging``, name ``swa``).
 
 SWA (Izmailov et al. 2018, "Averaging Weights Leads to Wider Optima") as the Parameter Golf
-records use it (spec: TECHNIQUES.md §5 and §11.12): once the LR multiplier ``s`` drops
+records use it (spec: docs/techniques.md §6.1, §13 row 12): once the LR multiplier ``s`` drops
 below ``start_frac``, every ``every``-th step adds a snapshot of the weights (the first
 snapshot counts); when training stops, the uniform mean of the snapshots replaces the
 weights, so it is what gets validated, quantized and exported.
@@ -10,15 +10,15 @@ weights, so it is what gets validated, quantized and exported.
   snapshots, steps 5550-6700) and P1573 (start 0.2, every 50) are the two presets;
   ``SWAConfig(start_frac=0.2)`` is P1573's.
 * Both upstream scripts load the mean only with more than one snapshot (``swa_count > 1``;
-  TECHNIQUES.md §5 says T1 applies with one, but its code does not), hence
+  T1 too, whatever a summary of it says: its code does not apply a single one), hence
   ``min_snapshots=2``. Set it to 1 to also apply a single snapshot.
 * Log lines are T1's: ``swa:start step:N`` and ``swa:applying averaged K checkpoints``.
 
 Deliberate differences from upstream:
 * Sums are float32 for every tensor and live on the model's device. T1 copies the state
   dict to the CPU and sums in each tensor's own dtype, so its bf16 embedding tables were
-  summed in bf16 (§11.12), losing low bits over 24 snapshots; device sums also keep
-  ``pg_step_end`` free of host syncs and device-to-host copies.
+  summed in bf16 (docs/techniques.md §13 row 12), losing low bits over 24 snapshots; device
+  sums also keep ``pg_step_end`` free of host syncs and device-to-host copies.
 * Only floating-point tensors are averaged; integer buffers keep their final values (the
   GPT has none; upstream would integer-divide them).
 

@@ -1,9 +1,10 @@
 """Order-0 entropy coder: rANS over the artifact's quantized symbols (the ``constriction`` package).
 
 Idea: asymmetric numeral systems (Duda et al., PCS 2015), one static categorical model per symbol
-table, as in PITFALLS.md §4 ("constriction ANS, order-0 + histogram") and the per-tensor order-0
-coder of the comma compression challenge's PR #136. Library: ``constriction.stream.stack.AnsCoder``
-(32-bit words, 24-bit probabilities) with ``stream.model.Categorical``, imported at build time.
+table (an order-0 ANS coder reaches the order-0 bound, docs/pitfalls.md §13), as in the
+per-tensor order-0 coder of the comma compression challenge's PR #136. Library:
+``constriction.stream.stack.AnsCoder`` (32-bit words, 24-bit probabilities) with
+``stream.model.Categorical``, imported at build time.
 
 With the harness's layout hint (`harness.pipeline.entropy_report.Segment`) each array is coded as symbols: packed
 int5 streams as 5-bit codes (re-packed with `harness.api.quantization.pack_bits` on decode; a stream whose

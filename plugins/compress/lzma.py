@@ -1,7 +1,7 @@
 """LZMA2 compressor in the xz container (stdlib ``lzma``).
 
-Used by later records, e.g. PR #1573's int5 export (``lzma`` preset 9, see TECHNIQUES.md
-§6). The xz container carries its own CRC64, so corruption is reported by the codec too.
+Used by later records, e.g. PR #1573's int5 export (``lzma`` preset 9, see docs/techniques.md
+§9.3). The xz container carries its own CRC64, so corruption is reported by the codec too.
 Decompression is bounded in output size and in decoder memory, so a crafted file cannot
 exhaust either.
 

@@ -1,9 +1,9 @@
 """Zstandard compressor (the ``zstandard`` package), level 22 by default.
 
-From record T1/PR #560 (TECHNIQUES.md §6), which compresses its int5/int6 export with
+From record T1/PR #560 (docs/techniques.md §9.2), which compresses its int5/int6 export with
 ``zstandard.ZstdCompressor(level=22)``. Unlike that record, a missing package is an error,
-never a silent fall-back to zlib: the fall-back changes the artifact size (PITFALLS/TECHNIQUES
-§11 item 15). The package is imported when the compressor is built, not at module import.
+never a silent fall-back to zlib: the fall-back changes the artifact size (docs/pitfalls.md §13,
+docs/techniques.md §13 row 15). The package is imported when the compressor is built, not at module import.
 
 Bounded decompression: a frame that declares its content size is checked against the bound
 before anything is allocated; a frame without one is decoded into a buffer of at most the

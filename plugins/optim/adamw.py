@@ -2,8 +2,8 @@
 
 AdamW is Adam with decoupled weight decay (Loshchilov & Hutter, "Decoupled Weight Decay
 Regularization", ICLR 2019; ``torch.optim.AdamW``): p <- p·(1 - lr·wd) - lr·m̂/(√v̂ + eps).
-The defaults are the byte-GPT reference recipe (dancinlab Lane-G ref trainers, BYTE_LMS.md
-§1.3): lr 3e-4, betas (0.9, 0.95), eps 1e-8, weight decay 0.1 on *all* parameters,
+The defaults are the byte-GPT reference recipe (dancinlab Lane-G ref trainers,
+docs/techniques.md §11.1): lr 3e-4, betas (0.9, 0.95), eps 1e-8, weight decay 0.1 on *all* parameters,
 LayerNorm gains, biases and embeddings included, because the reference hands
 ``model.parameters()`` to one AdamW. ``decay_all=False`` is the common alternative (GPT-2 /
 nanoGPT's ``configure_optimizers``): decay only parameters with at least 2 dimensions (the

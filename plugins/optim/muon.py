@@ -5,7 +5,7 @@ replaces each 2-D update by an approximately orthogonal matrix: Nesterov momentu
 five steps of the quintic Newton-Schulz iteration with coefficients (3.4445, -4.7750,
 2.0315) in bf16, scaled by sqrt(max(1, rows/cols)). Routing, learning rates, the momentum
 warm-up and the distributed work split follow the upstream naive baseline ``train_gpt.py``
-of openai/parameter-golf (spec: TECHNIQUES.md §4, column B); decoupled weight decay on the
+of openai/parameter-golf (spec: docs/techniques.md §4.1, source B); decoupled weight decay on the
 Muon matrices, AdamW for the token and scalar groups and name-pattern routing are the later
 records' options (off by default). ``t1_optimizer()`` and ``p1573_optimizer()`` return the
 settings of the T1 record (thwu1, 10L Int5-MLP, 2026-03-20) and of PR #1573 (12L
@@ -19,7 +19,7 @@ Deliberate differences from upstream:
   averaging as T1 does; P1573 clips each rank's local grad before its reduction.
 * Upstream ignores 2-D parameters it does not list by hand; here they join the scalar group.
 * AdamW's decay also shrinks control scalars (q_gain, attn/mlp scales, resid_mix, recycle
-  a) toward 0, as upstream does (TECHNIQUES.md §11.13); an untied lm_head stays plain Adam.
+  a) toward 0, as upstream does (docs/techniques.md §13 row 13); an untied lm_head stays plain Adam.
 
 Distributed: gradients arrive already averaged (DDP). Matrix i is owned by rank
 i mod world, which keeps its momentum and runs Newton-Schulz; the updates travel in one
@@ -390,7 +390,7 @@ P1573_CONTROL_PATTERNS: tuple[str, ...] = (
 
 
 def t1_optimizer() -> MuonConfig:
-    """T1 record (10L Int5-MLP, TECHNIQUES.md §4): Muon lr 0.02 with WD 0.04 (hard-coded
+    """T1 record (10L Int5-MLP, docs/techniques.md §4.1): Muon lr 0.02 with WD 0.04 (hard-coded
     upstream) over the block matrices and bigram.proj, momentum 0.92 -> 0.99 over 1500 steps;
     AdamW WD 0.04 on tokens {tok_emb, bigram.embed} (lr 0.03) and scalars (lr 0.02)."""
     return MuonConfig(
@@ -409,7 +409,7 @@ def t1_optimizer() -> MuonConfig:
 
 
 def p1573_optimizer() -> MuonConfig:
-    """PR #1573 (12L RecycledCore, TECHNIQUES.md §4): Muon lr 0.025, MUON_WD 0.04 over the
+    """PR #1573 (12L RecycledCore, docs/techniques.md §4.1): Muon lr 0.025, MUON_WD 0.04 over the
     block matrices, same momentum warm-up as T1; AdamW ADAM_WD 0.04 on tokens {tok_emb,
     bigram.embed, ve_shared.embed} (lr 0.035) and scalars (lr 0.025), which here include the
     small matrices bigram.proj, ve_shared.proj and every block's attn_gate."""

@@ -1,9 +1,9 @@
 """Per-output-channel int4 quantizer with 15 levels (kind ``quantizer``, name ``int4``), the
 weight scheme of the CLMConvMoE ``.clm`` models.
 
-Source: BYTE_LMS.md §2.3-§2.4, read from dancinlab/hexa-lang ``stdlib/flame/quant_lib.hexa``
-(``nn_int4_quant_fwd``, the weight-only int4 QAT of the hexa trainer) and the v0.2 block
-writer of ``stdlib/flame/clm_reexport.hexa``. For every tensor whose name matches
+Source: docs/techniques.md §8.5 and §11.3 and docs/formats.md §7, read from dancinlab/hexa-lang
+``stdlib/flame/quant_lib.hexa`` (``nn_int4_quant_fwd``, the weight-only int4 QAT of the hexa
+trainer) and the v0.2 block writer of ``stdlib/flame/clm_reexport.hexa``. For every tensor whose name matches
 ``patterns`` (the six conv weights of ``plugins/arch/conv_moe.py``):
 
 * per output channel c (dim 0), s_c = max_j |W[c, j]| / 7, and s_c = 1 for an all-zero channel

@@ -1,8 +1,8 @@
 """The naive baseline's int8 export (format ``int8_clean_per_row_v1``), reproduced exactly.
 
 Source: `quantize_state_dict_int8` / `dequantize_state_dict_int8` in upstream
-`train_gpt.py` (openai/parameter-golf, HEAD); summarised in TECHNIQUES.md §6 ("B int8") and
-PROTOCOL.md §4.1. Routing per tensor:
+`train_gpt.py` (openai/parameter-golf, HEAD); summarised in docs/techniques.md §8.2 and
+docs/protocol.md §4.1. Routing per tensor:
 
 * non-float: stored unchanged (``passthrough``);
 * float with at most 65,536 elements: stored as float (``passthrough``): fp32 when the name

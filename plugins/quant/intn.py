@@ -2,7 +2,7 @@
 
 Source: record PR #1573 (records/track_10min_16mb/2026-04-12_11L_4xMLP_RecycledCore_
 ParallelResid_Int5, `mixed_quantize_int6` with ``quantize_int5_per_row`` / ``pack_int5``),
-summarised in TECHNIQUES.md §6 "P1573 int5 + lzma" and §11 items 4-5. Routing per tensor:
+summarised in docs/techniques.md §8.3 and §13 rows 4-5. Routing per tensor:
 
 * non-float: stored unchanged; float with at most ``passthrough_max_numel`` (65,536)
   elements: stored as ``passthrough_dtype`` (fp16), control tensors included, as P1573 does;
@@ -12,12 +12,12 @@ summarised in TECHNIQUES.md §6 "P1573 int5 + lzma" and §11 items 4-5. Routing 
   quantile(|W_r|, p), Δ_r = c_r/c (at least ``scale_floor``) in fp16, q = clamp(round(W/Δ),
   ±c); the p with the lowest whole-tensor MSE wins ("GPTQ-lite": no Hessian). Stored
   bit-packed (P1573) or one value per byte (T1's layout, which zstd/lzma compress better:
-  PITFALLS.md §4). Tensors that are not 2-D get one step from their max.
+  docs/pitfalls.md §13). Tensors that are not 2-D get one step from their max.
 
 Deliberate differences from the P1573 code:
 * **Defaults: no clip search (row max only) and no step floor.** P1573's 1/15 floor gives
-  every row with max|w| < 1 (nearly all of them) a fixed step of 1/15 (TECHNIQUES §11 item
-  4), and its percentile search trades the clipped outliers' error for a lower MSE; either
+  every row with max|w| < 1 (nearly all of them) a fixed step of 1/15 (docs/techniques.md §13
+  row 4), and its percentile search trades the clipped outliers' error for a lower MSE; either
   puts the worst-case int5 error on N(0, 0.05) weights (0.033 and 0.020) beyond the
   harness's quantizer conformance tolerance (0.012; the row max alone gives 0.007).
   ``IntNConfig.p1573()`` returns the record's exact settings, search and floor included.

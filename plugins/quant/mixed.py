@@ -2,7 +2,7 @@
 
 Source: record T1 (records/track_10min_16mb/2026-03-20_10L_Int5MLP_MuonWD04_SWA50,
 `mixed_quantize_int6` with ``_classify_param`` and ``quantize_intN_per_row``; also run by
-P560), summarised in TECHNIQUES.md §6 "T1/P560 mixed int5/int6" and §11 items 5-6.
+P560), summarised in docs/techniques.md §8.4 and §13 rows 5-6.
 ``MixedConfig.t1()`` (the default) routes, in this order:
 
 1. non-float tensors: stored as they are; floats with at most 8,192 elements: fp16. This
@@ -14,7 +14,7 @@ P560), summarised in TECHNIQUES.md §6 "T1/P560 mixed int5/int6" and §11 items 
    "last layer" claim is wrong). The pattern is kept verbatim;
 4. ".mlp." -> int5; "bigram" -> int6; ".attn." -> int6; ".proj." -> int6 (T1's
    ``_classify_param`` also files non-MLP ".proj." names under attention; no T1 name reaches
-   that rule, so TECHNIQUES omits it);
+   that rule);
 5. anything else (an untied ``lm_head``): the baseline int8 recipe.
 
 intN here is T1's: Δ_r = rowmax/c in fp16 (no percentile clip, no floor), q = clamp(round(W/Δ),

@@ -2,14 +2,14 @@
 
 Half-cosine annealing from SGDR (Loshchilov & Hutter, 2017, arXiv:1608.03983) without
 restarts: s = min_scale + (1 - min_scale) * (1 + cos(pi * progress)) / 2. None of the seed
-records uses it (they all use the linear wallclock warmdown, TECHNIQUES.md §5); it is here
+records uses it (they all use the linear wallclock warmdown, docs/techniques.md §5.1); it is here
 for comparison. Under a wallclock cap, progress is the fraction of the cap used so far,
 elapsed_ms / max_wallclock_ms, so the LR reaches min_scale when the cap stops training,
 whatever the step time; without a cap (or with ``use_wallclock=False``) it is
 step / iterations. An optional linear warm-up caps the start (min of the two).
 
 ``peak_scale`` and ``decay_after_warmup`` express the byte-GPT reference schedule (dancinlab
-Lane-G ref trainers, BYTE_LMS.md §1.3): lr·(step+1)/warmup for the first ``warmup`` steps,
+Lane-G ref trainers, docs/techniques.md §11.1): lr·(step+1)/warmup for the first ``warmup`` steps,
 then lr·(0.45·(1 + cos πp) + 0.05) with p = (step - warmup)/(iterations - warmup), i.e.
 ``CosineConfig(warmup_steps=W, peak_scale=0.95, min_scale=0.05, decay_after_warmup=True)``:
 a step down from 1 to 0.95 right after warm-up, then a cosine to a floor of 0.05. On the

@@ -1,7 +1,7 @@
 """A step-counted linear warmdown as a ``schedule`` component (name ``step_warmdown``).
 
 The no-cap branch of the upstream ``train_gpt.py`` schedule (openai/parameter-golf;
-TECHNIQUES.md §5): constant LR, then a linear decay over the last ``warmdown_iters`` of
+docs/techniques.md §5.2): constant LR, then a linear decay over the last ``warmdown_iters`` of
 ``iterations`` steps, reaching 0 after step ``iterations``. Here it is used whatever the
 wallclock cap, so the LR no longer depends on how fast the hardware is (reproducible
 across machines); the harness formula ``harness.pipeline.trainer.lr_multiplier`` is called with the

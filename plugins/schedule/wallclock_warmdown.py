@@ -1,6 +1,6 @@
 """The upstream wallclock warmdown as a ``schedule`` component (name ``wallclock_warmdown``).
 
-Upstream ``train_gpt.py`` of openai/parameter-golf (all three seed scripts; TECHNIQUES.md §5):
+Upstream ``train_gpt.py`` of openai/parameter-golf (all three seed scripts; docs/techniques.md §5.1):
 no LR warm-up, then a linear decay that reaches 0 exactly at the wallclock cap, its start
 re-estimated every step as WARMDOWN_ITERS times the mean step time so far; without a cap it
 decays over the last WARMDOWN_ITERS of ITERATIONS steps. The formula is the harness's own
@@ -25,7 +25,7 @@ from harness.api.warmdown import lr_multiplier
 
 @dataclass(frozen=True, kw_only=True)
 class WallclockWarmdownConfig:
-    """Upstream warmdown (TECHNIQUES.md §5) plus an optional linear warm-up."""
+    """Upstream warmdown (docs/techniques.md §5.1) plus an optional linear warm-up."""
 
     warmdown_iters: int = 1200
     """Warmdown length in steps, turned into time with the mean step time (WARMDOWN_ITERS;

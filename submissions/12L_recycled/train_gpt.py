@@ -1,6 +1,6 @@
 """PR #1573 "12L RecycledCore Int5" (val_bpb 1.1464 sliding, 15,925,822 bytes), as it ran.
 
-Built from the record's code and log, not its README (TECHNIQUES.md: the README claims 11L,
+Built from the record's code and log, not its README (docs/techniques.md §1: the README claims 11L,
 4x MLP, parallel residuals and QK-gain 5.25, none of which the script runs): 12 physical
 layers, layers 3 and 4 replayed once (14 virtual), MLP 3x LeakyReLU(0.5)^2, BigramHash(2048),
 SmearGate, value embeddings on layers 10-11, value residual, gated attention, XSA on the last

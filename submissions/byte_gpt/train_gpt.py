@@ -1,4 +1,4 @@
-"""The reference byte-level GPT (dancinlab clm-v1-ref-pytorch-cuda ladder, BYTE_LMS.md part (a)),
+"""The reference byte-level GPT (dancinlab clm-v1-ref-pytorch-cuda ladder, docs/techniques.md §11.1),
 at the 16 MB budget and scored by the challenge's rules.
 
 Reproduces the Lane-G ref ByteGPT recipe on raw UTF-8 bytes (vocabulary 256): a pre-LN GPT

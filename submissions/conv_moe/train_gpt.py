@@ -1,4 +1,4 @@
-"""CLMConvMoE over raw bytes, made causal, with per-output-channel int4 QAT (BYTE_LMS.md §2).
+"""CLMConvMoE over raw bytes, made causal, with per-output-channel int4 QAT (docs/techniques.md §11.3-11.4).
 
 Reproduces dancinlab's ``clm-v1-d768-core-3axis-green`` (hexa-lang ``clm_reexport.hexa``):
 byte embedding, causal conv (K=3), residual trunk conv + norm + GELU, a softmax router over two
@@ -13,11 +13,11 @@ ClmExport also writes ``model.clm`` in the .clm v0.2 layout (generalised to six 
 Deliberate differences: the published GroupNorm over the whole window sees the future, so the
 norm here is a per-position LayerNorm (``conv_moe`` docstring); the published model_ce /
 shuffle_ce / uniform_ce used a 24-term ln series that saturates (ln 256 read as 4.799) and
-scored the training windows (BYTE_LMS §2.5); here the harness scores held-out FineWeb bytes
-with the true log and its own baselines. AdamW lr 1e-3, betas (0.9, 0.95), no decay, with the
-harness warmdown (hexa: Adam lr 0.05 constant on 24-byte windows); lr untuned on GPU. Stride
-256 scores every byte with >= 256 bytes of context, more than the receptive field, so it
-equals stride 64 at a quarter of the cost.
+scored the training windows (docs/techniques.md §11.5); here the harness scores held-out
+FineWeb bytes with the true log and its own baselines. AdamW lr 1e-3, betas (0.9, 0.95), no
+decay, with the harness warmdown (hexa: Adam lr 0.05 constant on 24-byte windows); lr untuned
+on GPU. Stride 256 scores every byte with >= 256 bytes of context, more than the receptive
+field, so it equals stride 64 at a quarter of the cost.
 
 Run: torchrun --standalone --nproc_per_node=8 harness/run.py submissions/conv_moe
 """

@@ -1,5 +1,5 @@
 """The committed ``leaderboard/`` must equal what `harness.leaderboard.render.regenerate` produces from
-the committed run files (PITFALLS.md §1.3: a hand-edited or stale leaderboard is a bug).
+the committed run files (docs/pitfalls.md §3: a hand-edited or stale leaderboard is a bug).
 
 Only files tracked by git under ``submissions/*/runs/`` count (``git ls-files``; read-only),
 so a developer's local, untracked runs neither break nor satisfy the check; they are copied

@@ -1,5 +1,5 @@
-"""Style rules enforced by tests (STYLE.md §2.3, §2.7): plugins import no other plugin,
-every module has a docstring, every Config field is documented, registry name == module name."""
+"""Style rules enforced by tests: plugins import no other plugin, every module has a docstring,
+every Config field is documented, registry name == module name."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Tests of the architecture catalogue: the GPT host's knobs and extension points, and every
-component module under plugins/arch/ (TECHNIQUES.md §1-§3, §8, §11).
+component module under plugins/arch/ (docs/techniques.md §2-§3, §13).
 
 References are independent where possible: upstream log lines (model_params, XSA,
 recycle), hand-computed hash values and formulas, and equivalences with the plain
@@ -86,7 +86,7 @@ def ids(batch: int = 2, seq: int = 16, seed: int = 0) -> torch.Tensor:
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
-    # The spec's norm: parameter-free, eps = the dtype's machine epsilon (TECHNIQUES §1).
+    # The spec's norm: parameter-free, eps = the dtype's machine epsilon (docs/techniques.md §2.1).
     return x / (x.pow(2).mean(-1, keepdim=True) + torch.finfo(x.dtype).eps).sqrt()
 
 
@@ -189,8 +189,8 @@ def test_p1573_orthogonal_init_has_no_proj_scale():
 
 @pytest.mark.parametrize("orthogonal", [True, False])
 def test_bigram_table_and_proj_both_learn(orthogonal):
-    # Trap §11.7: a zero table feeds zero to proj, so proj's first gradient is 0; the table's
-    # is not (proj is non-zero), and after one step both are alive.
+    # Trap (docs/techniques.md §13 row 7): a zero table feeds zero to proj, so proj's first
+    # gradient is 0; the table's is not (proj is non-zero), and after one step both are alive.
     model = tiny(BigramHashConfig(buckets=256), SmearGateConfig(), orthogonal_init=orthogonal)
     x = ids(seq=17)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)

@@ -393,7 +393,7 @@ def test_adamw_describe_and_bad_values():
 
 
 def reference_lr(step: int, lr: float, warmup: int, steps: int) -> float:
-    """BYTE_LMS.md §1.3: linear warm-up, then lr·(0.45·(1 + cos πp) + 0.05) over the rest."""
+    """docs/techniques.md §11.1: linear warm-up, then lr·(0.45·(1 + cos πp) + 0.05) over the rest."""
     if step < warmup:
         return lr * (step + 1) / warmup
     p = (step - warmup) / max(1, steps - warmup)

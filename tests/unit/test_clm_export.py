@@ -1,5 +1,5 @@
 """The .clm v0.2 export (plugins/arch/clm_export.py): the published d=768 offsets of
-BYTE_LMS §2.4 byte for byte, write -> read giving the int4 quantizer's values and identical
+docs/formats.md §7 byte for byte, write -> read giving the int4 quantizer's values and identical
 predictions, codes identical to the int4 quantizer's, the generalised (deeper, more experts)
 layout, refusal of damaged files, and the observer in a run-shaped context."""
 

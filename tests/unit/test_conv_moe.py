@@ -1,7 +1,8 @@
 """The causal CLMConvMoE (plugins/arch/conv_moe.py): causality proved exactly in float64 (and
 the published GroupNorm shown to leak the future), the receptive field, the forward against a
-loop-by-loop numpy reference of BYTE_LMS §2.2, parameter names and shapes, the hexa LCG init
-against an int64 numpy reference, and the submission's int4 payload against the budget."""
+loop-by-loop numpy reference of docs/techniques.md §11.3, parameter names and shapes, the hexa
+LCG init against an int64 numpy reference, and the submission's int4 payload against the
+budget."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def test_published_groupnorm_leaks_into_the_first_position():
 def test_receptive_field_is_exact():
     cfg = ConvMoEConfig(d_model=8, trunk_layers=2)  # dilations 1, 2: 1 + 2·(2 + 3) = 11 bytes
     assert cfg.dilations() == [1, 2] and cfg.receptive_field() == 11
-    assert ConvMoEConfig().receptive_field() == 7  # the published shape (BYTE_LMS §2.2)
+    assert ConvMoEConfig().receptive_field() == 7  # the published shape (docs/techniques.md §11.3)
     assert ConvMoEConfig(trunk_layers=11).dilations()[-2:] == [512, 512]
     model = randomized(cfg)
     x = torch.randint(0, V, (1, 24), generator=torch.Generator().manual_seed(1))
@@ -168,7 +169,8 @@ def test_parameter_names_and_shapes():
         "out_norm.weight": (8,), "out_norm.bias": (8,), "readout.weight": (V, 8, 1), "readout.bias": (V,),
     }
     assert model.readout.weight.data_ptr() != model.embed.weight.data_ptr()  # not tied
-    # The published d=768 shape: about 7.48M parameters, 7.08M in the four d×d×3 convs (BYTE_LMS §2.2).
+    # The published d=768 shape (docs/techniques.md §11.3): about 7.48M parameters, 7.08M in the
+    # four d×d×3 convs.
     with torch.device("meta"):
         big = ConvMoEConfig().build(V)
     d = 768

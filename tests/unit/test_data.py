@@ -1,7 +1,8 @@
 """Tests of harness.pipeline.shards: shard format, error messages, loaders and fingerprints.
 
-Expected values are written out by hand from the format of PROTOCOL.md §1.1 and the
-upstream loader semantics (§2.4, TECHNIQUES.md §8), not taken from our own code.
+Expected values are written out by hand from the format of docs/protocol.md §1.1 and the
+upstream loader semantics (docs/protocol.md §1.3-1.4, docs/techniques.md §10), not taken from
+our own code.
 """
 
 from __future__ import annotations

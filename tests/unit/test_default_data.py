@@ -144,7 +144,7 @@ def test_tokenizer_settings_match_protocol_and_official(built):
     assert sp.vocab_size() == 1024
     assert (sp.pad_id(), sp.bos_id(), sp.eos_id(), sp.unk_id()) == (0, 1, 2, 3)
     ours = spec(model)
-    # PROTOCOL.md §1.5, written out: BPE = enum value 2.
+    # docs/protocol.md §1.6, written out: BPE = enum value 2.
     assert ours["model_type"] == 2 and ours["vocab_size"] == 1024 and ours["byte_fallback"] == 1
     assert ours["split_digits"] == 1 and ours["hard_vocab_limit"] == 0
     assert ours["character_coverage"] == pytest.approx(0.999)
@@ -158,8 +158,8 @@ def test_tokenizer_settings_equal_official_models(built):
         pytest.skip(f"official tokenizers not found under {OFFICIAL}")
     ours = spec(built[0].tokenizer_path.read_bytes())
     sp1024, sp8192 = (spec(p.read_bytes()) for p in paths)
-    # The published sp1024 model has byte_fallback off (sp8192 has it on, as PROTOCOL.md
-    # §1.5 states); we follow the protocol so that decoding is lossless.
+    # The published sp1024 model has byte_fallback off (docs/protocol.md §1.6) and sp8192 has it
+    # on; ours has it on, like sp8192 and the upstream builder's setting, so decoding is lossless.
     assert sp8192["byte_fallback"] == ours["byte_fallback"] == 1
     for key in TRAINER_FIELDS.keys() - {"byte_fallback"}:
         assert ours[key] == sp1024[key], key

@@ -186,7 +186,7 @@ def test_head_runs_only_on_scored_positions() -> None:
 
 def _hand_sliding(model: nn.Module, tokens: list[int], window: int, stride: int) -> tuple[float, int]:
     """Per-target NLL in a Python loop: the window holding target p is found by formula and
-    run unpadded; bytes from the tables by the rule of PROTOCOL §2.4."""
+    run unpadded; bytes from the tables by the rule of docs/protocol.md §2.2."""
     luts = _luts()
     base, space, boundary = luts.base_bytes.tolist(), luts.has_leading_space.tolist(), luts.is_boundary.tolist()
     loss, nbytes = 0.0, 0

@@ -166,7 +166,7 @@ def test_late_qat_forward_equals_the_dequantized_int4_model():
     dequantized = TINY.build(256)
     dequantized.load_state_dict(quant.dequantize(quant.quantize(model.state_dict())))
     ctx = types.SimpleNamespace(
-        model=model, config=types.SimpleNamespace(quantizer=Int4Config()), log=_Log(), extras={}, step=1, lr_scale=1.0,
+        model=model, config=types.SimpleNamespace(quantizer=Int4Config()), log=_Log(), notes={}, averaging=None, step=1, lr_scale=1.0,
     )
     plugin = LateQATConfig(threshold=1.01).build()
     plugin.pg_train_start(ctx)
@@ -189,7 +189,7 @@ def test_compiled_qat_forward_with_fake_quant_is_one_graph_and_follows_alpha():
     torch._dynamo.reset()
     model = tiny_model(2)
     ctx = types.SimpleNamespace(
-        model=model, config=types.SimpleNamespace(quantizer=Int4Config()), log=_Log(), extras={}, step=1, lr_scale=1.0,
+        model=model, config=types.SimpleNamespace(quantizer=Int4Config()), log=_Log(), notes={}, averaging=None, step=1, lr_scale=1.0,
     )
     plugin = LateQATConfig(threshold=1.01).build()
     plugin.pg_train_start(ctx)

@@ -1,6 +1,6 @@
 """The intn quantizer: P1573's routing name by name, qat_bits, packing, artifact roundtrip.
 
-References: the routing table of TECHNIQUES.md §6 ("P1573 int5 + lzma", item 2) written out
+References: the routing of docs/techniques.md §8.3 (P1573's export) written out
 per upstream parameter name, hand arithmetic for the packed sizes, and the artifact file
 read back through a fresh registry.
 """
@@ -55,7 +55,7 @@ def p1573_state(seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def expected_p1573(name: str) -> str:
-    """TECHNIQUES §6 P1573 item 2, written out: passthrough / int8 / int5."""
+    """docs/techniques.md §8.3, P1573's routing written out: passthrough / int8 / int5."""
     if name.startswith(("bigram.proj", "bigram.scale", "smear", "skip_weights", "ve_shared.proj", "ve_shared.scale")):
         return "fp16"
     if ".attn_scale" in name or ".resid_mix" in name or ".q_gain" in name or "attn_gate" in name:

@@ -1,5 +1,5 @@
 """Tests for harness.leaderboard.render: byte-identical regeneration (PNG included), escaping of
-hostile strings, table/section layout and ordering, half-up rounding (PROTOCOL.md §7's
+hostile strings, table/section layout and ordering, half-up rounding (docs/protocol.md §10.1's
 1.09785 -> 1.0979), the significance column against scipy, the empty "no runs yet" output,
 and that the GitHub workflow parses as YAML."""
 

@@ -1,5 +1,5 @@
 """Tests for harness.leaderboard.logparse: both upstream log families, timestamps, source-code templates,
-truncated logs, our own pgolf lines and the half-up support rule (PROTOCOL §4.2, §7, §9)."""
+truncated logs, our own pgolf lines and the half-up support rule (docs/protocol.md §9, §10.1)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_family_b_with_epoch_timestamps() -> None:
     s = parse_log(FAMILY_B_TS)
     assert s.family == "B"
     assert (s.steps, s.train_time_ms) == (4986, 588136.0)
-    assert s.ms_per_step == pytest.approx(588136 / 4986)  # 117.96 ms, PROTOCOL §9.2
+    assert s.ms_per_step == pytest.approx(588136 / 4986)  # 117.96 ms, docs/protocol.md §9.3
     assert s.seed == "314" and s.model_params == 35944536
     assert s.code_bytes == 26000 and s.total_bytes == 15992919
     assert s.finals["quantized_ttt_phased"] == (2.79241542, 1.08103103)
@@ -109,7 +109,7 @@ def test_pgolf_train_log_lines() -> None:
 
 
 def test_half_up_rounding_and_support() -> None:
-    assert str(round_half_up(1.09785, 4)) == "1.0979"  # PROTOCOL §7: half-up on the decimal text
+    assert str(round_half_up(1.09785, 4)) == "1.0979"  # docs/protocol.md §10.1: half-up on the decimal text
     assert matches(1.081, 1.08103103)  # 3-dp JSON value vs 8-dp log line
     assert matches(1.1464, 1.14643673)
     assert not matches(1.1248, 1.12526734)

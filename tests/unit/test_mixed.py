@@ -1,7 +1,7 @@
 """The mixed quantizer: T1's routing name by name (blocks.8 quirk included), T1's intN
 arithmetic, the P1573 preset, qat_bits, and the artifact roundtrip.
 
-References: TECHNIQUES.md §6 "T1/P560 mixed int5/int6" rules re-implemented literally in
+References: the T1/P560 rules of docs/techniques.md §8.4 re-implemented literally in
 `expected_t1`, T1's row formula (Δ = fp16(rowmax/c), q = clamp(round(W/Δ), -(c+1), c))
 computed here with plain torch, the baseline int8 quantizer, and the intn quantizer for
 the P1573 preset.
@@ -63,7 +63,7 @@ def t1_state(seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def expected_t1(name: str, t: torch.Tensor) -> str:
-    """TECHNIQUES §6 T1 routing, in check order."""
+    """T1 routing (docs/techniques.md §8.4), in check order."""
     if not t.is_floating_point():
         return "raw"
     if t.numel() <= 8192:

@@ -1,5 +1,5 @@
 """Tests of the records' optimizer groups in plugins/optim/muon.py: name routing and its
-precedence, the T1 and P1573 presets (TECHNIQUES.md §4), AdamW and Muon weight decay
+precedence, the T1 and P1573 presets (docs/techniques.md §4.1), AdamW and Muon weight decay
 against hand computations, the 0.92 -> 0.99 momentum warm-up, and bf16 embedding tables."""
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def test_momentum_warmup_092_to_099_over_1500(preset):
 def test_bf16_embedding_tables_take_adamw_steps():
     model = toy_record(p1573=True)
     for table in (model.tok_emb, model.bigram.embed, model.ve_shared.embed):
-        table.weight.data = table.weight.data.bfloat16()  # TECHNIQUES §1: tables stay bf16
+        table.weight.data = table.weight.data.bfloat16()  # docs/techniques.md §2.3: tables stay bf16
     opt = p1573_optimizer().build(model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     ids = torch.tensor([[1, 5, 5, 9]])

@@ -1,6 +1,6 @@
 """Tests for harness.leaderboard.records: the shared upstream record folders (expected values computed by
 hand from their submission.json and logs) and synthetic folders for every variant of
-PROTOCOL.md §6.2, size limits, malformed JSON, and our own runs."""
+docs/protocol.md §8.3, size limits, malformed JSON, and our own runs."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Tests for harness.leaderboard.significance: the one-sided Welch test against scipy's own
 ``ttest_ind(equal_var=False, alternative="less")`` on margin-shifted data and against the
 closed-form Student-t CDF for 4 degrees of freedom, the margin, the bpb <-> nats conversion
-with PROTOCOL.md §2.3's sp1024 numbers, and the printed `compare` report."""
+with the sp1024 numbers of docs/protocol.md §2.4, and the printed `compare` report."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from harness.leaderboard.significance import (
     welch_improvement,
 )
 
-SP1024_TPB = 0.41052  # PROTOCOL §2.5: 62,021,632 tokens / 151,080,363 bytes
+SP1024_TPB = 0.41052  # docs/protocol.md §2.4, §2.6: 62,021,632 tokens / 151,080,363 bytes
 
 
 def _entry(key: str, bpbs: list[float], tpb: float | None = SP1024_TPB) -> Entry:
@@ -30,7 +30,7 @@ def _entry(key: str, bpbs: list[float], tpb: float | None = SP1024_TPB) -> Entry
 
 
 def test_sp1024_margin_matches_protocol() -> None:
-    # PROTOCOL §2.3: 0.005 nats/token is about 0.00296 bpb for sp1024.
+    # docs/protocol.md §2.4: 0.005 nats/token is about 0.00296 bpb for sp1024.
     assert nats_to_bpb(0.005, SP1024_TPB) == pytest.approx(0.00296, abs=5e-6)
     assert nats_to_bpb(0.005, 62_021_632 / 151_080_363) == pytest.approx(0.005 / math.log(2) * 0.41052, rel=1e-4)
 

@@ -1,5 +1,6 @@
 """GPU telemetry with a fake NVML source, the real pynvml on a machine without a GPU, and the
-throughput / MFU arithmetic checked by hand and against BYTE_LMS.md §1.4's 3B cross-check."""
+throughput / MFU arithmetic checked by hand and against the 3B cross-check (docs/techniques.md
+§11.1)."""
 
 from __future__ import annotations
 
@@ -181,8 +182,9 @@ def test_flops_per_token_by_hand():
 
 
 def test_mfu_matches_the_3b_cross_check_of_byte_lms():
-    # BYTE_LMS.md §1.4: 3,149,030,400 params, 40 layers, d 2560, block 512, 11,183 tok/s on an
-    # H100 SXM: "6·N·11,183 ≈ 211 TFLOP/s ... attention adds about 3% ... roughly 21% MFU".
+    # The 3B reference run (docs/techniques.md §11.1): 3,149,030,400 params, 40 layers, d 2560,
+    # block 512, 11,183 tok/s on an H100 SXM. 6·N times that rate is about 211 TFLOP/s, the
+    # attention term adds about 3 %, and the result is about 21 % MFU.
     n, tps, name = 3_149_030_400, 11_183.0, "NVIDIA H100 80GB HBM3"
     six_n = model_flops_per_token(n, 0, 512, 2560)
     full = model_flops_per_token(n, 40, 512, 2560)
