@@ -56,7 +56,9 @@ def raw_payload(tensors: dict, manifest: dict) -> bytes:
     raw = bytearray(manifest["raw_bytes"])
     for name, entry in manifest["tensors"].items():
         for key, spec in entry["arrays"].items():
-            raw[spec["offset"] : spec["offset"] + spec["nbytes"]] = host_bytes(tensors[name].arrays[key]).tobytes()
+            raw[spec["offset"] : spec["offset"] + spec["nbytes"]] = host_bytes(
+                tensors[name].arrays[key]
+            ).tobytes()
     return bytes(raw)
 
 
@@ -78,7 +80,9 @@ def measure(raw: bytes, layout: list, repeat: int) -> list[tuple[str, int, float
         codec = registry.get("compressor", name).config_cls(**kwargs).build()
         extra = {"layout": layout} if with_layout else {}
         payload, c_s = best_time(lambda codec=codec, extra=extra: codec.compress(raw, **extra), repeat)
-        back, d_s = best_time(lambda codec=codec, payload=payload: codec.decompress(payload, len(raw)), repeat)
+        back, d_s = best_time(
+            lambda codec=codec, payload=payload: codec.decompress(payload, len(raw)), repeat
+        )
         if back != raw:
             raise SystemExit(f"{label}: decompression did not give back the raw payload")
         rows.append((label, len(payload), c_s, d_s))
@@ -91,10 +95,15 @@ def markdown(rows: list[tuple[str, int, float, float]], rep: EntropyReport, raw_
     out = ["| codec | bytes | compress s | decompress s | ratio to bound |", "|---|---:|---:|---:|---:|"]
     out += [f"| {label} | {n:,} | {c:.2f} | {d:.2f} | {n / bound:.4f} |" for label, n, c, d in rows]
     out.append(f"| order-0 bound (sum over classes) | {bound:,.0f} | | | 1.0000 |")
-    out.append(f"\nraw payload: {raw_len:,} bytes; shipped artifact file: {rep.compressed_bytes:,} bytes "
-               f"(ratio {rep.ratio:.4f}, manifest and header included)\n")
+    out.append(
+        f"\nraw payload: {raw_len:,} bytes; shipped artifact file: {rep.compressed_bytes:,} bytes "
+        f"(ratio {rep.ratio:.4f}, manifest and header included)\n"
+    )
     out += ["| class | symbols | alphabet | bits/symbol | bound bytes |", "|---|---:|---:|---:|---:|"]
-    out += [f"| {c.cls} | {c.symbols:,} | {c.alphabet} | {c.bits_per_symbol:.4f} | {c.bound_bytes:,.0f} |" for c in rep.classes]
+    out += [
+        f"| {c.cls} | {c.symbols:,} | {c.alphabet} | {c.bits_per_symbol:.4f} | {c.bound_bytes:,.0f} |"
+        for c in rep.classes
+    ]
     return "\n".join(out)
 
 
@@ -109,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tensors, manifest = read_artifact(
             path,
-            compressor_for=lambda name, cfg: config_from_json(registry.get("compressor", name).config_cls, cfg, registry).build(),
+            compressor_for=lambda name, cfg: config_from_json(
+                registry.get("compressor", name).config_cls, cfg, registry
+            ).build(),
         )
     except PgolfError as exc:
         raise SystemExit(str(exc)) from None
@@ -117,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     rep = entropy_report(tensors, os.path.getsize(path))
     rows = measure(raw, layout_from_manifest(manifest["tensors"]), args.repeat)
     print(f"artifact: {path} (written with {manifest['quantizer']['name']}+{manifest['compressor']['name']})")
-    print(f"machine: {platform.processor() or platform.machine()}, 1 torch thread, python {sys.version.split()[0]}\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, 1 torch thread, python {sys.version.split()[0]}\n"
+    )
     print(markdown(rows, rep, len(raw)))
     return 0
 

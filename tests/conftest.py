@@ -82,7 +82,9 @@ if __name__ == "__main__":
 def write_tiny_submission(folder: Path, grad_accum: int = 1) -> Path:
     """Write the tiny submission into ``folder`` and return the folder."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "train_gpt.py").write_text(textwrap.dedent(TINY_SUBMISSION).replace("GRAD_ACCUM", str(grad_accum)), encoding="utf-8")
+    (folder / "train_gpt.py").write_text(
+        textwrap.dedent(TINY_SUBMISSION).replace("GRAD_ACCUM", str(grad_accum)), encoding="utf-8"
+    )
     return folder
 
 

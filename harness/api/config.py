@@ -131,7 +131,9 @@ class RunConfig:
     """Overrides applied when no CUDA device is present; the result is labelled ``protocol: smoke``."""
 
 
-def cpu_smoke_profile(*, batch_tokens: int = 8192, val_tokens: int = 16384, seq_len: int = 1024, eval_batch_seqs: int = 32) -> dict[str, Any]:
+def cpu_smoke_profile(
+    *, batch_tokens: int = 8192, val_tokens: int = 16384, seq_len: int = 1024, eval_batch_seqs: int = 32
+) -> dict[str, Any]:
     """The CPU smoke overrides, sized by the few numbers that differ between models.
 
     Sized for 2 CPU cores (about 550 train tokens/s for the 9x512 baseline under bf16
@@ -277,7 +279,9 @@ def parse_set_args(items: list[str]) -> dict[str, str]:
     return out
 
 
-def resolve(config: RunConfig, *, cuda: bool, environ: Mapping[str, str], sets: Mapping[str, str]) -> RunConfig:
+def resolve(
+    config: RunConfig, *, cuda: bool, environ: Mapping[str, str], sets: Mapping[str, str]
+) -> RunConfig:
     """Apply the CPU profile (without CUDA), the environment, then ``--set``, in that order."""
     if not isinstance(config, RunConfig):
         raise ConfigError(f"build_config() must return a RunConfig, got {type(config).__name__}")
@@ -287,7 +291,9 @@ def resolve(config: RunConfig, *, cuda: bool, environ: Mapping[str, str], sets: 
             raise ConfigError(f"RunConfig.{name} must be a component Config with build(), got {value!r}")
     for value in ([config.schedule] if config.schedule is not None else []) + list(config.plugins):
         if not is_dataclass(value) or not callable(getattr(value, "build", None)):
-            raise ConfigError(f"RunConfig.schedule/plugins entries must be Configs with build(), got {value!r}")
+            raise ConfigError(
+                f"RunConfig.schedule/plugins entries must be Configs with build(), got {value!r}"
+            )
     if not cuda:
         config = apply_overrides(config, config.cpu_profile, "cpu profile")
     config = apply_overrides(config, env_overrides(environ), "environment")

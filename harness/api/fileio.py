@@ -17,7 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
-def write_atomic(path: Path, chunks: bytes | Iterable[bytes], *, overwrite: bool = True, mode: int = 0o644) -> None:
+def write_atomic(
+    path: Path, chunks: bytes | Iterable[bytes], *, overwrite: bool = True, mode: int = 0o644
+) -> None:
     """Write ``chunks`` (bytes or an iterable of bytes) to ``path`` atomically.
 
     Raises ``FileExistsError`` when ``overwrite`` is False and ``path`` exists.

@@ -26,7 +26,11 @@ from harness.api.quantization import pack_bits, packed_nbytes, unpack_bits
 
 CLASSES: tuple[str, ...] = ("embed", "attn", "mlp", "other_quant", "scales", "float")
 CODE_ARRAYS: dict[str, str] = {
-    "int8_row": "q", "int8_tensor": "q", "intn": "q", "intn_packed": "q", "int4_channel": "codes",
+    "int8_row": "q",
+    "int8_tensor": "q",
+    "intn": "q",
+    "intn_packed": "q",
+    "int4_channel": "codes",
 }
 """Quantized kinds and the array holding their codes; their ``scale`` array is class ``scales``."""
 _NAME_CLASSES = (("emb", "embed"), ("attn", "attn"), ("mlp", "mlp"))  # first match wins
@@ -62,7 +66,12 @@ def reading(kind: str, meta: Mapping, key: str, nbytes: int) -> tuple[int, int]:
         return 4, 2 * nbytes  # the odd tail's pad nibble is a symbol too, so bytes re-pack exactly
     if kind == "intn_packed" and key == "q":
         bits, shape = meta.get("bits"), meta.get("shape")
-        if type(bits) is int and 1 <= bits < 8 and isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape):
+        if (
+            type(bits) is int
+            and 1 <= bits < 8
+            and isinstance(shape, list)
+            and all(type(d) is int and d >= 0 for d in shape)
+        ):
             count = math.prod(shape)
             if packed_nbytes(count, bits) == nbytes:
                 return bits, count

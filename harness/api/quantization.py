@@ -147,7 +147,9 @@ def pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
     bad = (flat < 0) | (flat > top)
     if bool(bad.any()):
         i = int(torch.argmax(bad.to(torch.uint8)))
-        raise ValueError(f"pack_bits: value {int(flat[i])} at index {i} does not fit in {bits} bits (0..{top})")
+        raise ValueError(
+            f"pack_bits: value {int(flat[i])} at index {i} does not fit in {bits} bits (0..{top})"
+        )
     n = flat.numel()
     if bits == 8:
         return flat.to(torch.uint8).contiguous()
@@ -207,9 +209,13 @@ def quantize_rows(
     """
     _check_bits(bits, 2, "quantize_rows")
     if w.ndim != 2 or not w.is_floating_point():
-        raise ValueError(f"quantize_rows: {name} must be a 2-D float tensor, got {w.ndim}-D {dtype_name(w.dtype)}")
+        raise ValueError(
+            f"quantize_rows: {name} must be a 2-D float tensor, got {w.ndim}-D {dtype_name(w.dtype)}"
+        )
     if not clip_percentiles or not all(0.0 < p <= 1.0 for p in clip_percentiles):
-        raise ValueError(f"quantize_rows: clip_percentiles must be non-empty values in (0, 1], got {clip_percentiles!r}")
+        raise ValueError(
+            f"quantize_rows: clip_percentiles must be non-empty values in (0, 1], got {clip_percentiles!r}"
+        )
     w = w.detach().float()
     absw = w.abs()
     best: tuple[float, torch.Tensor, torch.Tensor, float] | None = None
@@ -306,7 +312,12 @@ def encode_int8(name: str, t: torch.Tensor, clip_quantile: float = INT8_CLIP_Q) 
     t32 = t.float().contiguous()
     if t32.ndim == 2:
         q, scale, _ = quantize_rows(
-            t32, 8, clip_percentiles=(clip_quantile,), scale_floor=1.0 / 127, baseline_rounding=True, name=name
+            t32,
+            8,
+            clip_percentiles=(clip_quantile,),
+            scale_floor=1.0 / 127,
+            baseline_rounding=True,
+            name=name,
         )
         return QTensor("int8_row", {"q": q, "scale": scale}, meta)
     clip_t = linear_quantile(t32.abs().reshape(-1), clip_quantile)
@@ -407,7 +418,9 @@ def _codes(name: str, qt: QTensor, bits: int, shape: list[int], numel: int) -> t
         raise ArtifactError(f"tensor {name}: {qt.kind!r} is not an intN kind (intn, intn_packed)")
     offset = qt.meta.get("offset")
     if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**bits:
-        raise ArtifactError(f"tensor {name}: meta.offset must be an integer in 0..{2**bits - 1}, got {offset!r}")
+        raise ArtifactError(
+            f"tensor {name}: meta.offset must be an integer in 0..{2**bits - 1}, got {offset!r}"
+        )
     need = packed_nbytes(numel, bits)
     if q.dtype != torch.uint8 or tuple(q.shape) != (need,):
         raise ArtifactError(
@@ -426,7 +439,9 @@ def _meta_bits(name: str, qt: QTensor) -> int:
 
 def _meta_shape(name: str, qt: QTensor) -> list[int]:
     shape = qt.meta.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise ArtifactError(f"tensor {name}: meta.shape must be a list of integers >= 0, got {shape!r}")
     return shape
 
@@ -462,7 +477,9 @@ def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
     """Codes in -7..7 (read flattened) -> uint8 [ceil(n/2)]: element 2i low nibble, 2i+1 high, nibble q+8, odd tail padded 8."""
     flat = q.detach().to("cpu").reshape(-1).to(torch.int16)
     if bool(((flat < -INT4_LEVELS) | (flat > INT4_LEVELS)).any()):
-        raise ValueError(f"pack_nibbles: codes must lie in -{INT4_LEVELS}..{INT4_LEVELS}, got {int(flat.min())}..{int(flat.max())}")
+        raise ValueError(
+            f"pack_nibbles: codes must lie in -{INT4_LEVELS}..{INT4_LEVELS}, got {int(flat.min())}..{int(flat.max())}"
+        )
     nib = (flat + INT4_NIBBLE_OFFSET).to(torch.uint8)
     if nib.numel() % 2:
         nib = torch.cat([nib, torch.tensor([INT4_NIBBLE_OFFSET], dtype=torch.uint8)])
@@ -479,5 +496,7 @@ def unpack_nibbles(codes: torch.Tensor, count: int) -> torch.Tensor:
         )
     nib = torch.stack([codes & 0xF, codes >> 4], dim=1).reshape(-1)[:count]
     if bool((nib == 0).any()):
-        raise ValueError(f"unpack_nibbles: code -8 (nibble 0) at index {int((nib == 0).nonzero()[0])}; only -7..7 are valid")
+        raise ValueError(
+            f"unpack_nibbles: code -8 (nibble 0) at index {int((nib == 0).nonzero()[0])}; only -7..7 are valid"
+        )
     return (nib.to(torch.int16) - INT4_NIBBLE_OFFSET).to(torch.int8)

@@ -13,8 +13,16 @@ from dataclasses import dataclass, is_dataclass
 from harness.api.errors import ConfigError
 
 KINDS = (
-    "arch", "arch_component", "activation", "optimizer", "averaging", "quantizer", "compressor", "schedule",
-    "algorithm", "callback",
+    "arch",
+    "arch_component",
+    "activation",
+    "optimizer",
+    "averaging",
+    "quantizer",
+    "compressor",
+    "schedule",
+    "algorithm",
+    "callback",
 )
 """Component kinds. ``algorithm``: a run plugin that changes the weights or how they train
 (late QAT, pruning); ``callback``: a run plugin that only observes (an extra export)."""
@@ -31,7 +39,7 @@ def current_class_path(path: str) -> str:
     """``module.QualName`` as it reads today: the module part mapped through `MOVED_MODULES`."""
     for old, new in MOVED_MODULES.items():
         if path.startswith(old + "."):
-            return new + path[len(old):]
+            return new + path[len(old) :]
     return path
 
 

@@ -6,7 +6,9 @@ from the time per step so far, as every upstream record's training loop computes
 from __future__ import annotations
 
 
-def lr_multiplier(step: int, elapsed_ms: float, *, iterations: int, warmdown_iters: int, max_wallclock_ms: float) -> float:
+def lr_multiplier(
+    step: int, elapsed_ms: float, *, iterations: int, warmdown_iters: int, max_wallclock_ms: float
+) -> float:
     """Upstream warmdown: linear to 0 at the cap, re-estimated from the time per step so far.
 
     Without a cap (``max_wallclock_ms <= 0``) it decays over the last ``warmdown_iters`` of

@@ -23,7 +23,9 @@ _EPOCH_PREFIX = re.compile(r"^\d{9,11}(?:\.\d+)?\s+")
 _FINAL_NAME = re.compile(r"^(?P<name>(?:final_|quantized|legal_ttt)[\w.+-]*)(?=\s|$)")
 _VAL_LOSS = re.compile(rf"(?:^|\s)val_loss:\s*(?P<v>{_NUM})(?=\s|$|,)")
 _VAL_BPB = re.compile(rf"(?:^|\s)val_bpb:\s*(?P<v>{_NUM})(?=\s|$|,)")
-_STOP = re.compile(rf"^stopping_early:.*?train_time:\s*(?P<ms>\d+(?:\.\d+)?)ms\s+step:\s*(?P<s>{_INT})/(?P<n>{_INT})")
+_STOP = re.compile(
+    rf"^stopping_early:.*?train_time:\s*(?P<ms>\d+(?:\.\d+)?)ms\s+step:\s*(?P<s>{_INT})/(?P<n>{_INT})"
+)
 _STEP_A = re.compile(rf"^step:(?P<s>{_INT})/(?P<n>{_INT})\s+(?:train_loss|val_loss):")
 _STEP_A_TIME = re.compile(r"\strain_time:(?P<ms>\d+(?:\.\d+)?)ms")
 _STEP_A_AVG = re.compile(r"\sstep_avg:(?P<avg>\d+(?:\.\d+)?)ms")
@@ -107,7 +109,12 @@ def _steps(line: str, st: _Scan) -> bool:
     m = _STEP_A.match(line)
     if m:
         t, a = _STEP_A_TIME.search(line), _STEP_A_AVG.search(line)
-        st.last_a = (int(m.group("s")), int(m.group("n")), float(t.group("ms")) if t else None, float(a.group("avg")) if a else None)
+        st.last_a = (
+            int(m.group("s")),
+            int(m.group("n")),
+            float(t.group("ms")) if t else None,
+            float(a.group("avg")) if a else None,
+        )
         return True
     m = _STEP_B.match(line)
     if m:

@@ -108,7 +108,9 @@ def read_json_limited(path: Path, limit: int = MAX_JSON_BYTES) -> dict[str, Any]
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise RecordReadError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        raise RecordReadError(
+            f"{path}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
     except ValueError as exc:  # an integer literal over Python's 4,300-digit conversion limit
         raise RecordReadError(f"{path}: invalid JSON ({exc})") from None
     except RecursionError:
@@ -234,7 +236,9 @@ def json_bytes(data: dict[str, Any]) -> tuple[int | None, str]:
     value = _integer(data.get("bytes_total"))
     if value is not None:
         return value, "bytes_total"
-    per_seed = [_integer(v.get(k)) for v in _seed_dicts(data).values() for k in ("artifact_bytes", "bytes_total")]
+    per_seed = [
+        _integer(v.get(k)) for v in _seed_dicts(data).values() for k in ("artifact_bytes", "bytes_total")
+    ]
     per_seed = [v for v in per_seed if v is not None]
     if per_seed:
         return max(per_seed), "max of per-seed artifact_bytes"
@@ -378,7 +382,9 @@ def _tokens_per_byte(logs: Iterable[_Log], tag: str | None) -> float | None:
     ratios = []
     for log in logs:
         pair = log.summary.finals.get(tag) if tag else None
-        pair = pair or next(((loss, bpb) for _n, loss, bpb in reversed(log.summary.final_lines) if loss), None)
+        pair = pair or next(
+            ((loss, bpb) for _n, loss, bpb in reversed(log.summary.final_lines) if loss), None
+        )
         if pair and pair[0]:
             ratios.append(pair[1] * LN2 / pair[0])
     return statistics.fmean(ratios) if ratios else None
@@ -439,8 +445,14 @@ def _entry(fold: _Folder) -> Entry:
     )
     entry.seeds = _seed_results(fold, tag)
     entry.bytes_total, bytes_source = _bytes(fold, entry.seeds)
-    entry.steps = _integer(data.get("step_stop")) or _integer(data.get("train_steps")) or _mean_int(s.steps for s in entry.seeds)
-    entry.ms_per_step = _number(data.get("step_avg_ms_mean")) or _mean_or_none(s.ms_per_step for s in entry.seeds)
+    entry.steps = (
+        _integer(data.get("step_stop"))
+        or _integer(data.get("train_steps"))
+        or _mean_int(s.steps for s in entry.seeds)
+    )
+    entry.ms_per_step = _number(data.get("step_avg_ms_mean")) or _mean_or_none(
+        s.ms_per_step for s in entry.seeds
+    )
     entry.tokens_per_byte = _tokens_per_byte(found[1] if found else fold.logs, tag)
     _flag(fold, entry, found is not None)
     entry.summary = _summary(fold, entry, bytes_source)

@@ -35,7 +35,20 @@ OUR_TABLES = ("full", "smoke")
 """Tables always rendered for our runs, even when empty."""
 RECORD_TRACK = "10min_16mb"
 FILES = ("README.md", "leaderboard.csv", "leaderboard.json", "bpb.png")
-COLUMNS = ("Run", "Score", "± std (n)", "Author", "Summary", "Date", "Bytes", "Steps", "ms/step", "Protocol", "vs. prev", "Flags")
+COLUMNS = (
+    "Run",
+    "Score",
+    "± std (n)",
+    "Author",
+    "Summary",
+    "Date",
+    "Bytes",
+    "Steps",
+    "ms/step",
+    "Protocol",
+    "vs. prev",
+    "Flags",
+)
 PNG_SIZE_IN = (10.0, 4.0)
 PNG_DPI = 100
 
@@ -145,7 +158,7 @@ def _vs_prev(entry: Entry, better: Entry | None) -> tuple[float | None, str]:
         reason = exc.reason
         for label, who in (("A ", "row above "), ("B ", "this row ")):
             if reason.startswith(label):
-                reason = who + reason[len(label):]
+                reason = who + reason[len(label) :]
         return None, reason
 
 
@@ -196,7 +209,10 @@ def _table_md(title: str, rows: list[Row]) -> list[str]:
         return lines + ["_No runs yet._", ""]
     for section in dict.fromkeys(r.section for r in rows):
         lines += [f"### Dataset fingerprint {escape_md(section)}", ""]
-        lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---:" if c in _NUMERIC else "---" for c in COLUMNS) + "|"]
+        lines += [
+            "| " + " | ".join(COLUMNS) + " |",
+            "|" + "|".join("---:" if c in _NUMERIC else "---" for c in COLUMNS) + "|",
+        ]
         lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows if r.section == section]
         lines.append("")
     return lines
@@ -220,7 +236,9 @@ def render_markdown(rows: list[Row], title: str) -> str:
         lines += ["No runs have been committed yet: the tables below are empty.", ""]
     tables = list(OUR_TABLES) + [t for t in dict.fromkeys(r.table for r in rows) if t not in OUR_TABLES]
     for table in tables:
-        lines += _table_md(_TABLE_TITLES.get(table, f"Protocol {table}"), [r for r in rows if r.table == table])
+        lines += _table_md(
+            _TABLE_TITLES.get(table, f"Protocol {table}"), [r for r in rows if r.table == table]
+        )
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -246,12 +264,29 @@ def row_record(row: Row, root: Path | None = None) -> dict[str, Any]:
     """One row as a flat dict (full precision), the same for CSV and JSON."""
     e = row.entry
     rec: dict[str, Any] = {
-        "table": row.table, "fingerprint": row.section, "rank": row.rank, "key": e.key, "name": e.name,
-        "author": e.author, "github_id": e.github_id, "date": e.date, "track": e.track, "protocol": e.protocol,
-        "dataset_sha256": e.dataset_sha256, "score_bpb": e.score_bpb, "score_std": row.std, "n_seeds": row.n,
-        "score_source": e.score_source, "bytes_total": e.bytes_total, "steps": e.steps,
-        "ms_per_step": e.ms_per_step, "tokens_per_byte": e.tokens_per_byte, "vs_prev_p": row.vs_prev_p,
-        "vs_prev_note": row.vs_prev_note, "flags": ";".join(e.flags), "summary": e.summary,
+        "table": row.table,
+        "fingerprint": row.section,
+        "rank": row.rank,
+        "key": e.key,
+        "name": e.name,
+        "author": e.author,
+        "github_id": e.github_id,
+        "date": e.date,
+        "track": e.track,
+        "protocol": e.protocol,
+        "dataset_sha256": e.dataset_sha256,
+        "score_bpb": e.score_bpb,
+        "score_std": row.std,
+        "n_seeds": row.n,
+        "score_source": e.score_source,
+        "bytes_total": e.bytes_total,
+        "steps": e.steps,
+        "ms_per_step": e.ms_per_step,
+        "tokens_per_byte": e.tokens_per_byte,
+        "vs_prev_p": row.vs_prev_p,
+        "vs_prev_note": row.vs_prev_note,
+        "flags": ";".join(e.flags),
+        "summary": e.summary,
         "source_path": _rel(e.source_path, root),
     }
     return {k: _json_safe(v) for k, v in rec.items()}
@@ -260,8 +295,15 @@ def row_record(row: Row, root: Path | None = None) -> dict[str, Any]:
 def _seeds_json(row: Row, root: Path | None) -> list[dict[str, Any]]:
     out = []
     for s in row.entry.seeds:
-        d = {"seed": s.seed, "val_bpb": s.val_bpb, "val_loss": s.val_loss, "bytes_total": s.bytes_total,
-             "steps": s.steps, "ms_per_step": s.ms_per_step, "log_file": _rel(s.log_file, root)}
+        d = {
+            "seed": s.seed,
+            "val_bpb": s.val_bpb,
+            "val_loss": s.val_loss,
+            "bytes_total": s.bytes_total,
+            "steps": s.steps,
+            "ms_per_step": s.ms_per_step,
+            "log_file": _rel(s.log_file, root),
+        }
         out.append({k: _json_safe(v) for k, v in d.items()})
     return out
 
@@ -277,9 +319,30 @@ def write_csv(rows: list[Row], path: Path, root: Path | None = None) -> None:
 
 
 _EMPTY_COLUMNS = [
-    "table", "fingerprint", "rank", "key", "name", "author", "github_id", "date", "track", "protocol",
-    "dataset_sha256", "score_bpb", "score_std", "n_seeds", "score_source", "bytes_total", "steps",
-    "ms_per_step", "tokens_per_byte", "vs_prev_p", "vs_prev_note", "flags", "summary", "source_path",
+    "table",
+    "fingerprint",
+    "rank",
+    "key",
+    "name",
+    "author",
+    "github_id",
+    "date",
+    "track",
+    "protocol",
+    "dataset_sha256",
+    "score_bpb",
+    "score_std",
+    "n_seeds",
+    "score_source",
+    "bytes_total",
+    "steps",
+    "ms_per_step",
+    "tokens_per_byte",
+    "vs_prev_p",
+    "vs_prev_note",
+    "flags",
+    "summary",
+    "source_path",
 ]
 
 
@@ -348,7 +411,9 @@ def write_png(rows: list[Row], path: Path) -> None:
 # ----------------------------------------------------------------------------- entry points
 
 
-def render(entries: list[Entry], out_dir: Path, *, title: str = DEFAULT_TITLE, root: Path | None = None) -> list[Path]:
+def render(
+    entries: list[Entry], out_dir: Path, *, title: str = DEFAULT_TITLE, root: Path | None = None
+) -> list[Path]:
     """Write README.md, leaderboard.csv, leaderboard.json and bpb.png into ``out_dir``
     (created if needed) and return their paths. Deterministic: the same entries give
     byte-identical files. ``root``: paths in the entries are written relative to it."""
@@ -371,4 +436,6 @@ def regenerate(repo_root: Path, out_dir: Path | None = None, *, title: str = DEF
 
     repo_root = Path(repo_root)
     entries = import_runs(repo_root / "submissions")
-    return render(entries, out_dir if out_dir is not None else repo_root / "leaderboard", title=title, root=repo_root)
+    return render(
+        entries, out_dir if out_dir is not None else repo_root / "leaderboard", title=title, root=repo_root
+    )

@@ -80,7 +80,9 @@ def nats_to_bpb(nats: float, tokens_per_byte: float) -> float:
 
 
 def _check_ratio(tokens_per_byte: float) -> None:
-    if not (isinstance(tokens_per_byte, (int, float)) and math.isfinite(tokens_per_byte) and tokens_per_byte > 0):
+    if not (
+        isinstance(tokens_per_byte, (int, float)) and math.isfinite(tokens_per_byte) and tokens_per_byte > 0
+    ):
         raise DataError(f"tokens_per_byte={tokens_per_byte!r}: expected a finite number > 0")
 
 
@@ -95,7 +97,9 @@ def _check_sample(name: str, xs: list[float]) -> None:
         raise SignificanceError(f"{name}: non-finite score {bad[0]!r}", f"{name} has a non-finite score")
 
 
-def welch_improvement(a_nats: list[float], b_nats: list[float], margin_nats: float = MARGIN_NATS) -> WelchResult:
+def welch_improvement(
+    a_nats: list[float], b_nats: list[float], margin_nats: float = MARGIN_NATS
+) -> WelchResult:
     """One-sided Welch t-test that A improves on B (lower is better) by more than
     ``margin_nats``: t = (mean_b − mean_a − margin) / sqrt(s_a²/n_a + s_b²/n_b), p = P(T_df ≥ t).
 
@@ -119,8 +123,17 @@ def welch_improvement(a_nats: list[float], b_nats: list[float], margin_nats: flo
     df = (qa + qb) ** 2 / (qa**2 / (len(a) - 1) + qb**2 / (len(b) - 1))
     p = float(stats.t.sf(t, df))
     return WelchResult(
-        n_a=len(a), n_b=len(b), mean_a=mean_a, mean_b=mean_b, std_a=math.sqrt(va), std_b=math.sqrt(vb),
-        margin=margin_nats, t=t, df=df, p=p, significant=p < ALPHA,
+        n_a=len(a),
+        n_b=len(b),
+        mean_a=mean_a,
+        mean_b=mean_b,
+        std_a=math.sqrt(va),
+        std_b=math.sqrt(vb),
+        margin=margin_nats,
+        t=t,
+        df=df,
+        p=p,
+        significant=p < ALPHA,
     )
 
 
@@ -149,7 +162,9 @@ def improvement(a: Entry, b: Entry, margin_nats: float = MARGIN_NATS) -> WelchRe
             "tokens/byte unknown",
         )
     return welch_improvement(
-        [bpb_to_nats(x, ratio) for x in seed_bpbs(a)], [bpb_to_nats(x, ratio) for x in seed_bpbs(b)], margin_nats
+        [bpb_to_nats(x, ratio) for x in seed_bpbs(a)],
+        [bpb_to_nats(x, ratio) for x in seed_bpbs(b)],
+        margin_nats,
     )
 
 
@@ -200,10 +215,15 @@ def compare(a: Entry, b: Entry) -> str:
     lines = [f"Does A improve on B by at least {MARGIN_NATS} nats/token at p < {ALPHA}?"]
     lines += _seed_lines("A", a, ratio) + _seed_lines("B", b, ratio)
     if ratio is None:
-        return "\n".join(lines + _unknown_ratio_lines(a, b) + ["verdict: undetermined (tokens/byte unknown)"]) + "\n"
+        return (
+            "\n".join(lines + _unknown_ratio_lines(a, b) + ["verdict: undetermined (tokens/byte unknown)"])
+            + "\n"
+        )
     lines.append(f"conversion: nats/token = bpb * ln2 / tokens_per_byte, with {ratio_note}")
-    if a.tokens_per_byte is not None and b.tokens_per_byte is not None and not math.isclose(
-        a.tokens_per_byte, b.tokens_per_byte, rel_tol=1e-6
+    if (
+        a.tokens_per_byte is not None
+        and b.tokens_per_byte is not None
+        and not math.isclose(a.tokens_per_byte, b.tokens_per_byte, rel_tol=1e-6)
     ):
         lines.append("note: A and B have different tokens/byte; A's bpb is expressed in B's nats/token")
     try:

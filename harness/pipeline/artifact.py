@@ -299,7 +299,9 @@ def _decompress(path: Path, compressor: Compressor, payload: bytes, raw_bytes: i
             f"{path}: payload: compressor {type(compressor).__name__} failed on it ({type(exc).__name__}: {exc})"
         ) from None
     if not isinstance(raw, (bytes, bytearray)) or len(raw) > raw_bytes:
-        raise ArtifactError(f"{path}: payload: compressor returned more than the declared raw_bytes {raw_bytes}")
+        raise ArtifactError(
+            f"{path}: payload: compressor returned more than the declared raw_bytes {raw_bytes}"
+        )
     if len(raw) != raw_bytes:
         raise ArtifactError(f"{path}: raw_bytes: manifest says {raw_bytes}, the payload holds {len(raw)}")
     return raw

@@ -41,4 +41,6 @@ class Budget:
 
 def measure_budget(code_path: Path, artifact_path: Path, limit: int | None = None) -> Budget:
     """Stat the shipped files; nothing else is trusted. ``limit`` defaults to ``BYTE_LIMIT``."""
-    return Budget(os.path.getsize(code_path), os.path.getsize(artifact_path), BYTE_LIMIT if limit is None else limit)
+    return Budget(
+        os.path.getsize(code_path), os.path.getsize(artifact_path), BYTE_LIMIT if limit is None else limit
+    )

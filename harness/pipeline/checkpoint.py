@@ -93,7 +93,9 @@ def _encode(value: Any, tensors: list[torch.Tensor], where: str) -> Any:
     if isinstance(value, dict):
         for key in value:
             if isinstance(key, bool) or not isinstance(key, (str, int)):
-                raise ArtifactError(f"checkpoint: {where} has a key {key!r} of type {type(key).__name__}; only str and int keys are stored")
+                raise ArtifactError(
+                    f"checkpoint: {where} has a key {key!r} of type {type(key).__name__}; only str and int keys are stored"
+                )
         return {"t": "dict", "items": [[k, _encode(v, tensors, f"{where}.{k}")] for k, v in value.items()]}
     if isinstance(value, tuple):
         return {"t": "tuple", "items": [_encode(v, tensors, f"{where}[{i}]") for i, v in enumerate(value)]}
@@ -131,9 +133,16 @@ def decode_tree(node: Any, tensors: list[torch.Tensor], where: str = "state") ->
 def _decode_dict(items: list, tensors: list[torch.Tensor], where: str) -> dict:
     out: dict = {}
     for item in items:
-        ok = isinstance(item, list) and len(item) == 2 and not isinstance(item[0], bool) and isinstance(item[0], (str, int))
+        ok = (
+            isinstance(item, list)
+            and len(item) == 2
+            and not isinstance(item[0], bool)
+            and isinstance(item[0], (str, int))
+        )
         if not ok:
-            raise ArtifactError(f"{where}: dict item must be [str|int key, value], got {json.dumps(item)[:200]}")
+            raise ArtifactError(
+                f"{where}: dict item must be [str|int key, value], got {json.dumps(item)[:200]}"
+            )
         out[item[0]] = decode_tree(item[1], tensors, f"{where}.{item[0]}")
     return out
 
@@ -153,7 +162,9 @@ def _is_index(value: Any, n: int) -> bool:
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
     if dtype_name(t.dtype) not in DTYPES:
-        raise ArtifactError(f"checkpoint: tensor dtype {dtype_name(t.dtype)} is not storable; allowed: {', '.join(DTYPES)}")
+        raise ArtifactError(
+            f"checkpoint: tensor dtype {dtype_name(t.dtype)} is not storable; allowed: {', '.join(DTYPES)}"
+        )
     return host_bytes(t).tobytes()
 
 
@@ -166,7 +177,9 @@ def write_checkpoint(path: str | os.PathLike[str], state: Any, meta: dict[str, A
     chunks, specs, offset = [], [], 0
     for t in tensors:
         data = _tensor_bytes(t)
-        specs.append({"dtype": dtype_name(t.dtype), "shape": list(t.shape), "offset": offset, "nbytes": len(data)})
+        specs.append(
+            {"dtype": dtype_name(t.dtype), "shape": list(t.shape), "offset": offset, "nbytes": len(data)}
+        )
         chunks.append(data)
         offset += len(data)
     header = {"format": FORMAT_NAME, "meta": meta, "state": nodes, "tensors": specs, "body_bytes": offset}
@@ -196,7 +209,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
 def _upgrade_paths(value: Any) -> Any:
     """Class paths in a checkpoint's config and plugin keys, as they read after a move."""
     if isinstance(value, dict):
-        return {k: current_class_path(v) if k == "_class" and isinstance(v, str) else _upgrade_paths(v) for k, v in value.items()}
+        return {
+            k: current_class_path(v) if k == "_class" and isinstance(v, str) else _upgrade_paths(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_upgrade_paths(v) for v in value]
     return value
@@ -236,27 +252,41 @@ def _split(path: Path, blob: bytes, body_size: int | None = None) -> tuple[dict,
         raise ArtifactError(f"{path}: checkpoint is truncated ({len(blob)} bytes)")
     magic, version, hlen = _HEADER.unpack_from(blob)
     if magic != MAGIC:
-        hint = " (a pickle/torch.save file? those are never loaded)" if blob[:1] == b"\x80" or blob[:2] == b"PK" else ""
+        hint = (
+            " (a pickle/torch.save file? those are never loaded)"
+            if blob[:1] == b"\x80" or blob[:2] == b"PK"
+            else ""
+        )
         raise ArtifactError(f"{path}: is not a pgolf checkpoint (magic {magic!r}, expected {MAGIC!r}){hint}")
     if version != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: checkpoint format version {version} is not supported (expected {FORMAT_VERSION})")
+        raise ArtifactError(
+            f"{path}: checkpoint format version {version} is not supported (expected {FORMAT_VERSION})"
+        )
     start = _HEADER.size + hlen + DIGEST_BYTES
     if hlen > _MAX_HEADER or start > len(blob):
-        raise ArtifactError(f"{path}: checkpoint is truncated (header of {hlen} bytes + digest do not fit in {len(blob)} bytes)")
+        raise ArtifactError(
+            f"{path}: checkpoint is truncated (header of {hlen} bytes + digest do not fit in {len(blob)} bytes)"
+        )
     try:
         header = json.loads(blob[_HEADER.size : _HEADER.size + hlen].decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         # ValueError covers JSONDecodeError and integers past Python's digit limit;
         # RecursionError a hostile, deeply nested header.
-        raise ArtifactError(f"{path}: checkpoint header is not valid UTF-8 JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
+        raise ArtifactError(
+            f"{path}: checkpoint header is not valid UTF-8 JSON: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
     _validate_header(path, header)
     body = memoryview(blob)[start:]
     if body_size is not None:  # header only: the body's size was measured, not read
         if body_size != header["body_bytes"]:
-            raise ArtifactError(f"{path}: checkpoint body is {body_size} bytes, the header says {header['body_bytes']} (truncated or extended)")
+            raise ArtifactError(
+                f"{path}: checkpoint body is {body_size} bytes, the header says {header['body_bytes']} (truncated or extended)"
+            )
         return header, body
     if len(body) != header["body_bytes"]:
-        raise ArtifactError(f"{path}: checkpoint body is {len(body)} bytes, the header says {header['body_bytes']} (truncated or extended)")
+        raise ArtifactError(
+            f"{path}: checkpoint body is {len(body)} bytes, the header says {header['body_bytes']} (truncated or extended)"
+        )
     if hashlib.sha256(body).digest() != blob[start - DIGEST_BYTES : start]:
         raise ArtifactError(f"{path}: checkpoint body sha256 mismatch (the file is corrupt or was modified)")
     return header, body
@@ -274,7 +304,9 @@ def _validate_header(path: Path, h: Any) -> None:
     for i, spec in enumerate(h["tensors"]):
         offset += _validate_spec(path, i, spec, offset)
     if h["body_bytes"] != offset:
-        raise ArtifactError(f"{path}: checkpoint body_bytes {h['body_bytes']!r} != {offset}, the sum of the tensor sizes")
+        raise ArtifactError(
+            f"{path}: checkpoint body_bytes {h['body_bytes']!r} != {offset}, the sum of the tensor sizes"
+        )
 
 
 def _validate_spec(path: Path, i: int, spec: Any, offset: int) -> int:
@@ -297,7 +329,9 @@ def _validate_spec(path: Path, i: int, spec: Any, offset: int) -> int:
     itemsize = torch.empty((), dtype=DTYPES[spec["dtype"]]).element_size()
     expected = math.prod(shape) * itemsize
     if spec["nbytes"] != expected or spec["offset"] != offset:
-        raise ArtifactError(f"{where}: nbytes/offset {spec['nbytes']!r}/{spec['offset']!r}, expected {expected}/{offset}")
+        raise ArtifactError(
+            f"{where}: nbytes/offset {spec['nbytes']!r}/{spec['offset']!r}, expected {expected}/{offset}"
+        )
     return expected
 
 
@@ -363,10 +397,14 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
 def check_resumable(meta: dict[str, Any], path: Path, config_json: dict[str, Any], world_size: int) -> None:
     """`ConfigError` unless the checkpoint ``meta`` comes from this config and world size."""
     if meta.get("world_size") != world_size:
-        raise ConfigError(f"{path}: saved with world_size {meta.get('world_size')}, resuming with {world_size}; use the same number of processes")
+        raise ConfigError(
+            f"{path}: saved with world_size {meta.get('world_size')}, resuming with {world_size}; use the same number of processes"
+        )
     diffs = config_differences(meta.get("config", {}), config_json)
     if diffs:
-        raise ConfigError(f"{path}: the resolved config differs from the checkpointed run's: {'; '.join(diffs)}")
+        raise ConfigError(
+            f"{path}: the resolved config differs from the checkpointed run's: {'; '.join(diffs)}"
+        )
 
 
 def check_resume_dir(run_dir: Path, config: RunConfig, world_size: int) -> int:
@@ -412,18 +450,27 @@ class Checkpointer:
     ``observers`` are the run's observer plugin objects, in ``RunConfig.plugins`` order.
     """
 
-    def __init__(self, run_dir: Path, config: RunConfig, dist: DistInfo, *, loader: Any, observers: list[Any]) -> None:
+    def __init__(
+        self, run_dir: Path, config: RunConfig, dist: DistInfo, *, loader: Any, observers: list[Any]
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / CHECKPOINT_NAME
         self.config_json = json.loads(dumps(config))
         self.dist = dist
         self.loader = loader
         self.observers = _stateful(observers)
-        self.stateless = [_observer_key(i, p) for i, p in enumerate(observers) if _observer_key(i, p) not in self.observers]
+        self.stateless = [
+            _observer_key(i, p) for i, p in enumerate(observers) if _observer_key(i, p) not in self.observers
+        ]
         """Run plugins that are not `Stateful`: on resume they start afresh (logged by the runner)."""
 
     def _meta(self, step: int) -> dict[str, Any]:
-        return {"step": step, "world_size": self.dist.world_size, "config": self.config_json, "observers": sorted(self.observers)}
+        return {
+            "step": step,
+            "world_size": self.dist.world_size,
+            "config": self.config_json,
+            "observers": sorted(self.observers),
+        }
 
     def save(self, ctx: TrainContext, trainer_state: dict[str, Any]) -> int:
         """Write this step's checkpoint (every rank calls it; they stay in lockstep); returns
@@ -461,7 +508,9 @@ class Checkpointer:
         and the same world size; otherwise a `ConfigError` lists what differs.
         """
         if not self.path.is_file():
-            raise ConfigError(f"{self.path}: no checkpoint to resume from (was train.checkpoint_every_minutes > 0?)")
+            raise ConfigError(
+                f"{self.path}: no checkpoint to resume from (was train.checkpoint_every_minutes > 0?)"
+            )
         state, meta = read_checkpoint(self.path)
         meta = _upgrade_meta(meta)
         if isinstance(state.get("observers"), dict):
@@ -471,7 +520,9 @@ class Checkpointer:
             shard = shard_path(self.run_dir, meta["step"], self.dist.rank)
             mine, shard_meta = read_checkpoint(shard)
             if shard_meta.get("step") != meta["step"]:
-                raise ArtifactError(f"{shard}: holds step {shard_meta.get('step')}, but {self.path} is step {meta['step']}")
+                raise ArtifactError(
+                    f"{shard}: holds step {shard_meta.get('step')}, but {self.path} is step {meta['step']}"
+                )
             state = {**state, **mine}
         self._restore(ctx, state)
         return dict(state["trainer"])
@@ -479,7 +530,9 @@ class Checkpointer:
     def _check(self, meta: dict[str, Any]) -> None:
         check_resumable(meta, self.path, self.config_json, self.dist.world_size)
         if sorted(meta.get("observers", [])) != sorted(self.observers):
-            raise ConfigError(f"{self.path}: checkpointed plugin states {meta.get('observers')} do not match this run's {sorted(self.observers)}")
+            raise ConfigError(
+                f"{self.path}: checkpointed plugin states {meta.get('observers')} do not match this run's {sorted(self.observers)}"
+            )
 
     def _restore(self, ctx: TrainContext, state: dict[str, Any]) -> None:
         try:
@@ -490,5 +543,7 @@ class Checkpointer:
             self.loader.reset({k: int(v) for k, v in state["loader"].items()})
             set_rng_state(state["rng"], self.dist.device)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise ArtifactError(f"{self.path}: checkpoint state does not fit this run: {type(exc).__name__}: {exc}") from None
+            raise ArtifactError(
+                f"{self.path}: checkpoint state does not fit this run: {type(exc).__name__}: {exc}"
+            ) from None
         ctx.notes.update(state.get("extras", {}))

@@ -31,8 +31,6 @@ TIMEOUT_ENV = "PGOLF_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 600.0
 
 
-
-
 def init_distributed() -> DistInfo:
     """Join the torchrun process group if there is one; pick the device."""
     cuda = torch.cuda.is_available()
@@ -56,7 +54,9 @@ def init_distributed() -> DistInfo:
     if cuda:
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, device_id=device if cuda else None, timeout=collective_timeout())
+        dist.init_process_group(
+            backend=backend, device_id=device if cuda else None, timeout=collective_timeout()
+        )
     return DistInfo(rank, world, local_rank, device, backend)
 
 
@@ -82,7 +82,11 @@ def report_rank_failure(info: DistInfo, exc: BaseException) -> None:
     if not info.distributed:
         return
     message = " ".join(str(exc).split()) or "(no message)"
-    print(f"error: rank {info.rank}/{info.world_size} failed: {type(exc).__name__}: {message}", file=sys.stderr, flush=True)
+    print(
+        f"error: rank {info.rank}/{info.world_size} failed: {type(exc).__name__}: {message}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         exc.__dict__[_REPORTED] = True  # so the entry point does not print the same error again
     except (AttributeError, TypeError):  # exceptions without a __dict__ (rare C types)

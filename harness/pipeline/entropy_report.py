@@ -110,13 +110,21 @@ class EntropyReport:
         """The report as a JSON-ready dict (``submission.json`` key ``entropy``)."""
         classes = {}
         for c in self.classes:
-            row = {"symbols": c.symbols, "alphabet": c.alphabet, "bits_per_symbol": round(c.bits_per_symbol, 6),
-                   "bound_bytes": round(c.bound_bytes, 1)}
+            row = {
+                "symbols": c.symbols,
+                "alphabet": c.alphabet,
+                "bits_per_symbol": round(c.bits_per_symbol, 6),
+                "bound_bytes": round(c.bound_bytes, 1),
+            }
             if coded and c.cls in coded:
                 row["coded_bytes"] = coded[c.cls]
             classes[c.cls] = row
-        return {"classes": classes, "bound_bytes": round(self.bound_bytes, 1),
-                "compressed_bytes": self.compressed_bytes, "ratio": round(self.ratio, 6)}
+        return {
+            "classes": classes,
+            "bound_bytes": round(self.bound_bytes, 1),
+            "compressed_bytes": self.compressed_bytes,
+            "ratio": round(self.ratio, 6),
+        }
 
 
 def entropy_report(tensors: Mapping[str, QTensor], compressed_bytes: int) -> EntropyReport:

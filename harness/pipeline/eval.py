@@ -277,8 +277,14 @@ class _Deadline:
     """
 
     def __init__(
-        self, name: str, deadline: float | None, device: torch.device, rank: int, world_size: int,
-        counts: list[int], targets_total: int,
+        self,
+        name: str,
+        deadline: float | None,
+        device: torch.device,
+        rank: int,
+        world_size: int,
+        counts: list[int],
+        targets_total: int,
     ) -> None:
         self.name, self.deadline, self.device, self.rank = name, deadline, device, rank
         self.collective = deadline is not None and world_size > 1 and distributed_ready()
@@ -358,7 +364,12 @@ def evaluate_standard(
     start_time = time.perf_counter()
     sums = _Sums(device)
     guard = _Deadline(
-        "standard", deadline, device, rank, world_size, _batch_counts(count, batch_seqs, world_size),
+        "standard",
+        deadline,
+        device,
+        rank,
+        world_size,
+        _batch_counts(count, batch_seqs, world_size),
         (last - first) * seq_len,
     )
     with torch.no_grad():
@@ -423,7 +434,13 @@ def _window_batch(
 
 
 def _sliding_setup(
-    val_tokens: torch.Tensor, luts: ByteLUTs, window: int, stride: int, batch_seqs: int, rank: int, world_size: int,
+    val_tokens: torch.Tensor,
+    luts: ByteLUTs,
+    window: int,
+    stride: int,
+    batch_seqs: int,
+    rank: int,
+    world_size: int,
 ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
     """All windows and this rank's windows, inputs checked."""
     require_positive("batch_seqs", batch_seqs)
@@ -468,7 +485,12 @@ def evaluate_sliding_reference(
     start_time = time.perf_counter()
     sums = _Sums(device)
     guard = _Deadline(
-        "sliding", deadline, device, rank, world_size, _batch_counts(len(windows), batch_seqs, world_size),
+        "sliding",
+        deadline,
+        device,
+        rank,
+        world_size,
+        _batch_counts(len(windows), batch_seqs, world_size),
         _scored_targets(mine),
     )
     with torch.no_grad():
@@ -495,7 +517,9 @@ def _scored_batch(
     """
     base = batch[0][0]
     meta = torch.zeros((rows, 3), dtype=torch.int64)  # padding rows: length 0, nothing scored
-    meta[: len(batch)] = torch.tensor([(start - base, end - start, score_from) for start, end, score_from in batch])
+    meta[: len(batch)] = torch.tensor(
+        [(start - base, end - start, score_from) for start, end, score_from in batch]
+    )
     pos = torch.arange(width).unsqueeze(0)
     valid = pos < meta[:, 1:2]
     scored = (valid & (pos >= meta[:, 2:3])).flatten().nonzero().squeeze(1)
@@ -546,14 +570,23 @@ def evaluate_sliding(
     start_time = time.perf_counter()
     sums = _Sums(device)
     guard = _Deadline(
-        "sliding", deadline, device, rank, world_size, _batch_counts(len(windows), batch_seqs, world_size),
+        "sliding",
+        deadline,
+        device,
+        rank,
+        world_size,
+        _batch_counts(len(windows), batch_seqs, world_size),
         _scored_targets(mine),
     )
     with torch.no_grad():
         for b in guard.batches():
             batch = mine[b * batch_seqs : (b + 1) * batch_seqs]
             chunk = val_tokens[batch[0][0] : batch[-1][1] + 1].to(device, non_blocking=True)
-            rows, width = (min(batch_seqs, len(mine)), window) if static else (len(batch), max(e - s for s, e, _ in batch))
+            rows, width = (
+                (min(batch_seqs, len(mine)), window)
+                if static
+                else (len(batch), max(e - s for s, e, _ in batch))
+            )
             x, y, scored = _scored_batch(chunk, batch, device, rows, width)
             sums.add_scored(forward, split, x, y, scored, luts, autocast_dtype)
             guard.targets_done += _scored_targets(batch)

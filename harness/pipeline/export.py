@@ -29,7 +29,9 @@ def ship_existing_artifact(st: RunState) -> None:
     st.artifact_path = st.run_dir / f"final_model.{st.qname}.{st.cname}.pgolf"
     if st.dist.is_main:
         write_atomic(st.artifact_path, source.read_bytes(), overwrite=False)
-        st.log.log(f"Serialized model {st.qname}+{st.cname}: {os.path.getsize(st.artifact_path)} bytes (copied from {source})")
+        st.log.log(
+            f"Serialized model {st.qname}+{st.cname}: {os.path.getsize(st.artifact_path)} bytes (copied from {source})"
+        )
     barrier(st.dist)
 
 
@@ -45,10 +47,13 @@ def export(st: RunState, ctx: TrainContext) -> None:
         t0 = time.perf_counter()
         qtensors, compressor = config.quantizer.build().quantize(state), config.compressor.build()
         info = write_artifact(
-            st.artifact_path, qtensors,
+            st.artifact_path,
+            qtensors,
             # The manifest names registry entries (the loader looks them up); log tags may differ.
-            quantizer_name=registry.name_of(config.quantizer), quantizer_config=config_to_json(config.quantizer),
-            compressor=compressor, compressor_name=registry.name_of(config.compressor),
+            quantizer_name=registry.name_of(config.quantizer),
+            quantizer_config=config_to_json(config.quantizer),
+            compressor=compressor,
+            compressor_name=registry.name_of(config.compressor),
             compressor_config=config_to_json(config.compressor),
             extras={
                 "arch": registry.name_of(config.model),
@@ -63,15 +68,26 @@ def export(st: RunState, ctx: TrainContext) -> None:
         st.log.log(
             f"Serialized model {tag}: {info.bytes_on_disk} bytes (raw_payload:{info.raw_bytes} "
             f"ratio:{info.raw_bytes / max(info.bytes_on_disk, 1):.2f}x time:{seconds:.1f}s)",
-            event="artifact", bytes_model=info.bytes_on_disk, raw_bytes=info.raw_bytes, sha256=info.sha256,
+            event="artifact",
+            bytes_model=info.bytes_on_disk,
+            raw_bytes=info.raw_bytes,
+            sha256=info.sha256,
         )
         st.log.log(f"Code size: {code_bytes} bytes")
         st.log.log(f"Total submission size {tag}: {info.bytes_on_disk + code_bytes} bytes")
-        _log_entropy(st, ctx, qtensors, info.bytes_on_disk, compressor.coded_class_bytes() if isinstance(compressor, LayoutAwareCompressor) else None)
+        _log_entropy(
+            st,
+            ctx,
+            qtensors,
+            info.bytes_on_disk,
+            compressor.coded_class_bytes() if isinstance(compressor, LayoutAwareCompressor) else None,
+        )
     barrier(st.dist)
 
 
-def _log_entropy(st: RunState, ctx: TrainContext, qtensors: dict, bytes_on_disk: int, coded: dict[str, int] | None) -> None:
+def _log_entropy(
+    st: RunState, ctx: TrainContext, qtensors: dict, bytes_on_disk: int, coded: dict[str, int] | None
+) -> None:
     """Order-0 bound of the written symbols per class vs the file's size (kept for the report);
     ``coded``: the bytes per class a layout-aware coder reports."""
     rep = entropy_report(qtensors, bytes_on_disk)

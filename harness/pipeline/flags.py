@@ -30,12 +30,21 @@ class RunFlags:
 def add_run_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the run flags to ``parser``; returns it."""
     parser.add_argument(
-        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config field, e.g. train.iterations=50 (repeatable, type-checked)",
     )
-    parser.add_argument("--run-id", default=None, help="name of the run folder (default: RUN_ID or a timestamp)")
     parser.add_argument(
-        "--resume", type=Path, default=None, metavar="RUN_DIR",
+        "--run-id", default=None, help="name of the run folder (default: RUN_ID or a timestamp)"
+    )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
         help="continue the interrupted run in RUN_DIR from its checkpoint.pgck",
     )
     return parser

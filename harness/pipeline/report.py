@@ -53,14 +53,21 @@ def _verdict(st: RunState, budget: Budget, eval_ms: float, eval_stopped: str | N
         )
     cap_ms = 1000.0 * st.config.eval.max_eval_seconds
     if eval_stopped is not None:
-        invalid.append(f"evaluation stopped at the cap of {st.config.eval.max_eval_seconds:g}s: {eval_stopped}")
+        invalid.append(
+            f"evaluation stopped at the cap of {st.config.eval.max_eval_seconds:g}s: {eval_stopped}"
+        )
     elif eval_ms > cap_ms:
         invalid.append(f"evaluation took {eval_ms / 1000:.1f}s > cap {st.config.eval.max_eval_seconds:.0f}s")
-        st.log.log(f"!!! EVAL OVER TIME: eval_time:{eval_ms:.0f}ms > cap {cap_ms:.0f}ms; result marked invalid !!!")
+        st.log.log(
+            f"!!! EVAL OVER TIME: eval_time:{eval_ms:.0f}ms > cap {cap_ms:.0f}ms; result marked invalid !!!"
+        )
     st.log.log(
         f"budget: bytes_code:{budget.bytes_code} bytes_model:{budget.bytes_model} bytes_total:{budget.bytes_total} "
         f"limit:{budget.limit} headroom:{budget.headroom} status:{'OVER_BUDGET' if budget.over_budget else 'ok'}",
-        event="budget", bytes_code=budget.bytes_code, bytes_model=budget.bytes_model, bytes_total=budget.bytes_total,
+        event="budget",
+        bytes_code=budget.bytes_code,
+        bytes_model=budget.bytes_model,
+        bytes_total=budget.bytes_total,
     )
     return invalid
 
@@ -68,8 +75,12 @@ def _verdict(st: RunState, budget: Budget, eval_ms: float, eval_stopped: str | N
 def _baselines(st: RunState, rt: EvalResult, shuffled: float) -> dict[str, Any]:
     """Model CE next to uniform, unigram and shuffled-context CE (true ln, held-out val)."""
     rep = BaselineReport(
-        model_ce=rt.val_loss, uniform_ce=uniform_ce(st.config.data.vocab_size), unigram_ce=st.unigram_ce,
-        shuffled_ce=shuffled, shuffle_seed=DEFAULT_SHUFFLE_SEED, unigram_tokens=st.unigram.tokens,
+        model_ce=rt.val_loss,
+        uniform_ce=uniform_ce(st.config.data.vocab_size),
+        unigram_ce=st.unigram_ce,
+        shuffled_ce=shuffled,
+        shuffle_seed=DEFAULT_SHUFFLE_SEED,
+        unigram_tokens=st.unigram.tokens,
     )
     st.log.log(rep.log_line(), event="baselines", **rep.as_record())
     alert = rep.alert_line()
@@ -84,46 +95,95 @@ def _telemetry(st: RunState, ctx: TrainContext, res: TrainResult, device: str) -
     """GPU samples (n/a on CPU), train tokens/s over the timed steps, and MFU."""
     window = st.config.train.train_seq_len
     flops = model_flops_per_token(st.n_params, ctx.model.attention_layers, window, ctx.model.width)
-    out = {**st.gpu, **throughput(res.steps, st.config.train.train_batch_tokens, res.train_time_ms, flops, device, num_devices=st.dist.world_size)}
+    out = {
+        **st.gpu,
+        **throughput(
+            res.steps,
+            st.config.train.train_batch_tokens,
+            res.train_time_ms,
+            flops,
+            device,
+            num_devices=st.dist.world_size,
+        ),
+    }
     st.log.log(telemetry_line(out), event="telemetry", **out)
     return out
 
 
-def report(st: RunState, ctx: TrainContext, res: TrainResult, pre: EvalResult, scores: dict[str, Any]) -> dict[str, Any]:
+def report(
+    st: RunState, ctx: TrainContext, res: TrainResult, pre: EvalResult, scores: dict[str, Any]
+) -> dict[str, Any]:
     """Measure the budget from disk, decide validity, write submission.json."""
     config, dist = st.config, st.dist
     budget = measure_budget(st.code_path, st.artifact_path)
     rt, sw = scores["roundtrip"], scores["sliding"]
     headline = sw or rt
     invalid = _verdict(st, budget, scores["eval_time_ms"], scores.get("eval_stopped"))
-    device = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else f"cpu ({platform.machine()})"
+    device = (
+        torch.cuda.get_device_name(dist.device)
+        if dist.device.type == "cuda"
+        else f"cpu ({platform.machine()})"
+    )
     window = scoring_window(config)
     on = f"on the {st.qname}+{st.cname} roundtrip"
-    score_method = f"sliding_window stride:{config.eval.eval_stride} window:{window} {on}" if sw else f"standard seq_len:{config.train.train_seq_len} {on}"
+    score_method = (
+        f"sliding_window stride:{config.eval.eval_stride} window:{window} {on}"
+        if sw
+        else f"standard seq_len:{config.train.train_seq_len} {on}"
+    )
     record: dict[str, Any] = {
-        "name": config.name, "author": config.author, "github_id": config.github_id,
+        "name": config.name,
+        "author": config.author,
+        "github_id": config.github_id,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "track": config.track, "protocol": st.protocol, "blurb": config.blurb, "run_id": st.run_id,
-        "val_bpb": headline.val_bpb, "val_loss": headline.val_loss, "score_method": score_method,
-        "pre_quant_val_bpb": pre.val_bpb, "pre_quant_val_loss": pre.val_loss,
-        "roundtrip_val_bpb": rt.val_bpb, "roundtrip_val_loss": rt.val_loss,
-        "sliding_val_bpb": sw.val_bpb if sw else None, "sliding_val_loss": sw.val_loss if sw else None,
-        "eval_stride": config.eval.eval_stride if sw else None, "eval_window": window if sw else None,
-        "val_tokens": headline.tokens, "val_bytes": headline.bytes,
-        "bytes_total": budget.bytes_total, "bytes_code": budget.bytes_code, "bytes_model": budget.bytes_model,
-        "byte_limit": budget.limit, "over_budget": budget.over_budget,
-        "valid": not invalid, "invalid_reasons": invalid,
-        "model_params": st.n_params, "steps": res.steps,
-        "ms_per_step": res.train_time_ms / max(res.steps, 1), "train_time_ms": res.train_time_ms,
-        "stopped_early": res.stopped_early, "eval_time_ms": scores["eval_time_ms"],
-        "seed": config.train.seed, "world_size": dist.world_size, "grad_accum_steps": st.accum,
-        "train_batch_tokens": config.train.train_batch_tokens, "train_seq_len": config.train.train_seq_len,
-        "device": device, "quantizer": st.qname, "compressor": st.cname,
-        "dataset_sha256": st.fingerprint["dataset_sha256"], "tokenizer_sha256": st.fingerprint["tokenizer_sha256"],
-        "artifact_file": st.artifact_path.name, "code_file": st.code_path.name,
-        "artifact_sha256": file_sha256(st.artifact_path), "code_sha256": file_sha256(st.code_path),
-        "harness_version": harness.__version__, "eval_version": EVAL_VERSION,
-        "torch_version": torch.__version__, "wall_time_s": round(time.time() - st.wall_start, 1),
+        "track": config.track,
+        "protocol": st.protocol,
+        "blurb": config.blurb,
+        "run_id": st.run_id,
+        "val_bpb": headline.val_bpb,
+        "val_loss": headline.val_loss,
+        "score_method": score_method,
+        "pre_quant_val_bpb": pre.val_bpb,
+        "pre_quant_val_loss": pre.val_loss,
+        "roundtrip_val_bpb": rt.val_bpb,
+        "roundtrip_val_loss": rt.val_loss,
+        "sliding_val_bpb": sw.val_bpb if sw else None,
+        "sliding_val_loss": sw.val_loss if sw else None,
+        "eval_stride": config.eval.eval_stride if sw else None,
+        "eval_window": window if sw else None,
+        "val_tokens": headline.tokens,
+        "val_bytes": headline.bytes,
+        "bytes_total": budget.bytes_total,
+        "bytes_code": budget.bytes_code,
+        "bytes_model": budget.bytes_model,
+        "byte_limit": budget.limit,
+        "over_budget": budget.over_budget,
+        "valid": not invalid,
+        "invalid_reasons": invalid,
+        "model_params": st.n_params,
+        "steps": res.steps,
+        "ms_per_step": res.train_time_ms / max(res.steps, 1),
+        "train_time_ms": res.train_time_ms,
+        "stopped_early": res.stopped_early,
+        "eval_time_ms": scores["eval_time_ms"],
+        "seed": config.train.seed,
+        "world_size": dist.world_size,
+        "grad_accum_steps": st.accum,
+        "train_batch_tokens": config.train.train_batch_tokens,
+        "train_seq_len": config.train.train_seq_len,
+        "device": device,
+        "quantizer": st.qname,
+        "compressor": st.cname,
+        "dataset_sha256": st.fingerprint["dataset_sha256"],
+        "tokenizer_sha256": st.fingerprint["tokenizer_sha256"],
+        "artifact_file": st.artifact_path.name,
+        "code_file": st.code_path.name,
+        "artifact_sha256": file_sha256(st.artifact_path),
+        "code_sha256": file_sha256(st.code_path),
+        "harness_version": harness.__version__,
+        "eval_version": EVAL_VERSION,
+        "torch_version": torch.__version__,
+        "wall_time_s": round(time.time() - st.wall_start, 1),
     }
     record["baselines"] = _baselines(st, rt, scores["shuffled_ce"])
     record["telemetry"] = _telemetry(st, ctx, res, device)
@@ -136,5 +196,10 @@ def report(st: RunState, ctx: TrainContext, res: TrainResult, pre: EvalResult, s
         raise ConfigError(f"a pg_report plugin tried to set {', '.join(clash)}: {_HARNESS_KEYS_NOTE}")
     record.update(extra)
     write_submission_json(st.run_dir / "submission.json", record)
-    st.log.log(f"submission:{st.run_dir / 'submission.json'} val_bpb:{headline.val_bpb:.8f} valid:{not invalid}", event="done", val_bpb=headline.val_bpb, valid=not invalid)
+    st.log.log(
+        f"submission:{st.run_dir / 'submission.json'} val_bpb:{headline.val_bpb:.8f} valid:{not invalid}",
+        event="done",
+        val_bpb=headline.val_bpb,
+        valid=not invalid,
+    )
     return record

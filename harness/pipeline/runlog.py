@@ -24,7 +24,9 @@ from typing import Any, TextIO
 class RunLogger:
     """Writes ``train.log`` and ``metrics.jsonl`` in ``run_dir`` (rank 0) and echoes to stdout."""
 
-    def __init__(self, run_dir: Path | None, rank: int = 0, echo: bool = True, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, run_dir: Path | None, rank: int = 0, echo: bool = True, stream: TextIO | None = None
+    ) -> None:
         self.rank = rank
         self.echo = echo and rank == 0
         self.stream = stream or sys.stdout
@@ -52,7 +54,11 @@ class RunLogger:
         """Append one JSON object ``{"event": name, "time": ..., **fields}`` to metrics.jsonl."""
         if self.rank != 0 or self._jsonl is None:
             return
-        record = {"event": name, "time": round(time.time(), 3), **{k: _jsonable(v) for k, v in fields.items()}}
+        record = {
+            "event": name,
+            "time": round(time.time(), 3),
+            **{k: _jsonable(v) for k, v in fields.items()},
+        }
         self._jsonl.write(json.dumps(record, sort_keys=True) + "\n")
         self._jsonl.flush()
 

@@ -74,7 +74,9 @@ def run(
     try:
         flags = script_flags(sys.argv[1:])
         sets = {**flags.sets, **(sets or {})}
-        return _run_and_shutdown(config, submission_dir_of_main(), sets, run_id or flags.run_id, resume or flags.resume)
+        return _run_and_shutdown(
+            config, submission_dir_of_main(), sets, run_id or flags.run_id, resume or flags.resume
+        )
     except PgolfError as exc:  # a script prints one clear line, as harness/run.py does
         if not already_reported(exc):
             print(f"error: {exc}", file=sys.stderr)
@@ -105,7 +107,12 @@ def _run_and_shutdown(
 
 
 def pipeline(
-    config: RunConfig, dist: DistInfo, submission_dir: Path, sets: dict[str, str], run_id: str | None, resume: Path | None
+    config: RunConfig,
+    dist: DistInfo,
+    submission_dir: Path,
+    sets: dict[str, str],
+    run_id: str | None,
+    resume: Path | None,
 ) -> dict[str, Any] | None:
     """The run, phase by phase: setup -> train -> export -> score -> report."""
     if dist.device.type == "cuda":  # TF32 matmuls, as every upstream script enables
@@ -127,7 +134,12 @@ def pipeline(
         ctx, result = load_trained(st) if eval_only else train(st, scorer, resume=resume is not None)
         # Pre-quantization score of the weights that will be exported (after any averaging swap).
         pre = scorer.standard(ctx.model)
-        log.log(f"final_prequant {fmt_scores(pre, True)}", event="prequant", val_loss=pre.val_loss, val_bpb=pre.val_bpb)
+        log.log(
+            f"final_prequant {fmt_scores(pre, True)}",
+            event="prequant",
+            val_loss=pre.val_loss,
+            val_bpb=pre.val_bpb,
+        )
         ship_existing_artifact(st) if eval_only else export(st, ctx)
         scores = score_artifact(st, scorer)
         return report(st, ctx, result, pre, scores) if dist.is_main else None

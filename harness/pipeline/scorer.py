@@ -17,7 +17,15 @@ from harness.pipeline.eval import EvalResult, evaluate_sliding, evaluate_standar
 class Scorer:
     """Evaluates a model with the harness's scorer (no plugin is involved)."""
 
-    def __init__(self, config: RunConfig, dist: DistInfo, luts: ByteLUTs, val_tokens: torch.Tensor, autocast: torch.dtype, accum: int):
+    def __init__(
+        self,
+        config: RunConfig,
+        dist: DistInfo,
+        luts: ByteLUTs,
+        val_tokens: torch.Tensor,
+        autocast: torch.dtype,
+        accum: int,
+    ):
         self.config, self.dist, self.luts, self.val = config, dist, luts, val_tokens
         self.autocast = autocast
         seq = config.train.train_seq_len
@@ -38,9 +46,16 @@ class Scorer:
         model.eval()
         try:
             return evaluate_standard(
-                model, self.val, self.luts, seq_len=self.config.train.train_seq_len,
-                batch_seqs=self.batch_seqs, device=self.dist.device, autocast_dtype=self.autocast,
-                rank=self.dist.rank, world_size=self.dist.world_size, deadline=deadline,
+                model,
+                self.val,
+                self.luts,
+                seq_len=self.config.train.train_seq_len,
+                batch_seqs=self.batch_seqs,
+                device=self.dist.device,
+                autocast_dtype=self.autocast,
+                rank=self.dist.rank,
+                world_size=self.dist.world_size,
+                deadline=deadline,
             )
         finally:
             model.train(was_training)
@@ -70,9 +85,17 @@ class Scorer:
         """
         model.eval()
         return evaluate_sliding(
-            model, self.val, self.luts, window=self.window(), stride=self.config.eval.eval_stride,
-            batch_seqs=self.sliding_batch_seqs(), device=self.dist.device, autocast_dtype=self.autocast,
-            rank=self.dist.rank, world_size=self.dist.world_size, deadline=deadline,
+            model,
+            self.val,
+            self.luts,
+            window=self.window(),
+            stride=self.config.eval.eval_stride,
+            batch_seqs=self.sliding_batch_seqs(),
+            device=self.dist.device,
+            autocast_dtype=self.autocast,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            deadline=deadline,
             compile_model=self.config.train.compile,
         )
 

@@ -22,7 +22,9 @@ from harness.pipeline.setup import RunState
 
 def _unscored(mode: str, stride: int | None, window: int) -> EvalResult:
     """An evaluation stopped at the cap: no tokens, so its loss and BPB read NaN (null in JSON)."""
-    return EvalResult(loss_sum=float("nan"), tokens=0, bytes=0, elapsed_s=0.0, mode=mode, stride=stride, window=window)
+    return EvalResult(
+        loss_sum=float("nan"), tokens=0, bytes=0, elapsed_s=0.0, mode=mode, stride=stride, window=window
+    )
 
 
 def _eval_stopped(st: RunState, scores: dict[str, Any], exc: EvalTimeLimit, skipped: list[str]) -> None:
@@ -30,7 +32,10 @@ def _eval_stopped(st: RunState, scores: dict[str, Any], exc: EvalTimeLimit, skip
     st.log.log(
         f"!!! EVAL OVER TIME: {exc}; cap {cap:g}s; skipped: {', '.join(skipped) or 'nothing'}; "
         "no score is reported and the result is marked invalid !!!",
-        event="eval_over_time", message=str(exc), cap_s=cap, skipped=skipped,
+        event="eval_over_time",
+        message=str(exc),
+        cap_s=cap,
+        skipped=skipped,
     )
     scores["eval_stopped"] = str(exc)
 
@@ -51,26 +56,48 @@ def score_artifact(st: RunState, scorer: Scorer) -> dict[str, Any]:
     model.load_state_dict(state, strict=True)
     tag = f"final_{st.qname}_{st.cname}_roundtrip"
     stride, window = config.eval.eval_stride, scorer.window()
-    scores: dict[str, Any] = {"roundtrip": None, "sliding": None, "shuffled_ce": float("nan"), "eval_stopped": None}
+    scores: dict[str, Any] = {
+        "roundtrip": None,
+        "sliding": None,
+        "shuffled_ce": float("nan"),
+        "eval_stopped": None,
+    }
     try:
         rt = scorer.standard(model, deadline=deadline)
     except EvalTimeLimit as exc:
         scores["roundtrip"] = _unscored("standard", None, config.train.train_seq_len)
         if scorer.sliding_enabled():
             scores["sliding"] = _unscored("sliding", min(stride, window), window)
-        _eval_stopped(st, scores, exc, ["shuffled baseline"] + (["sliding_window"] if scorer.sliding_enabled() else []))
+        _eval_stopped(
+            st, scores, exc, ["shuffled baseline"] + (["sliding_window"] if scorer.sliding_enabled() else [])
+        )
         scores["eval_time_ms"] = 1000.0 * (time.perf_counter() - t0)
         return scores
     rt_ms = 1000.0 * (time.perf_counter() - t0)
-    log.log(f"{tag} {fmt_scores(rt, False)} eval_time:{rt_ms:.0f}ms", event="roundtrip", val_loss=rt.val_loss, val_bpb=rt.val_bpb, eval_time_ms=rt_ms, tokens=rt.tokens, bytes=rt.bytes)
+    log.log(
+        f"{tag} {fmt_scores(rt, False)} eval_time:{rt_ms:.0f}ms",
+        event="roundtrip",
+        val_loss=rt.val_loss,
+        val_bpb=rt.val_bpb,
+        eval_time_ms=rt_ms,
+        tokens=rt.tokens,
+        bytes=rt.bytes,
+    )
     log.log(f"{tag}_exact {fmt_scores(rt, True)}")
     scores["roundtrip"] = rt
     # The shuffled-context baseline is not part of the scored evaluation: timed apart.
     t_shuffle = time.perf_counter()
     model.eval()
     scores["shuffled_ce"] = shuffled_context_ce(
-        model, scorer.val, seq_len=config.train.train_seq_len, batch_seqs=scorer.batch_seqs, device=st.dist.device,
-        autocast_dtype=st.autocast, seed=DEFAULT_SHUFFLE_SEED, rank=st.dist.rank, world_size=st.dist.world_size,
+        model,
+        scorer.val,
+        seq_len=config.train.train_seq_len,
+        batch_seqs=scorer.batch_seqs,
+        device=st.dist.device,
+        autocast_dtype=st.autocast,
+        seed=DEFAULT_SHUFFLE_SEED,
+        rank=st.dist.rank,
+        world_size=st.dist.world_size,
     )
     shuffle_s = time.perf_counter() - t_shuffle
     if scorer.sliding_enabled():
@@ -83,7 +110,17 @@ def score_artifact(st: RunState, scorer: Scorer) -> dict[str, Any]:
         else:
             sw_ms = 1000.0 * (time.perf_counter() - t1)
             head = f"stride:{stride} window:{window}"
-            log.log(f"{tag}_sliding_window {head} {fmt_scores(sw, False)} eval_time:{sw_ms:.0f}ms", event="sliding", val_loss=sw.val_loss, val_bpb=sw.val_bpb, eval_time_ms=sw_ms, stride=stride, window=window, tokens=sw.tokens, bytes=sw.bytes)
+            log.log(
+                f"{tag}_sliding_window {head} {fmt_scores(sw, False)} eval_time:{sw_ms:.0f}ms",
+                event="sliding",
+                val_loss=sw.val_loss,
+                val_bpb=sw.val_bpb,
+                eval_time_ms=sw_ms,
+                stride=stride,
+                window=window,
+                tokens=sw.tokens,
+                bytes=sw.bytes,
+            )
             log.log(f"{tag}_sliding_window_exact {head} {fmt_scores(sw, True)}")
             scores["sliding"] = sw
     scores["eval_time_ms"] = 1000.0 * (time.perf_counter() - t0 - shuffle_s)

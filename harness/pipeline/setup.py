@@ -108,10 +108,16 @@ def ship_code(run_dir: Path, submission_dir: Path, config: RunConfig, log: RunLo
     bundler = importlib.import_module("harness.tools.bundle")
     compress, extra = config.compress_code, modules_reached_by_name(config)
     if compress:  # the readable twin is for reviewers; only train_gpt.py ships and counts
-        readable = bundler.bundle_submission(submission_dir, run_dir / "train_gpt_readable.py", extra_modules=extra)
-        log.log(f"code:readable modules:{len(readable.modules)} lines:{readable.lines} bytes:{readable.bytes}")
+        readable = bundler.bundle_submission(
+            submission_dir, run_dir / "train_gpt_readable.py", extra_modules=extra
+        )
+        log.log(
+            f"code:readable modules:{len(readable.modules)} lines:{readable.lines} bytes:{readable.bytes}"
+        )
     info = bundler.bundle_submission(submission_dir, target, compress=compress, extra_modules=extra)
-    log.log(f"code:bundled compress:{compress} modules:{len(info.modules)} lines:{info.lines} bytes:{info.bytes}")
+    log.log(
+        f"code:bundled compress:{compress} modules:{len(info.modules)} lines:{info.lines} bytes:{info.bytes}"
+    )
     return target
 
 
@@ -136,7 +142,9 @@ def _resolve_data(config: RunConfig, dist: DistInfo, log: RunLogger) -> DataPath
     if config.data.data_path:
         data_path = Path(config.data.data_path)
         if not config.data.tokenizer_path:
-            raise ConfigError(f"data.data_path={data_path} is set but data.tokenizer_path (TOKENIZER_PATH) is not")
+            raise ConfigError(
+                f"data.data_path={data_path} is set but data.tokenizer_path (TOKENIZER_PATH) is not"
+            )
         tok = Path(config.data.tokenizer_path)
         if not tok.is_file():
             raise ConfigError(f"tokenizer file {tok} (data.tokenizer_path) does not exist")
@@ -158,7 +166,9 @@ def _resolve_data(config: RunConfig, dist: DistInfo, log: RunLogger) -> DataPath
     return DataPaths(ds.data_path, tok, builtin=True)
 
 
-def prepare_run_dir(submission_dir: Path, run_id: str | None, dist: DistInfo, resume: Path | None = None) -> tuple[str, Path]:
+def prepare_run_dir(
+    submission_dir: Path, run_id: str | None, dist: DistInfo, resume: Path | None = None
+) -> tuple[str, Path]:
     if resume is not None:
         return _resume_run_dir(Path(resume), run_id)
     rid = run_id or os.environ.get("RUN_ID") or _new_run_id()
@@ -166,7 +176,9 @@ def prepare_run_dir(submission_dir: Path, run_id: str | None, dist: DistInfo, re
     run_dir = submission_dir / "runs" / rid
     if dist.is_main:
         if run_dir.exists():
-            raise ConfigError(f"run folder {run_dir} already exists; choose another RUN_ID (nothing was overwritten)")
+            raise ConfigError(
+                f"run folder {run_dir} already exists; choose another RUN_ID (nothing was overwritten)"
+            )
         run_dir.mkdir(parents=True)
     barrier(dist)
     return rid, run_dir
@@ -176,27 +188,41 @@ def _resume_run_dir(run_dir: Path, run_id: str | None) -> tuple[str, Path]:
     """The interrupted run's own folder and id (``--resume RUN_DIR``); checked on every rank."""
     run_dir = run_dir.resolve()
     if (run_dir / "submission.json").exists():
-        raise ConfigError(f"--resume {run_dir}: the run already finished (submission.json exists); nothing to resume")
+        raise ConfigError(
+            f"--resume {run_dir}: the run already finished (submission.json exists); nothing to resume"
+        )
     name = checkpoint_module().CHECKPOINT_NAME
     if not (run_dir / name).is_file():
-        raise ConfigError(f"--resume {run_dir}: no {name} there (the run must have had train.checkpoint_every_minutes > 0)")
+        raise ConfigError(
+            f"--resume {run_dir}: no {name} there (the run must have had train.checkpoint_every_minutes > 0)"
+        )
     exported = sorted(run_dir.glob("*.pgolf"))
     if exported:
-        raise ConfigError(f"--resume {run_dir}: training already finished and exported {exported[0].name}; score it with `pgolf rescore {run_dir}`")
+        raise ConfigError(
+            f"--resume {run_dir}: training already finished and exported {exported[0].name}; score it with `pgolf rescore {run_dir}`"
+        )
     if run_id is not None and run_id != run_dir.name:
-        raise ConfigError(f"--resume {run_dir} continues run {run_dir.name}; --run-id {run_id} names another run")
+        raise ConfigError(
+            f"--resume {run_dir} continues run {run_dir.name}; --run-id {run_id} names another run"
+        )
     return run_dir.name, run_dir
 
 
-def _header_lines(config: RunConfig, dist: DistInfo, autocast: torch.dtype, log: RunLogger, accum: int) -> None:
+def _header_lines(
+    config: RunConfig, dist: DistInfo, autocast: torch.dtype, log: RunLogger, accum: int
+) -> None:
     if dist.device.type == "cuda":
-        log.log(f"device:cuda name:{torch.cuda.get_device_name(dist.device)} world_size:{dist.world_size} backend:{dist.backend or 'none'}")
+        log.log(
+            f"device:cuda name:{torch.cuda.get_device_name(dist.device)} world_size:{dist.world_size} backend:{dist.backend or 'none'}"
+        )
     else:
         log.log(
             f"device:cpu no CUDA device found: running the CPU smoke profile (protocol: smoke) "
             f"world_size:{dist.world_size} backend:{dist.backend or 'none'} threads:{torch.get_num_threads()}"
         )
-    log.log(f"amp_dtype:{str(autocast).replace('torch.', '')} torch:{torch.__version__} python:{platform.python_version()}")
+    log.log(
+        f"amp_dtype:{str(autocast).replace('torch.', '')} torch:{torch.__version__} python:{platform.python_version()}"
+    )
     log.log(
         f"train_batch_tokens:{config.train.train_batch_tokens} train_seq_len:{config.train.train_seq_len} "
         f"grad_accum_steps:{accum} iterations:{config.train.iterations} warmup_steps:{config.train.warmup_steps} "
@@ -250,7 +276,10 @@ def load_data(st: RunState) -> Scorer:
     st.data = _resolve_data(config, st.dist, st.log)
     luts = build_byte_luts(st.data.tokenizer_path, config.data.vocab_size)
     val_tokens = load_validation_tokens(
-        st.data.data_path, config.train.train_seq_len, config.data.vocab_size, max_targets=config.eval.val_max_tokens
+        st.data.data_path,
+        config.train.train_seq_len,
+        config.data.vocab_size,
+        max_targets=config.eval.val_max_tokens,
     )
     val_shards = list_shards(st.data.data_path, "val")
     st.fingerprint = {
@@ -262,7 +291,11 @@ def load_data(st: RunState) -> Scorer:
     st.log.log(
         f"val_tokens:{val_tokens.numel() - 1} val_shards:{len(val_shards)} protocol:{st.protocol} "
         f"dataset_sha256:{st.fingerprint['dataset_sha256'][:16]} tokenizer_sha256:{st.fingerprint['tokenizer_sha256'][:16]}",
-        event="data", data_path=str(st.data.data_path), val_tokens=val_tokens.numel() - 1, protocol=st.protocol, **st.fingerprint,
+        event="data",
+        data_path=str(st.data.data_path),
+        val_tokens=val_tokens.numel() - 1,
+        protocol=st.protocol,
+        **st.fingerprint,
     )
     if st.dist.is_main:  # the unigram baseline: token frequencies of the training split
         st.unigram = train_unigram(st.data.data_path, config.data.vocab_size)

@@ -48,5 +48,7 @@ def build_submission_config(path: Path) -> RunConfig:
     module = load_submission(path)
     config = module.build_config()
     if not isinstance(config, RunConfig):
-        raise ConfigError(f"{submission_file(path)}: build_config() returned {type(config).__name__}, expected RunConfig")
+        raise ConfigError(
+            f"{submission_file(path)}: build_config() returned {type(config).__name__}, expected RunConfig"
+        )
     return config

@@ -93,9 +93,15 @@ class Trainer:
         schedule = ctx.config.schedule
         self.schedule = schedule.build() if schedule is not None else self._default_schedule
 
-    def _default_schedule(self, step: int, elapsed_ms: float, *, iterations: int, max_wallclock_ms: float) -> float:
+    def _default_schedule(
+        self, step: int, elapsed_ms: float, *, iterations: int, max_wallclock_ms: float
+    ) -> float:
         return lr_multiplier(
-            step, elapsed_ms, iterations=iterations, warmdown_iters=self.cfg.warmdown_iters, max_wallclock_ms=max_wallclock_ms
+            step,
+            elapsed_ms,
+            iterations=iterations,
+            warmdown_iters=self.cfg.warmdown_iters,
+            max_wallclock_ms=max_wallclock_ms,
         )
 
     # -- one optimizer step -------------------------------------------------------------
@@ -110,7 +116,7 @@ class Trainer:
             x, y = self.loader.next_batch(self.cfg.train_batch_tokens, self.cfg.train_seq_len, self.accum)
             # DDP syncs gradients only on the last micro-batch, as upstream.
             sync = micro == self.accum - 1 or not hasattr(model, "no_sync")
-            with (nullcontext() if sync else model.no_sync()), self._autocast():
+            with nullcontext() if sync else model.no_sync(), self._autocast():
                 logits = model(x)
                 loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
             (loss / self.accum).backward()
@@ -191,7 +197,10 @@ class Trainer:
         self.ctx.log.log(
             f"checkpoint: step:{state['step']} train_time:{state['train_ms']:.0f}ms bytes:{size} "
             f"save_time:{1000.0 * (time.perf_counter() - t0):.0f}ms",
-            event="checkpoint", step=state["step"], train_time_ms=state["train_ms"], bytes=size,
+            event="checkpoint",
+            step=state["step"],
+            train_time_ms=state["train_ms"],
+            bytes=size,
         )
 
     def run(self, resume: dict[str, Any] | None = None) -> TrainResult:
@@ -204,7 +213,11 @@ class Trainer:
         self._sync()
         train_ms, step, stop_at, last_val, agreed_ms = 0.0, 0, None, None, 0.0
         if resume is not None:
-            step, train_ms, agreed_ms = int(resume["step"]), float(resume["train_ms"]), float(resume["agreed_ms"])
+            step, train_ms, agreed_ms = (
+                int(resume["step"]),
+                float(resume["train_ms"]),
+                float(resume["agreed_ms"]),
+            )
             stop_at = None if resume["stop_at"] is None else int(resume["stop_at"])
             ctx.step, ctx.lr_scale, ctx.train_time_ms = step, float(resume["lr_scale"]), train_ms
         last_ckpt_ms, last_ckpt_step = agreed_ms, step
@@ -218,7 +231,9 @@ class Trainer:
                 t0 = self.clock()  # validation is not training time
             if last:
                 break
-            scale = float(self.schedule(step, agreed_ms, iterations=cfg.iterations, max_wallclock_ms=self.max_ms))
+            scale = float(
+                self.schedule(step, agreed_ms, iterations=cfg.iterations, max_wallclock_ms=self.max_ms)
+            )
             loss = self._train_step(step + 1, scale)
             step += 1
             ctx.step, ctx.lr_scale = step, scale
@@ -227,8 +242,14 @@ class Trainer:
             now_ms = train_ms + 1000.0 * (self.clock() - t0)
             ctx.train_time_ms = now_ms
             if not math.isfinite(loss_value):
-                ctx.log.log(f"step:{step}/{cfg.iterations} train_loss:{loss_value} aborting: non-finite loss", event="diverged", step=step)
-                raise TrainingDiverged(f"training loss became {loss_value} at step {step}; run aborted, files written so far are kept")
+                ctx.log.log(
+                    f"step:{step}/{cfg.iterations} train_loss:{loss_value} aborting: non-finite loss",
+                    event="diverged",
+                    step=step,
+                )
+                raise TrainingDiverged(
+                    f"training loss became {loss_value} at step {step}; run aborted, files written so far are kept"
+                )
             agreed_ms = self._agreed_time(now_ms)
             stop_now = stop_at is None and self.max_ms > 0 and agreed_ms >= self.max_ms
             self._log_step(step, loss_value, now_ms, scale, force=stop_now or step == cfg.iterations)
@@ -241,8 +262,14 @@ class Trainer:
                 last_ckpt_ms, last_ckpt_step = agreed_ms, step
                 t0 = self.clock()  # saving is not training time
                 if step == cfg.stop_after_step:
-                    ctx.log.log(f"stopping: train.stop_after_step:{step} (checkpoint saved; continue with --resume)", event="interrupted", step=step)
-                    raise TrainingInterrupted(f"stopped after step {step} (train.stop_after_step); checkpoint saved in {ctx.run_dir}")
+                    ctx.log.log(
+                        f"stopping: train.stop_after_step:{step} (checkpoint saved; continue with --resume)",
+                        event="interrupted",
+                        step=step,
+                    )
+                    raise TrainingInterrupted(
+                        f"stopped after step {step} (train.stop_after_step); checkpoint saved in {ctx.run_dir}"
+                    )
         if self.checkpointer is not None and self.ckpt_every_ms > 0 and last_ckpt_step != step:
             self._save(self._state(step, train_ms, agreed_ms, stop_at))
         ctx.train_time_ms = train_ms
@@ -262,13 +289,26 @@ class Trainer:
         return TrainResult(step, train_ms, stopped_early, last_val)
 
     def _state(self, step: int, train_ms: float, agreed_ms: float, stop_at: int | None) -> dict[str, Any]:
-        return {"step": step, "train_ms": train_ms, "agreed_ms": agreed_ms, "stop_at": stop_at, "lr_scale": self.ctx.lr_scale}
+        return {
+            "step": step,
+            "train_ms": train_ms,
+            "agreed_ms": agreed_ms,
+            "stop_at": stop_at,
+            "lr_scale": self.ctx.lr_scale,
+        }
 
 
 def _checkpoint_every_ms(cfg: Any) -> float:
     minutes, stop = cfg.checkpoint_every_minutes, cfg.stop_after_step
-    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not math.isfinite(minutes) or minutes < 0:
-        raise ConfigError(f"train.checkpoint_every_minutes: expected a number >= 0 (0 = off), got {minutes!r}")
+    if (
+        isinstance(minutes, bool)
+        or not isinstance(minutes, (int, float))
+        or not math.isfinite(minutes)
+        or minutes < 0
+    ):
+        raise ConfigError(
+            f"train.checkpoint_every_minutes: expected a number >= 0 (0 = off), got {minutes!r}"
+        )
     if isinstance(stop, bool) or not isinstance(stop, int) or stop < 0:
         raise ConfigError(f"train.stop_after_step: expected an integer >= 0 (0 = off), got {stop!r}")
     return 60_000.0 * minutes

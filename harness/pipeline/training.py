@@ -53,7 +53,11 @@ def wrap_for_training(model: torch.nn.Module, config: RunConfig, dist: DistInfo)
         ids = [dist.local_rank] if dist.device.type == "cuda" else None
         # Buffers are identical on every rank (same seed), so syncing them each forward is
         # wasted traffic; newer torch renamed the switch and warns on the old name.
-        no_sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters else "broadcast_buffers"
+        no_sync = (
+            "forward_sync_buffers"
+            if "forward_sync_buffers" in inspect.signature(DDP).parameters
+            else "broadcast_buffers"
+        )
         wrapped = DDP(wrapped, device_ids=ids, **{no_sync: False})
     return wrapped
 
@@ -81,8 +85,18 @@ def train(st: RunState, scorer: Scorer, resume: bool = False) -> tuple[TrainCont
     for line in optimizer.describe():
         st.log.log(line)
     observers = register_run_plugins(st.manager, config)
-    ctx = TrainContext(config=config, model=model, optimizer=optimizer, log=st.log, dist=dist, autocast_dtype=st.autocast, run_dir=st.run_dir)
-    loader = DistributedTokenLoader(st.data.data_path, dist.rank, dist.world_size, dist.device, config.data.vocab_size)
+    ctx = TrainContext(
+        config=config,
+        model=model,
+        optimizer=optimizer,
+        log=st.log,
+        dist=dist,
+        autocast_dtype=st.autocast,
+        run_dir=st.run_dir,
+    )
+    loader = DistributedTokenLoader(
+        st.data.data_path, dist.rank, dist.world_size, dist.device, config.data.vocab_size
+    )
 
     def validate() -> dict[str, float]:
         r = scorer.standard(model)
@@ -92,16 +106,38 @@ def train(st: RunState, scorer: Scorer, resume: bool = False) -> tuple[TrainCont
     # (late QAT) are compiled in and their switches are tensors, not baked Python flags.
     st.manager.hook.pg_train_start(ctx=ctx)
     wants_ckpt = resume or config.train.checkpoint_every_minutes > 0 or config.train.stop_after_step > 0
-    ckpt = checkpoint_module().Checkpointer(st.run_dir, config, dist, loader=loader, observers=observers) if wants_ckpt else None
-    trainer = Trainer(ctx, train_model=wrap_for_training(model, config, dist), loader=loader, validate=validate, hooks=st.manager.hook, checkpointer=ckpt)
+    ckpt = (
+        checkpoint_module().Checkpointer(st.run_dir, config, dist, loader=loader, observers=observers)
+        if wants_ckpt
+        else None
+    )
+    trainer = Trainer(
+        ctx,
+        train_model=wrap_for_training(model, config, dist),
+        loader=loader,
+        validate=validate,
+        hooks=st.manager.hook,
+        checkpointer=ckpt,
+    )
     trainer.prime()
     if ckpt is not None and ckpt.stateless:
-        st.log.log(f"checkpoint: plugins without checkpoint state (a resume restarts them): {', '.join(ckpt.stateless)}")
+        st.log.log(
+            f"checkpoint: plugins without checkpoint state (a resume restarts them): {', '.join(ckpt.stateless)}"
+        )
     start = ckpt.load(ctx) if resume else None  # after priming, which resets what it touched
     if start is not None:
-        st.log.log(f"resume: step:{start['step']} train_time:{start['train_ms']:.0f}ms from {ckpt.path}", event="resume", step=start["step"], train_time_ms=start["train_ms"])
+        st.log.log(
+            f"resume: step:{start['step']} train_time:{start['train_ms']:.0f}ms from {ckpt.path}",
+            event="resume",
+            step=start["step"],
+            train_time_ms=start["train_ms"],
+        )
     # NVML sampling on rank 0's GPU over the timed loop only (after compile priming).
-    sampler = GpuSampler(nvml_device_for(dist.local_rank)).start() if dist.device.type == "cuda" and dist.is_main else None
+    sampler = (
+        GpuSampler(nvml_device_for(dist.local_rank)).start()
+        if dist.device.type == "cuda" and dist.is_main
+        else None
+    )
     try:
         result = trainer.run(resume=start)
     finally:
@@ -116,10 +152,14 @@ def source_artifact(path: Path) -> Path:
     if path.is_dir():
         found = sorted(path.glob("*.pgolf"))
         if len(found) != 1:
-            raise ConfigError(f"train.load_model_path={path} holds {len(found)} .pgolf artifacts; expected exactly one")
+            raise ConfigError(
+                f"train.load_model_path={path} holds {len(found)} .pgolf artifacts; expected exactly one"
+            )
         return found[0]
     if not path.is_file():
-        raise ConfigError(f"train.load_model_path={path} does not exist (expected a .pgolf artifact or a run folder)")
+        raise ConfigError(
+            f"train.load_model_path={path} does not exist (expected a .pgolf artifact or a run folder)"
+        )
     return path
 
 
@@ -131,11 +171,21 @@ def load_trained(st: RunState) -> tuple[TrainContext, TrainResult]:
     names = (manifest["quantizer"]["name"], manifest["compressor"]["name"])
     expected = (st.manager.registry.name_of(config.quantizer), st.manager.registry.name_of(config.compressor))
     if names != expected:
-        raise ConfigError(f"{source} was written by quantizer/compressor {names}, but this submission uses {expected}")
+        raise ConfigError(
+            f"{source} was written by quantizer/compressor {names}, but this submission uses {expected}"
+        )
     model = config.model.build(config.data.vocab_size).to(st.dist.device)
     model.load_state_dict(state, strict=True)
     st.n_params = sum(p.numel() for p in model.parameters())
     st.log.log(f"model_params:{st.n_params}", event="model", model_params=st.n_params)
     st.log.log(f"eval_only: loaded {source} (no training)", event="eval_only", source=str(source))
-    ctx = TrainContext(config=config, model=model, optimizer=None, log=st.log, dist=st.dist, autocast_dtype=st.autocast, run_dir=st.run_dir)
+    ctx = TrainContext(
+        config=config,
+        model=model,
+        optimizer=None,
+        log=st.log,
+        dist=st.dist,
+        autocast_dtype=st.autocast,
+        run_dir=st.run_dir,
+    )
     return ctx, TrainResult(steps=0, train_time_ms=0.0, stopped_early=False, last_val=None)

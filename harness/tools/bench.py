@@ -112,12 +112,16 @@ def _gpt_sets(model: Any, layers: int, width: int) -> dict[str, Any]:
     if model.rope_dims:
         out["model.rope_dims"] = min(model.rope_dims, width // heads)
     out["model.model_dim"] = width
-    out["model.components"] = tuple(_shrink_component(c, model.num_layers, layers, width) for c in model.components)
+    out["model.components"] = tuple(
+        _shrink_component(c, model.num_layers, layers, width) for c in model.components
+    )
     out["model.num_layers"] = layers
     return out
 
 
-def model_sets(model: Any, *, layers: int = SMALL_LAYERS, width: int = SMALL_WIDTH, seq_len: int = SMALL_SEQ_LEN) -> dict[str, Any]:
+def model_sets(
+    model: Any, *, layers: int = SMALL_LAYERS, width: int = SMALL_WIDTH, seq_len: int = SMALL_SEQ_LEN
+) -> dict[str, Any]:
     """The ``model.*`` overrides that shrink ``model`` (an arch Config) to ``layers`` x ``width``.
 
     The family is told by its field names: GPT (num_layers/model_dim), byte GPT
@@ -128,7 +132,12 @@ def model_sets(model: Any, *, layers: int = SMALL_LAYERS, width: int = SMALL_WID
     if {"num_layers", "model_dim", "num_heads", "num_kv_heads", "components"} <= names:
         return _gpt_sets(model, layers, width)
     if {"n_layers", "d_model", "n_heads", "block_size"} <= names:
-        return {"model.n_heads": SMALL_HEADS, "model.d_model": width, "model.n_layers": layers, "model.block_size": seq_len}
+        return {
+            "model.n_heads": SMALL_HEADS,
+            "model.d_model": width,
+            "model.n_layers": layers,
+            "model.block_size": seq_len,
+        }
     if {"trunk_layers", "d_model"} <= names:
         return {"model.trunk_layers": layers, "model.d_model": width}
     raise ConfigError(
@@ -153,15 +162,24 @@ def train_sets(*, seq_len: int, batch_tokens: int, grad_accum_steps: int = 1) ->
     }
 
 
-def shrink_config(config: RunConfig, *, layers: int = SMALL_LAYERS, width: int = SMALL_WIDTH,
-                  seq_len: int = SMALL_SEQ_LEN, batch_tokens: int = SMALL_BATCH_TOKENS) -> RunConfig:
+def shrink_config(
+    config: RunConfig,
+    *,
+    layers: int = SMALL_LAYERS,
+    width: int = SMALL_WIDTH,
+    seq_len: int = SMALL_SEQ_LEN,
+    batch_tokens: int = SMALL_BATCH_TOKENS,
+) -> RunConfig:
     """``config`` (a submission's ``build_config()``) at the fixed small CPU shape.
 
     Resolved like a CPU run with no environment, then the model and train overrides go
     through the same type-checked ``--set`` path as ``pgolf run --set``.
     """
-    sets = {**model_sets(config.model, layers=layers, width=width, seq_len=seq_len),
-            **train_sets(seq_len=seq_len, batch_tokens=batch_tokens), "eval.eval_seq_len": seq_len}
+    sets = {
+        **model_sets(config.model, layers=layers, width=width, seq_len=seq_len),
+        **train_sets(seq_len=seq_len, batch_tokens=batch_tokens),
+        "eval.eval_seq_len": seq_len,
+    }
     try:
         return resolve(config, cuda=False, environ={}, sets=sets)
     except ConfigError as exc:
@@ -182,11 +200,15 @@ class SyntheticLoader:
         """Restart the token sequence."""
         self.gen = torch.Generator().manual_seed(self.seed)
 
-    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_batch(
+        self, global_tokens: int, seq_len: int, grad_accum_steps: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One micro-batch (x, y) of ``global_tokens // grad_accum_steps`` tokens in rows of ``seq_len``."""
         local = global_tokens // grad_accum_steps
         if local <= 0 or local % seq_len:
-            raise ConfigError(f"{global_tokens} tokens over {grad_accum_steps} micro-batches is not a multiple of seq_len {seq_len}")
+            raise ConfigError(
+                f"{global_tokens} tokens over {grad_accum_steps} micro-batches is not a multiple of seq_len {seq_len}"
+            )
         tokens = torch.randint(0, self.vocab_size, (local + 1,), generator=self.gen)
         x, y = tokens[:-1].reshape(-1, seq_len), tokens[1:].reshape(-1, seq_len)
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -239,16 +261,30 @@ def build_train_bench(config: RunConfig, device: torch.device | str, run_dir: Pa
     register_run_plugins(manager, config)
     dist = DistInfo(rank=0, world_size=1, local_rank=0, device=device, backend=None)
     log = RunLogger(Path(run_dir), 0, echo=False)
-    ctx = TrainContext(config=config, model=model, optimizer=optimizer, log=log, dist=dist,
-                       autocast_dtype=autocast_dtype_for(device), run_dir=Path(run_dir))
+    ctx = TrainContext(
+        config=config,
+        model=model,
+        optimizer=optimizer,
+        log=log,
+        dist=dist,
+        autocast_dtype=autocast_dtype_for(device),
+        run_dir=Path(run_dir),
+    )
     manager.hook.pg_train_start(ctx=ctx)
     loader = SyntheticLoader(config.data.vocab_size, device, seed=config.train.seed)
-    trainer = Trainer(ctx, train_model=wrap_for_training(model, config, dist), loader=loader,
-                      validate=_no_validation, hooks=manager.hook)
+    trainer = Trainer(
+        ctx,
+        train_model=wrap_for_training(model, config, dist),
+        loader=loader,
+        validate=_no_validation,
+        hooks=manager.hook,
+    )
     return TrainBench(config=config, ctx=ctx, trainer=trainer, manager=manager)
 
 
-def sliding_window_count(total_targets: int = FULL_VAL_TOKENS, window: int = FULL_WINDOW, stride: int = FULL_STRIDE) -> int:
+def sliding_window_count(
+    total_targets: int = FULL_VAL_TOKENS, window: int = FULL_WINDOW, stride: int = FULL_STRIDE
+) -> int:
     """How many windows `harness.pipeline.eval.sliding_windows` makes, without building the list.
 
     The first window starts at 0, then one per ``stride`` while the start is below
@@ -270,8 +306,13 @@ def _nvidia_smi(index: int) -> dict[str, str]:
         return {}
     query = "driver_version,clocks.sm,clocks.max.sm,clocks.mem,clocks.max.mem,power.limit"
     try:
-        out = subprocess.run([exe, f"--id={index}", f"--query-gpu={query}", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout
+        out = subprocess.run(
+            [exe, f"--id={index}", f"--query-gpu={query}", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
     values = [v.strip() for v in out.strip().split(",")]
@@ -283,17 +324,25 @@ def device_info(device: torch.device | str = "cpu") -> dict[str, Any]:
     version, driver and clocks (the last two from nvidia-smi when it is installed)."""
     device = torch.device(device)
     info: dict[str, Any] = {
-        "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
     }
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         props = torch.cuda.get_device_properties(index)
-        info.update({
-            "cuda_name": props.name, "cuda_capability": f"{props.major}.{props.minor}",
-            "cuda_memory_mib": props.total_memory // 2**20, "cuda_version": torch.version.cuda,
-            **{f"nvidia_{k.replace('.', '_')}": v for k, v in _nvidia_smi(index).items()},
-        })
+        info.update(
+            {
+                "cuda_name": props.name,
+                "cuda_capability": f"{props.major}.{props.minor}",
+                "cuda_memory_mib": props.total_memory // 2**20,
+                "cuda_version": torch.version.cuda,
+                **{f"nvidia_{k.replace('.', '_')}": v for k, v in _nvidia_smi(index).items()},
+            }
+        )
     return info
 
 
@@ -328,7 +377,9 @@ class BenchRow:
 
 
 def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    )
 
 
 def load_results(path: Path) -> dict[str, dict[str, Any]]:
@@ -336,29 +387,42 @@ def load_results(path: Path) -> dict[str, dict[str, Any]]:
     and the problem when it is missing, not JSON, or not pytest-benchmark output."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"benchmark results {path} do not exist; store a baseline with `pgolf bench --save` "
-                          "or pass an existing pytest-benchmark JSON with --compare")
+        raise ConfigError(
+            f"benchmark results {path} do not exist; store a baseline with `pgolf bench --save` "
+            "or pass an existing pytest-benchmark JSON with --compare"
+        )
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"benchmark results {path} are not readable JSON: {exc}") from None
     items = doc.get("benchmarks") if isinstance(doc, dict) else None
     if not isinstance(items, list):
-        raise ConfigError(f"benchmark results {path}: expected a pytest-benchmark JSON object with a 'benchmarks' list")
+        raise ConfigError(
+            f"benchmark results {path}: expected a pytest-benchmark JSON object with a 'benchmarks' list"
+        )
     out: dict[str, dict[str, Any]] = {}
     for i, item in enumerate(items):
         name = item.get("name") if isinstance(item, dict) else None
         stats = item.get("stats") if isinstance(item, dict) else None
-        if not isinstance(name, str) or not isinstance(stats, dict) or not all(_positive(stats.get(k)) for k in ("median", "mean")):
-            raise ConfigError(f"benchmark results {path}: benchmarks[{i}] needs a 'name' and 'stats' with positive 'median' and 'mean'")
+        if (
+            not isinstance(name, str)
+            or not isinstance(stats, dict)
+            or not all(_positive(stats.get(k)) for k in ("median", "mean"))
+        ):
+            raise ConfigError(
+                f"benchmark results {path}: benchmarks[{i}] needs a 'name' and 'stats' with positive 'median' and 'mean'"
+            )
         if name in out:
             raise ConfigError(f"benchmark results {path}: benchmark {name!r} appears twice")
         out[name] = item
     return out
 
 
-def compare_results(baseline: Mapping[str, Mapping[str, Any]], current: Mapping[str, Mapping[str, Any]],
-                    threshold_pct: float = DEFAULT_THRESHOLD) -> list[BenchRow]:
+def compare_results(
+    baseline: Mapping[str, Mapping[str, Any]],
+    current: Mapping[str, Mapping[str, Any]],
+    threshold_pct: float = DEFAULT_THRESHOLD,
+) -> list[BenchRow]:
     """One row per benchmark of either side, sorted by name. A benchmark regressed when its
     median grew by more than ``threshold_pct`` percent (``--benchmark-compare-fail=median:P%``)."""
     if not _positive(threshold_pct):
@@ -398,10 +462,22 @@ def _fmt_ratio(ratio: float | None) -> str:
 def format_table(rows: Sequence[BenchRow]) -> str:
     """A fixed-width table: name | baseline (median) | now (median) | ratio | mean ratio | status."""
     head = ("benchmark", "baseline", "now", "ratio", "mean ratio", "status")
-    body = [(r.name, _fmt_time(r.baseline_median), _fmt_time(r.now_median), _fmt_ratio(r.ratio),
-             _fmt_ratio(r.mean_ratio), r.status) for r in rows]
+    body = [
+        (
+            r.name,
+            _fmt_time(r.baseline_median),
+            _fmt_time(r.now_median),
+            _fmt_ratio(r.ratio),
+            _fmt_ratio(r.mean_ratio),
+            r.status,
+        )
+        for r in rows
+    ]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [head, *body]]
+    lines = [
+        " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [head, *body]
+    ]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -421,12 +497,15 @@ def summary_lines(current: Mapping[str, Mapping[str, Any]]) -> list[str]:
             f"plugin overhead: harness step / hand-written step = {ratio:.3f} (limit {OVERHEAD_LIMIT}, {verdict}; "
             f"medians {info.get('harness_median_ms', float('nan')):.2f} ms vs {info.get('reference_median_ms', float('nan')):.2f} ms "
             f"over {info.get('rounds', '?')} interleaved rounds)"
-            if isinstance(ratio, (int, float)) else "plugin overhead: no ratio recorded"
+            if isinstance(ratio, (int, float))
+            else "plugin overhead: no ratio recorded"
         )
     fast, ref = current.get(SLIDING_FAST_BENCH), current.get(SLIDING_REFERENCE_BENCH)
     if fast is not None and ref is not None:
         speedup = ref["stats"]["median"] / fast["stats"]["median"]
-        lines.append(f"sliding window: fast path {speedup:.2f}x the plain implementation (median time plain / fast)")
+        lines.append(
+            f"sliding window: fast path {speedup:.2f}x the plain implementation (median time plain / fast)"
+        )
     for bench in (fast, ref):
         info = (bench or {}).get("extra_info", {})
         if "windows_per_s" in info and "projected_full_val_s" in info:
@@ -456,8 +535,18 @@ def run_suite(json_out: Path, pytest_args: Sequence[str] = ()) -> int:
     """Run ``tests/benchmarks`` with benchmarks enabled, writing pytest-benchmark JSON to
     ``json_out``; returns pytest's exit status."""
     require_bench_tools()
-    cmd = [sys.executable, "-m", "pytest", str(BENCH_DIR), "--benchmark-enable", f"--benchmark-json={json_out}",
-           "-q", "-p", "no:cacheprovider", *pytest_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(BENCH_DIR),
+        "--benchmark-enable",
+        f"--benchmark-json={json_out}",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *pytest_args,
+    ]
     print("+ " + " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=ROOT)
 
@@ -467,7 +556,9 @@ def _save_baseline(source: Path, target: Path) -> None:
     write_atomic(target, source.read_bytes())
 
 
-def bench_cpu(compare: Path | None, save: bool, threshold: float = DEFAULT_THRESHOLD, pytest_args: Sequence[str] = ()) -> int:
+def bench_cpu(
+    compare: Path | None, save: bool, threshold: float = DEFAULT_THRESHOLD, pytest_args: Sequence[str] = ()
+) -> int:
     """Run the CPU suite; store it (``save``) or compare it with the baseline. Returns the
     exit status: 1 if pytest failed or a benchmark regressed, else 0."""
     baseline_path = Path(compare) if compare is not None else BASELINE_PATH
@@ -493,7 +584,9 @@ def bench_cpu(compare: Path | None, save: bool, threshold: float = DEFAULT_THRES
         print(f"saved baseline {baseline_path} ({len(current)} benchmarks)")
         return 0 if rc == 0 else 1
     bad = regressions(rows)
-    print(f"compared with {baseline_path}: {len(bad)} of {len(rows)} regressed by more than {threshold:g}% (median)")
+    print(
+        f"compared with {baseline_path}: {len(bad)} of {len(rows)} regressed by more than {threshold:g}% (median)"
+    )
     if rc != 0:
         print(f"benchmark suite failed: pytest exit status {rc}")
     return 1 if bad or rc != 0 else 0
@@ -505,8 +598,10 @@ def bench_cpu(compare: Path | None, save: bool, threshold: float = DEFAULT_THRES
 def require_cuda() -> torch.device:
     """The CUDA device, or ConfigError saying that ``--gpu`` needs one."""
     if not torch.cuda.is_available():
-        raise ConfigError("pgolf bench --gpu needs a CUDA device, and torch.cuda.is_available() is False "
-                          f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); run `pgolf bench` for the CPU suite")
+        raise ConfigError(
+            "pgolf bench --gpu needs a CUDA device, and torch.cuda.is_available() is False "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); run `pgolf bench` for the CPU suite"
+        )
     return torch.device("cuda", torch.cuda.current_device())
 
 
@@ -519,9 +614,13 @@ def _cuda_ms(fn: Any) -> float:
     return start.elapsed_time(end)
 
 
-def _gpu_train(config: RunConfig, device: torch.device, run_dir: Path, warm: int, timed: int) -> tuple[dict[str, Any], TrainBench]:
+def _gpu_train(
+    config: RunConfig, device: torch.device, run_dir: Path, warm: int, timed: int
+) -> tuple[dict[str, Any], TrainBench]:
     """ms/step of ``config`` at full shape, one GPU, grad accumulation 8 (the 8-GPU batch)."""
-    sets = train_sets(seq_len=config.train.train_seq_len, batch_tokens=config.train.train_batch_tokens, grad_accum_steps=0)
+    sets = train_sets(
+        seq_len=config.train.train_seq_len, batch_tokens=config.train.train_batch_tokens, grad_accum_steps=0
+    )
     config = resolve(config, cuda=True, environ={}, sets=sets)
     torch.cuda.reset_peak_memory_stats(device)
     tb = build_train_bench(config, device, run_dir)
@@ -530,10 +629,17 @@ def _gpu_train(config: RunConfig, device: torch.device, run_dir: Path, warm: int
     times = [_cuda_ms(tb.step) for _ in range(timed)]
     median = statistics.median(times)
     return {
-        "params": tb.n_params, "global_batch_tokens": config.train.train_batch_tokens,
-        "seq_len": config.train.train_seq_len, "grad_accum_steps": tb.trainer.accum, "compile": config.train.compile,
-        "warm_steps": warm, "timed_steps": timed, "ms_per_step_median": median, "ms_per_step_min": min(times),
-        "ms_per_step_all": times, "train_tokens_per_s": config.train.train_batch_tokens / (median / 1000.0),
+        "params": tb.n_params,
+        "global_batch_tokens": config.train.train_batch_tokens,
+        "seq_len": config.train.train_seq_len,
+        "grad_accum_steps": tb.trainer.accum,
+        "compile": config.train.compile,
+        "warm_steps": warm,
+        "timed_steps": timed,
+        "ms_per_step_median": median,
+        "ms_per_step_min": min(times),
+        "ms_per_step_all": times,
+        "train_tokens_per_s": config.train.train_batch_tokens / (median / 1000.0),
         "peak_memory_allocated_mib": torch.cuda.max_memory_allocated(device) / 2**20,
     }, tb
 
@@ -552,25 +658,46 @@ def _gpu_sliding(tb: TrainBench, device: torch.device, batches: int) -> dict[str
     model = tb.ctx.model.eval()
 
     def once() -> None:
-        evaluate_sliding(model, tokens, luts, window=window, stride=stride, batch_seqs=batch_seqs, device=device,
-                         autocast_dtype=tb.ctx.autocast_dtype, compile_model=cfg.train.compile)
+        evaluate_sliding(
+            model,
+            tokens,
+            luts,
+            window=window,
+            stride=stride,
+            batch_seqs=batch_seqs,
+            device=device,
+            autocast_dtype=tb.ctx.autocast_dtype,
+            compile_model=cfg.train.compile,
+        )
 
     once()  # compile
     torch.cuda.reset_peak_memory_stats(device)
     ms = _cuda_ms(once)
     per_s = n_windows / (ms / 1000.0)
     full = sliding_window_count(FULL_VAL_TOKENS, window, stride)
-    return {"window": window, "stride": stride, "batch_seqs": batch_seqs, "windows": n_windows, "ms": ms,
-            "windows_per_s": per_s, "full_val_windows": full, "projected_full_val_s": full / per_s,
-            "peak_memory_allocated_mib": torch.cuda.max_memory_allocated(device) / 2**20}
+    return {
+        "window": window,
+        "stride": stride,
+        "batch_seqs": batch_seqs,
+        "windows": n_windows,
+        "ms": ms,
+        "windows_per_s": per_s,
+        "full_val_windows": full,
+        "projected_full_val_s": full / per_s,
+        "peak_memory_allocated_mib": torch.cuda.max_memory_allocated(device) / 2**20,
+    }
 
 
 def uniform_luts(vocab_size: int) -> Any:
     """Byte tables of one byte per token: throughput does not depend on their values."""
     from harness.pipeline.bpb import ByteLUTs
 
-    return ByteLUTs(base_bytes=torch.ones(vocab_size, dtype=torch.int32), has_leading_space=torch.zeros(vocab_size, dtype=torch.bool),
-                    is_boundary=torch.zeros(vocab_size, dtype=torch.bool), vocab_size=vocab_size)
+    return ByteLUTs(
+        base_bytes=torch.ones(vocab_size, dtype=torch.int32),
+        has_leading_space=torch.zeros(vocab_size, dtype=torch.bool),
+        is_boundary=torch.zeros(vocab_size, dtype=torch.bool),
+        vocab_size=vocab_size,
+    )
 
 
 def _slug(text: str) -> str:
@@ -587,17 +714,26 @@ def bench_gpu(out_dir: Path = GPU_DIR, *, warm: int = 3, timed: int = 10, slidin
     results: dict[str, Any] = {}
     for name in GPU_SUBMISSIONS:
         with tempfile.TemporaryDirectory(prefix=f"pgolf-bench-{name}-") as tmp:
-            train, tb = _gpu_train(build_submission_config(ROOT / "submissions" / name), device, Path(tmp), warm, timed)
+            train, tb = _gpu_train(
+                build_submission_config(ROOT / "submissions" / name), device, Path(tmp), warm, timed
+            )
             results[name] = {"train": train, "sliding": _gpu_sliding(tb, device, sliding_batches)}
             tb.close()
             del tb
             torch.cuda.empty_cache()
         t, s = results[name]["train"], results[name]["sliding"]
-        print(f"{name}: {t['ms_per_step_median']:.1f} ms/step (min {t['ms_per_step_min']:.1f}) at {t['global_batch_tokens']} "
-              f"tokens x{t['grad_accum_steps']} accum, peak {t['peak_memory_allocated_mib']:.0f} MiB; sliding "
-              f"{s['windows_per_s']:.1f} windows/s -> full val ~{s['projected_full_val_s']:.0f} s", flush=True)
+        print(
+            f"{name}: {t['ms_per_step_median']:.1f} ms/step (min {t['ms_per_step_min']:.1f}) at {t['global_batch_tokens']} "
+            f"tokens x{t['grad_accum_steps']} accum, peak {t['peak_memory_allocated_mib']:.0f} MiB; sliding "
+            f"{s['windows_per_s']:.1f} windows/s -> full val ~{s['projected_full_val_s']:.0f} s",
+            flush=True,
+        )
     info = device_info(device)
-    doc = {"datetime": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "machine": info, "results": results}
+    doc = {
+        "datetime": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": info,
+        "results": results,
+    }
     path = Path(out_dir) / f"{_slug(info['cuda_name'])}.json"
     write_atomic(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     print(f"saved {path}")

@@ -237,7 +237,9 @@ def _display(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _collect(entry_file: Path, root: Path, packages: Sequence[str], extra: Sequence[str] = ()) -> dict[str, _Module]:
+def _collect(
+    entry_file: Path, root: Path, packages: Sequence[str], extra: Sequence[str] = ()
+) -> dict[str, _Module]:
     """Walk the import graph from ``entry_file`` (and the ``extra`` modules); returns
     {name: module} for the closure."""
     found: dict[str, _Module] = {}

@@ -21,7 +21,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     argv = [str(args.submission), *run_flags(args).argv()]
     if args.nproc > 1:
         run_py = Path(__file__).resolve().parents[1] / "run.py"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}", str(run_py), *argv]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={args.nproc}",
+            str(run_py),
+            *argv,
+        ]
         print("+ " + " ".join(cmd), flush=True)
         return subprocess.call(cmd)
     from harness.run import main as run_main
@@ -51,7 +59,9 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     out = args.output or (Path(args.submission) / "dist" / "train_gpt.py")
     out.parent.mkdir(parents=True, exist_ok=True)
     info = bundle_submission(Path(args.submission), out, compress=args.compress)
-    print(f"bundled {len(info.modules)} modules into {info.path}: {info.bytes} bytes, {info.lines} lines, sha256 {info.sha256[:16]}")
+    print(
+        f"bundled {len(info.modules)} modules into {info.path}: {info.bytes} bytes, {info.lines} lines, sha256 {info.sha256[:16]}"
+    )
     return 0
 
 
@@ -76,7 +86,9 @@ def _cmd_data(args: argparse.Namespace) -> int:
     for model in models:  # the manifest names the tokenizer; list what arrived rather than guess
         print(f"tokenizer: {model}")
     tok = models[0] if len(models) == 1 else "<one of the tokenizers above>"
-    print(f"run with: DATA_PATH={path} TOKENIZER_PATH={tok} torchrun --standalone --nproc_per_node=8 harness/run.py submissions/<name>")
+    print(
+        f"run with: DATA_PATH={path} TOKENIZER_PATH={tok} torchrun --standalone --nproc_per_node=8 harness/run.py submissions/<name>"
+    )
     return 0
 
 
@@ -88,8 +100,11 @@ def _cmd_rescore(args: argparse.Namespace) -> int:
     if target.is_dir():
         cfg = json.loads((target / "config.json").read_text(encoding="utf-8"))
         settings.update(
-            seq_len=cfg["train"]["train_seq_len"], stride=cfg["eval"]["eval_stride"], val_max_tokens=cfg["eval"]["val_max_tokens"],
-            data_path=cfg["data"]["data_path"], tokenizer_path=cfg["data"]["tokenizer_path"],
+            seq_len=cfg["train"]["train_seq_len"],
+            stride=cfg["eval"]["eval_stride"],
+            val_max_tokens=cfg["eval"]["val_max_tokens"],
+            data_path=cfg["data"]["data_path"],
+            tokenizer_path=cfg["data"]["tokenizer_path"],
         )
         artifacts = sorted(target.glob("*.pgolf"))
         if len(artifacts) != 1:
@@ -105,8 +120,13 @@ def _cmd_rescore(args: argparse.Namespace) -> int:
     if tok is None:
         raise PgolfError("--tokenizer-path is required with --data-path")
     out = rescore(
-        target, data_path=Path(data_path), tokenizer_path=Path(tok), seq_len=settings["seq_len"],
-        stride=settings["stride"], val_max_tokens=settings["val_max_tokens"], device=args.device,
+        target,
+        data_path=Path(data_path),
+        tokenizer_path=Path(tok),
+        seq_len=settings["seq_len"],
+        stride=settings["stride"],
+        val_max_tokens=settings["val_max_tokens"],
+        device=args.device,
     )
     print(json.dumps(out, indent=2))
     return 0
@@ -123,7 +143,9 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
     if args.records:
         out = Path(args.out or "leaderboard_records")
-        paths = render(_entries(args.records), out, title=f"Upstream records: {args.records}", root=Path(args.records))
+        paths = render(
+            _entries(args.records), out, title=f"Upstream records: {args.records}", root=Path(args.records)
+        )
     else:
         paths = regenerate(Path("."), Path(args.out) if args.out else None)
     for path in paths:
@@ -178,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="build the default dataset or download the challenge data")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     bd = dsub.add_parser("build-default", help="build (or find) the built-in default dataset")
-    bd.add_argument("--variant", default="sp1024", choices=("sp1024", "bytes"), help="sp1024 tokens or raw UTF-8 bytes")
+    bd.add_argument(
+        "--variant", default="sp1024", choices=("sp1024", "bytes"), help="sp1024 tokens or raw UTF-8 bytes"
+    )
     by = dsub.add_parser("bytes", help="write the byte variant (tokens 0-255) of a SentencePiece dataset")
     by.add_argument("source", help="folder holding fineweb_{train,val}_*.bin")
     by.add_argument("--tokenizer", required=True, help="the SentencePiece .model that made the source")
@@ -195,9 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--tokenizer-path", default=None)
     rs.add_argument("--device", default="cpu", help="cpu or cuda")
     rs.set_defaults(func=_cmd_rescore)
-    lb = sub.add_parser("leaderboard", help="regenerate leaderboard/ from the runs (or render an upstream records folder)")
-    lb.add_argument("--records", default=None, help="an upstream records/ folder to import instead of our runs")
-    lb.add_argument("--out", default=None, help="output folder (default: leaderboard/, or leaderboard_records/ with --records)")
+    lb = sub.add_parser(
+        "leaderboard", help="regenerate leaderboard/ from the runs (or render an upstream records folder)"
+    )
+    lb.add_argument(
+        "--records", default=None, help="an upstream records/ folder to import instead of our runs"
+    )
+    lb.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: leaderboard/, or leaderboard_records/ with --records)",
+    )
     lb.set_defaults(func=_cmd_leaderboard)
 
     cp = sub.add_parser("compare", help="one-sided Welch test that A improves on B by 0.005 nats (p < 0.01)")
@@ -210,11 +242,32 @@ def build_parser() -> argparse.ArgumentParser:
     vf.add_argument("run_dir")
     vf.set_defaults(func=_cmd_verify)
 
-    bn = sub.add_parser("bench", help="run tests/benchmarks and compare with benchmarks/cpu/baseline.json (exit 1 on a regression)")
-    bn.add_argument("--compare", type=Path, default=None, metavar="PATH", help="baseline pytest-benchmark JSON (default: benchmarks/cpu/baseline.json)")
-    bn.add_argument("--save", action="store_true", help="store this run as the baseline (atomically) instead of comparing")
-    bn.add_argument("--gpu", action="store_true", help="GPU ms/step of 12L_recycled and 10L_int5mlp; writes benchmarks/gpu/<device>.json")
-    bn.add_argument("--threshold", type=float, default=None, metavar="PCT", help="median growth in percent that fails (default 50: shared CPUs are noisy)")
+    bn = sub.add_parser(
+        "bench",
+        help="run tests/benchmarks and compare with benchmarks/cpu/baseline.json (exit 1 on a regression)",
+    )
+    bn.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="baseline pytest-benchmark JSON (default: benchmarks/cpu/baseline.json)",
+    )
+    bn.add_argument(
+        "--save", action="store_true", help="store this run as the baseline (atomically) instead of comparing"
+    )
+    bn.add_argument(
+        "--gpu",
+        action="store_true",
+        help="GPU ms/step of 12L_recycled and 10L_int5mlp; writes benchmarks/gpu/<device>.json",
+    )
+    bn.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        metavar="PCT",
+        help="median growth in percent that fails (default 50: shared CPUs are noisy)",
+    )
     bn.set_defaults(func=_cmd_bench)
     return p
 

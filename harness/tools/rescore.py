@@ -21,7 +21,9 @@ from harness.pipeline.plugin_manager import PluginManager, full_manager
 from harness.pipeline.shards import load_validation_tokens
 
 
-def model_from_artifact(path: Path, manager: PluginManager | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+def model_from_artifact(
+    path: Path, manager: PluginManager | None = None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The dequantized model stored in ``path`` and the artifact manifest."""
     manager = manager or full_manager()
     state, manifest = load_state_dict(Path(path), manager.registry)
@@ -61,6 +63,8 @@ def rescore(
     std = evaluate_standard(model, val, luts, seq_len=seq_len, batch_seqs=batch_seqs, **common)
     out = {"val_loss": std.val_loss, "val_bpb": std.val_bpb, "tokens": std.tokens, "bytes": std.bytes}
     if 0 < stride < seq_len:
-        sw = evaluate_sliding(model, val, luts, window=seq_len, stride=stride, batch_seqs=batch_seqs, **common)
+        sw = evaluate_sliding(
+            model, val, luts, window=seq_len, stride=stride, batch_seqs=batch_seqs, **common
+        )
         out.update(sliding_val_loss=sw.val_loss, sliding_val_bpb=sw.val_bpb)
     return out

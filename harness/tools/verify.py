@@ -52,17 +52,37 @@ SCORE_KEYS: tuple[str, ...] = ("roundtrip_val_bpb", "sliding_val_bpb", "val_bpb"
 COUNT_KEYS: tuple[str, ...] = ("val_tokens", "val_bytes")
 FINGERPRINT_KEYS: tuple[str, ...] = ("dataset_sha256", "tokenizer_sha256")
 REQUIRED_KEYS: tuple[str, ...] = (
-    *SCORE_KEYS, *COUNT_KEYS, "bytes_code", "bytes_model", "bytes_total", "over_budget", "artifact_file", "code_file",
+    *SCORE_KEYS,
+    *COUNT_KEYS,
+    "bytes_code",
+    "bytes_model",
+    "bytes_total",
+    "over_budget",
+    "artifact_file",
+    "code_file",
 )
 
 # Config keys that decide which validation tokens are scored and how: passed explicitly to
 # the re-run so the CPU smoke profile or the environment cannot re-size the evaluation.
 _SCORING_KEYS: tuple[str, ...] = (
-    "data.data_path", "data.tokenizer_path", "data.default_variant", "data.vocab_size",
-    "train.train_seq_len", "train.grad_accum_steps", "train.seed",
+    "data.data_path",
+    "data.tokenizer_path",
+    "data.default_variant",
+    "data.vocab_size",
+    "train.train_seq_len",
+    "train.grad_accum_steps",
+    "train.seed",
 )
 # Launcher variables that would turn the re-run into a distributed rank or rename it.
-_DROPPED_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "RUN_ID")
+_DROPPED_ENV = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "RUN_ID",
+)
 
 
 @dataclass(frozen=True)
@@ -122,7 +142,13 @@ def verify_run(run_dir: Path, *, python: str = sys.executable, timeout_s: float 
     return report
 
 
-def verify_main(run_dir: Path, *, python: str = sys.executable, timeout_s: float = 3600, out: Callable[[str], None] = print) -> int:
+def verify_main(
+    run_dir: Path,
+    *,
+    python: str = sys.executable,
+    timeout_s: float = 3600,
+    out: Callable[[str], None] = print,
+) -> int:
     """The CLI contract: print every check as ``ok|FAIL name: detail``; 0 all pass, 1 one failed.
 
     A folder that is not a run folder raises `ConfigError` (the CLI prints it, exit status 2).
@@ -142,7 +168,9 @@ def _require_run_folder(run_dir: Path) -> None:
         raise ConfigError(f"{run_dir} has no submission.json: not a run folder")
 
 
-def _verify_record(report: VerifyReport, run_dir: Path, record: dict[str, Any], python: str, timeout_s: float) -> None:
+def _verify_record(
+    report: VerifyReport, run_dir: Path, record: dict[str, Any], python: str, timeout_s: float
+) -> None:
     files = _check_files(report, run_dir, record)
     if files is None:
         report.add("rerun", False, "skipped: the shipped files named by submission.json are missing")
@@ -154,7 +182,11 @@ def _verify_record(report: VerifyReport, run_dir: Path, record: dict[str, Any], 
     intact = _check_artifact(report, record, artifact)
     sets = _scoring_sets(report, run_dir / "config.json")
     if not intact or sets is None:
-        report.add("rerun", False, "skipped: " + ("the artifact is not intact" if not intact else "config.json is unusable"))
+        report.add(
+            "rerun",
+            False,
+            "skipped: " + ("the artifact is not intact" if not intact else "config.json is unusable"),
+        )
         return
     _rerun_and_compare(report, record, code, artifact, sets, python, timeout_s)
 
@@ -192,7 +224,8 @@ def _check_files(report: VerifyReport, run_dir: Path, record: dict[str, Any]) ->
     """(2a) ``code_file`` and ``artifact_file`` name files present in the run folder."""
     paths = {key: _shipped_path(run_dir, record, key) for key in ("code_file", "artifact_file")}
     bad = [
-        f"submission.json {key}={record[key]!r} " + ("is not a bare file name" if p is None else "does not exist")
+        f"submission.json {key}={record[key]!r} "
+        + ("is not a bare file name" if p is None else "does not exist")
         for key, p in paths.items()
         if p is None or not p.is_file()
     ]
@@ -205,19 +238,32 @@ def _check_files(report: VerifyReport, run_dir: Path, record: dict[str, Any]) ->
 
 def _check_bytes(report: VerifyReport, record: dict[str, Any], code: Path, artifact: Path) -> None:
     """(2b) byte counts re-measured from disk; the budget verdict re-derived from them."""
-    sizes = {"bytes_code": (code, os.path.getsize(code)), "bytes_model": (artifact, os.path.getsize(artifact))}
+    sizes = {
+        "bytes_code": (code, os.path.getsize(code)),
+        "bytes_model": (artifact, os.path.getsize(artifact)),
+    }
     for key, (path, measured) in sizes.items():
         claimed = record[key]
         ok = _is_int(claimed) and claimed == measured
-        report.add(key, ok, f"submission.json {key}: claimed {claimed!r}, measured {measured} (size of {path.name} on disk)")
+        report.add(
+            key,
+            ok,
+            f"submission.json {key}: claimed {claimed!r}, measured {measured} (size of {path.name} on disk)",
+        )
     total = sizes["bytes_code"][1] + sizes["bytes_model"][1]
     claimed_total = record["bytes_total"]
-    report.add("bytes_total", _is_int(claimed_total) and claimed_total == total,
-               f"submission.json bytes_total: claimed {claimed_total!r}, measured {total} (code + artifact on disk)")
+    report.add(
+        "bytes_total",
+        _is_int(claimed_total) and claimed_total == total,
+        f"submission.json bytes_total: claimed {claimed_total!r}, measured {total} (code + artifact on disk)",
+    )
     over = total > BYTE_LIMIT
     claimed_over = record["over_budget"]
-    report.add("over_budget", claimed_over is over,
-               f"submission.json over_budget: claimed {claimed_over!r}, measured {over} ({total} vs limit {BYTE_LIMIT})")
+    report.add(
+        "over_budget",
+        claimed_over is over,
+        f"submission.json over_budget: claimed {claimed_over!r}, measured {over} ({total} vs limit {BYTE_LIMIT})",
+    )
 
 
 def _is_int(value: Any) -> bool:
@@ -231,7 +277,11 @@ def _check_hash(report: VerifyReport, record: dict[str, Any], key: str, path: Pa
     if claimed is None:
         report.add(key, True, f"not recorded in submission.json; {path.name} sha256 is {measured}")
         return
-    report.add(key, claimed == measured, f"submission.json {key}: claimed {claimed}, measured {measured} ({path.name})")
+    report.add(
+        key,
+        claimed == measured,
+        f"submission.json {key}: claimed {claimed}, measured {measured} ({path.name})",
+    )
 
 
 def _check_artifact(report: VerifyReport, record: dict[str, Any], artifact: Path) -> bool:
@@ -241,7 +291,11 @@ def _check_artifact(report: VerifyReport, record: dict[str, Any], artifact: Path
     except PgolfError as exc:
         report.add("artifact_format", False, str(exc))
         return False
-    report.add("artifact_format", True, f"{artifact.name}: header, manifest and payload digest valid ({manifest['format']})")
+    report.add(
+        "artifact_format",
+        True,
+        f"{artifact.name}: header, manifest and payload digest valid ({manifest['format']})",
+    )
     _check_components(report, record, artifact, manifest)
     return True
 
@@ -258,10 +312,17 @@ def _check_components(report: VerifyReport, record: dict[str, Any], artifact: Pa
         try:
             tag = _built_tag(kind, spec["name"], spec["config"])
         except PgolfError as exc:
-            report.add(f"artifact_{kind}", False, f"{artifact.name} manifest {kind} {spec['name']!r} cannot be rebuilt: {exc}")
+            report.add(
+                f"artifact_{kind}",
+                False,
+                f"{artifact.name} manifest {kind} {spec['name']!r} cannot be rebuilt: {exc}",
+            )
             continue
-        report.add(f"artifact_{kind}", claimed == tag,
-                   f"{artifact.name} manifest {kind} {spec['name']!r} (tag {tag!r}); submission.json {kind}: claimed {claimed!r}")
+        report.add(
+            f"artifact_{kind}",
+            claimed == tag,
+            f"{artifact.name} manifest {kind} {spec['name']!r} (tag {tag!r}); submission.json {kind}: claimed {claimed!r}",
+        )
 
 
 def _built_tag(kind: str, name: str, config: dict) -> str:
@@ -283,7 +344,9 @@ def _scoring_sets(report: VerifyReport, path: Path) -> list[str] | None:
         values = {key: _lookup(config, key) for key in _SCORING_KEYS}
         values.update({f"eval.{k}": v for k, v in config["eval"].items()})
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        report.add("config_json", False, f"{path}: cannot read the scoring settings ({type(exc).__name__}: {exc})")
+        report.add(
+            "config_json", False, f"{path}: cannot read the scoring settings ({type(exc).__name__}: {exc})"
+        )
         return None
     report.add("config_json", True, f"{path.name}: {len(values)} scoring settings passed to the re-run")
     return [f"{key}={_set_value(key, value)}" for key, value in values.items()]
@@ -313,7 +376,15 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _rerun_and_compare(report: VerifyReport, record: dict[str, Any], code: Path, artifact: Path, sets: list[str], python: str, timeout_s: float) -> None:
+def _rerun_and_compare(
+    report: VerifyReport,
+    record: dict[str, Any],
+    code: Path,
+    artifact: Path,
+    sets: list[str],
+    python: str,
+    timeout_s: float,
+) -> None:
     """(5)-(7) run the bundle eval-only in an empty folder, then compare its outputs."""
     run_id = f"verify_{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="pgolf_verify_") as tmp:
@@ -334,12 +405,18 @@ def _rerun_and_compare(report: VerifyReport, record: dict[str, Any], code: Path,
         _compare_bytes(report, out_dir / str(fresh.get("code_file")), code, "rerun_code_bytes")
 
 
-def _launch(report: VerifyReport, argv: list[str], cwd: Path, timeout_s: float) -> subprocess.CompletedProcess[str] | None:
+def _launch(
+    report: VerifyReport, argv: list[str], cwd: Path, timeout_s: float
+) -> subprocess.CompletedProcess[str] | None:
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(argv, cwd=cwd, env=_child_env(), capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(
+            argv, cwd=cwd, env=_child_env(), capture_output=True, text=True, timeout=timeout_s
+        )
     except subprocess.TimeoutExpired:
-        report.add("rerun", False, f"the eval-only re-run of train_gpt.py did not finish within {timeout_s:.0f}s")
+        report.add(
+            "rerun", False, f"the eval-only re-run of train_gpt.py did not finish within {timeout_s:.0f}s"
+        )
         return None
     except OSError as exc:
         report.add("rerun", False, f"cannot start {argv[0]}: {exc}")
@@ -347,7 +424,9 @@ def _launch(report: VerifyReport, argv: list[str], cwd: Path, timeout_s: float) 
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        report.add("rerun", False, f"train_gpt.py eval-only re-run exited {proc.returncode}: {' | '.join(tail)}")
+        report.add(
+            "rerun", False, f"train_gpt.py eval-only re-run exited {proc.returncode}: {' | '.join(tail)}"
+        )
         return None
     report.add("rerun", True, f"train_gpt.py re-ran eval-only in a fresh process in {seconds:.1f}s")
     return proc
@@ -364,20 +443,32 @@ def _read_rerun(report: VerifyReport, path: Path) -> dict[str, Any] | None:
 
 def _compare_scores(report: VerifyReport, record: dict[str, Any], fresh: dict[str, Any]) -> None:
     """(6) BPB within the tolerance; token and byte counts and data fingerprints exactly."""
-    where = "" if fresh.get("device") == record.get("device") else (
-        f" [claimed on {record.get('device')!r}, re-run on {fresh.get('device')!r}: the bound assumes the same device]"
+    where = (
+        ""
+        if fresh.get("device") == record.get("device")
+        else (
+            f" [claimed on {record.get('device')!r}, re-run on {fresh.get('device')!r}: the bound assumes the same device]"
+        )
     )
     for key in SCORE_KEYS:
         claimed, measured = record[key], fresh.get(key)
         ok = _close(claimed, measured)
-        report.add(key, ok, f"submission.json {key}: claimed {claimed!r}, re-measured {measured!r} (tolerance {BPB_TOLERANCE:g}){'' if ok else where}")
+        report.add(
+            key,
+            ok,
+            f"submission.json {key}: claimed {claimed!r}, re-measured {measured!r} (tolerance {BPB_TOLERANCE:g}){'' if ok else where}",
+        )
     for key in COUNT_KEYS:
         claimed, measured = record[key], fresh.get(key)
-        report.add(key, claimed == measured, f"submission.json {key}: claimed {claimed!r}, re-measured {measured!r}")
+        report.add(
+            key, claimed == measured, f"submission.json {key}: claimed {claimed!r}, re-measured {measured!r}"
+        )
     for key in FINGERPRINT_KEYS:
         if key in record:
             claimed, measured = record[key], fresh.get(key)
-            report.add(key, claimed == measured, f"submission.json {key}: claimed {claimed}, re-measured {measured}")
+            report.add(
+                key, claimed == measured, f"submission.json {key}: claimed {claimed}, re-measured {measured}"
+            )
 
 
 def _close(claimed: Any, measured: Any) -> bool:
@@ -394,5 +485,9 @@ def _compare_bytes(report: VerifyReport, shipped: Path, original: Path, name: st
         report.add(name, False, f"the re-run shipped no {shipped.name} (expected a copy of {original.name})")
         return
     same = shipped.read_bytes() == original.read_bytes()
-    report.add(name, same, f"re-run {shipped.name} {'equals' if same else 'differs from'} {original.name} "
-               f"(sha256 {file_sha256(shipped)[:16]} vs {file_sha256(original)[:16]})")
+    report.add(
+        name,
+        same,
+        f"re-run {shipped.name} {'equals' if same else 'differs from'} {original.name} "
+        f"(sha256 {file_sha256(shipped)[:16]} vs {file_sha256(original)[:16]})",
+    )

@@ -74,7 +74,9 @@ class LateQATConfig:
     def __post_init__(self) -> None:
         t = self.threshold
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            raise ConfigError(f"late_qat.threshold: expected a finite number >= 0 (an LR multiplier), got {t!r}")
+            raise ConfigError(
+                f"late_qat.threshold: expected a finite number >= 0 (an LR multiplier), got {t!r}"
+            )
         for name in ("step_floor", "enabled"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"late_qat.{name}: expected true or false, got {getattr(self, name)!r}")
@@ -107,7 +109,11 @@ class FakeQuant(nn.Module):
     """
 
     def __init__(
-        self, bits: int, alpha: Tensor, step_floor: bool = True, exact: Callable[[Tensor], Tensor] | None = None
+        self,
+        bits: int,
+        alpha: Tensor,
+        step_floor: bool = True,
+        exact: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.bits = bits
@@ -149,7 +155,9 @@ def qat_targets(model: nn.Module, quantizer: Any) -> list[tuple[str, int]]:
     targets = []
     for name, param in model.named_parameters():
         if ".parametrizations." in name:
-            raise ConfigError(f"late_qat: parameter {name} is already parametrized; late_qat must own its weights")
+            raise ConfigError(
+                f"late_qat: parameter {name} is already parametrized; late_qat must own its weights"
+            )
         bits = _check_bits(quantizer.qat_bits(name, param.detach()), name, quantizer)
         if bits is not None:
             targets.append((name, bits))
@@ -213,7 +221,9 @@ class LateQAT:
         ctx.log.log(
             f"late_qat:enabled step:{ctx.step} scale:{ctx.lr_scale:.4f} threshold:{self.cfg.threshold:g} "
             f"tensors:{len(self.attached)}",
-            event="late_qat", step=ctx.step, tensors=len(self.attached),
+            event="late_qat",
+            step=ctx.step,
+            tensors=len(self.attached),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -228,7 +238,9 @@ class LateQAT:
             raise ConfigError(f"late_qat: checkpoint enabled_step must be an integer >= -1, got {step!r}")
         if step >= 0:
             if self.alpha is None:
-                raise ConfigError("late_qat: checkpoint says QAT was on, but no tensors were armed at train start")
+                raise ConfigError(
+                    "late_qat: checkpoint says QAT was on, but no tensors were armed at train start"
+                )
             self.alpha.fill_(1.0)
             self.enabled_step = step
 

@@ -83,7 +83,10 @@ class MagnitudePruner:
         self.tensors, self.zeroed = len(targets), zeroed
         ctx.log.log(
             f"prune:fraction:{self.cfg.fraction:g} tensors:{len(targets)} zeroed:{zeroed}",
-            event="prune", fraction=self.cfg.fraction, tensors=len(targets), zeroed=zeroed,
+            event="prune",
+            fraction=self.cfg.fraction,
+            tensors=len(targets),
+            zeroed=zeroed,
         )
 
     @hookimpl

@@ -171,7 +171,9 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         bsz, seqlen, d = x.shape
         q, k, v = self.in_proj(x).split(d, dim=2)
-        q, k, v = (t.view(bsz, seqlen, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B,H,T,Dh)
+        q, k, v = (
+            t.view(bsz, seqlen, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v)
+        )  # (B,H,T,Dh)
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         return self.out_proj(y.transpose(1, 2).reshape(bsz, seqlen, d))
@@ -186,7 +188,9 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(d)
         self.attn = CausalSelfAttention(cfg)
         self.ln_2 = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d), nn.Dropout(cfg.dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d), nn.Dropout(cfg.dropout)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.ln_1(x))
@@ -278,7 +282,10 @@ def pg_configure(run: RunConfig) -> None:
     if not isinstance(model, ByteGPTConfig):
         return
     window = run.eval.eval_seq_len or run.train.train_seq_len
-    for key, length in (("train.train_seq_len", run.train.train_seq_len), ("eval.eval_seq_len (window)", window)):
+    for key, length in (
+        ("train.train_seq_len", run.train.train_seq_len),
+        ("eval.eval_seq_len (window)", window),
+    ):
         if length > model.block_size:
             raise ConfigError(
                 f"{key}={length} exceeds model.block_size={model.block_size}: the byte GPT's learned "

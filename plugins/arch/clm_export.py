@@ -72,7 +72,9 @@ class ClmExportConfig:
     def __post_init__(self) -> None:
         name = self.filename
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-            raise ConfigError(f"clm_export.filename: expected a plain file name (letters, digits, . _ -), got {name!r}")
+            raise ConfigError(
+                f"clm_export.filename: expected a plain file name (letters, digits, . _ -), got {name!r}"
+            )
 
     def build(self) -> ClmExport:
         """The callback plugin object."""
@@ -99,10 +101,16 @@ class ClmLayout:
         """Trailer order: embed, ecB, tcB×L, eB×E, rB, roB, tgG×L, tgB×L, noG, noB."""
         rng = range(self.trunk_layers)
         return [
-            "embed.weight", "ec.bias", *[f"trunk.{i}.conv.bias" for i in rng],
-            *[f"experts.{e}.bias" for e in range(self.experts)], "router.bias", "readout.bias",
-            *[f"trunk.{i}.norm.weight" for i in rng], *[f"trunk.{i}.norm.bias" for i in rng],
-            "out_norm.weight", "out_norm.bias",
+            "embed.weight",
+            "ec.bias",
+            *[f"trunk.{i}.conv.bias" for i in rng],
+            *[f"experts.{e}.bias" for e in range(self.experts)],
+            "router.bias",
+            "readout.bias",
+            *[f"trunk.{i}.norm.weight" for i in rng],
+            *[f"trunk.{i}.norm.bias" for i in rng],
+            "out_norm.weight",
+            "out_norm.bias",
         ]
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -129,16 +137,23 @@ def layout_of(state_dict: dict[str, torch.Tensor]) -> ClmLayout:
     """The layout of a conv_moe state dict; ConfigError naming the first tensor that does not fit."""
     ec, ro = state_dict.get("ec.weight"), state_dict.get("readout.weight")
     if ec is None or ro is None or ec.ndim != 3:
-        raise ConfigError("clm_export: the state dict has no 3-D ec.weight and readout.weight; only conv_moe models can be exported")
+        raise ConfigError(
+            "clm_export: the state dict has no 3-D ec.weight and readout.weight; only conv_moe models can be exported"
+        )
     layout = ClmLayout(
-        d_model=int(ec.shape[0]), kernel=int(ec.shape[2]), trunk_layers=_count(state_dict, r"trunk\.\d+\.conv\.weight"),
-        experts=_count(state_dict, r"experts\.\d+\.weight"), vocab_size=int(ro.shape[0]),
+        d_model=int(ec.shape[0]),
+        kernel=int(ec.shape[2]),
+        trunk_layers=_count(state_dict, r"trunk\.\d+\.conv\.weight"),
+        experts=_count(state_dict, r"experts\.\d+\.weight"),
+        vocab_size=int(ro.shape[0]),
     )
     shapes = layout.shapes()
     for name, shape in shapes.items():
         got = tuple(state_dict[name].shape) if name in state_dict else None
         if got != shape:
-            raise ConfigError(f"clm_export: tensor {name} has shape {got}, expected {shape} for layout {layout}")
+            raise ConfigError(
+                f"clm_export: tensor {name} has shape {got}, expected {shape} for layout {layout}"
+            )
     extra = sorted(set(state_dict) - set(shapes))
     if extra:
         raise ConfigError(f"clm_export: the .clm layout has no place for {extra}")
@@ -198,7 +213,9 @@ class _Reader:
 
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
-            raise ArtifactError(f"{self.path}: truncated at offset {self.pos}: {what} needs {n} bytes, {len(self.data) - self.pos} left")
+            raise ArtifactError(
+                f"{self.path}: truncated at offset {self.pos}: {what} needs {n} bytes, {len(self.data) - self.pos} left"
+            )
         chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
@@ -218,7 +235,9 @@ def _read_block(r: _Reader, index: int) -> np.ndarray:
     codes = np.frombuffer(r.take((n + 1) // 2, f"block {index} codes"), dtype=np.uint8)
     nib = np.stack([codes & 0xF, codes >> 4], axis=1).reshape(-1)[:n]
     if (nib == 0).any():
-        raise ArtifactError(f"{r.path}: block {index} (offset {at}) holds code -8 (nibble 0); only -7..7 are valid")
+        raise ArtifactError(
+            f"{r.path}: block {index} (offset {at}) holds code -8 (nibble 0); only -7..7 are valid"
+        )
     scale = r.f32(cout, f"block {index} scales")
     q = nib.astype(np.float32) - NIBBLE_OFFSET
     return q.reshape(cout, rest) * scale[:, None]
@@ -229,8 +248,12 @@ def _layout_from_blocks(path: Path, blocks: list[np.ndarray]) -> ClmLayout:
     experts, vocab = blocks[-2].shape[0], blocks[-1].shape[0]
     trunk = len(blocks) - experts - 3
     if d == 0 or blocks[0].shape[1] % d or trunk < 0:
-        raise ArtifactError(f"{path}: block dims {[b.shape for b in blocks]} are not a CLMConvMoE (ec, trunk, experts, router, readout)")
-    return ClmLayout(d_model=d, kernel=blocks[0].shape[1] // d, trunk_layers=trunk, experts=experts, vocab_size=vocab)
+        raise ArtifactError(
+            f"{path}: block dims {[b.shape for b in blocks]} are not a CLMConvMoE (ec, trunk, experts, router, readout)"
+        )
+    return ClmLayout(
+        d_model=d, kernel=blocks[0].shape[1] // d, trunk_layers=trunk, experts=experts, vocab_size=vocab
+    )
 
 
 def read_clm(path: str | Path) -> dict[str, torch.Tensor]:
@@ -241,11 +264,15 @@ def read_clm(path: str | Path) -> dict[str, torch.Tensor]:
         raise ArtifactError(f"{path}: not a .clm file (magic {r.data[:4]!r}, expected {MAGIC!r})")
     nblk = r.take(1, "nblk")[0]
     if nblk < 4:
-        raise ArtifactError(f"{path}: nblk={nblk}; a CLMConvMoE has at least 4 conv blocks (ec, expert, router, readout)")
+        raise ArtifactError(
+            f"{path}: nblk={nblk}; a CLMConvMoE has at least 4 conv blocks (ec, expert, router, readout)"
+        )
     blocks = [_read_block(r, i) for i in range(nblk)]
     layout = _layout_from_blocks(path, blocks)
     if r.take(4, "CLMX trailer") != EXT_MAGIC:
-        raise ArtifactError(f"{path}: no CLMX trailer at offset {r.pos - 4} (a v0.1 file: valid but not decodable)")
+        raise ArtifactError(
+            f"{path}: no CLMX trailer at offset {r.pos - 4} (a v0.1 file: valid but not decodable)"
+        )
     shapes = layout.shapes()
     names = layout.ext_names()
     n_ext = r.take(1, "n_ext")[0]
@@ -256,7 +283,9 @@ def read_clm(path: str | Path) -> dict[str, torch.Tensor]:
         n = r.u32(f"{name} length")
         state[name] = torch.from_numpy(r.f32(n, name).copy())
     if r.pos != len(r.data):
-        raise ArtifactError(f"{path}: {len(r.data) - r.pos} unexpected bytes after the trailer (offset {r.pos})")
+        raise ArtifactError(
+            f"{path}: {len(r.data) - r.pos} unexpected bytes after the trailer (offset {r.pos})"
+        )
     for name, shape in shapes.items():
         if state[name].numel() != int(np.prod(shape)):
             raise ArtifactError(f"{path}: {name} holds {state[name].numel()} values, expected shape {shape}")
@@ -279,10 +308,18 @@ class ClmExport:
         artifact = quantizer.dequantize(quantizer.quantize(state))
         back = read_clm(info.path)
         matches = all(torch.equal(back[k], artifact[k].float()) for k in back)
-        record.update(clm_file=info.path.name, clm_bytes=info.bytes, clm_sha256=info.sha256, clm_matches_artifact=matches)
+        record.update(
+            clm_file=info.path.name,
+            clm_bytes=info.bytes,
+            clm_sha256=info.sha256,
+            clm_matches_artifact=matches,
+        )
         ctx.log.log(
             f"clm_export:{info.path.name} bytes:{info.bytes} sha256:{info.sha256[:16]} matches_artifact:{matches}",
-            event="clm_export", bytes=info.bytes, sha256=info.sha256, matches_artifact=matches,
+            event="clm_export",
+            bytes=info.bytes,
+            sha256=info.sha256,
+            matches_artifact=matches,
         )
 
 

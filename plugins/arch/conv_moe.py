@@ -62,14 +62,22 @@ MAX_DILATION = 512
 LCG_MUL, LCG_ADD, LCG_MOD = 6364136223846793005, 1442695040888963407, 2**31 - 1
 LCG_SEEDS: dict[str, tuple[int, float]] = {
     "embed.weight": (1, 0.3),
-    "ec.weight": (2, 0.2), "ec.bias": (3, 0.1),
-    "trunk.0.conv.weight": (4, 0.2), "trunk.0.conv.bias": (5, 0.1),
-    "trunk.0.norm.weight": (6, 0.5), "trunk.0.norm.bias": (7, 0.1),
-    "router.weight": (12, 0.2), "router.bias": (13, 0.1),
-    "experts.0.weight": (14, 0.2), "experts.0.bias": (15, 0.1),
-    "experts.1.weight": (16, 0.2), "experts.1.bias": (17, 0.1),
-    "out_norm.weight": (18, 0.5), "out_norm.bias": (19, 0.1),
-    "readout.weight": (20, 0.2), "readout.bias": (21, 0.1),
+    "ec.weight": (2, 0.2),
+    "ec.bias": (3, 0.1),
+    "trunk.0.conv.weight": (4, 0.2),
+    "trunk.0.conv.bias": (5, 0.1),
+    "trunk.0.norm.weight": (6, 0.5),
+    "trunk.0.norm.bias": (7, 0.1),
+    "router.weight": (12, 0.2),
+    "router.bias": (13, 0.1),
+    "experts.0.weight": (14, 0.2),
+    "experts.0.bias": (15, 0.1),
+    "experts.1.weight": (16, 0.2),
+    "experts.1.bias": (17, 0.1),
+    "out_norm.weight": (18, 0.5),
+    "out_norm.bias": (19, 0.1),
+    "readout.weight": (20, 0.2),
+    "readout.bias": (21, 0.1),
 }
 
 

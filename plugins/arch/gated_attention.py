@@ -67,7 +67,15 @@ class GatedAttention(nn.Module):
             attn.attn_gate = gate
 
     def on_attn_out(
-        self, y: Tensor, *, attn: nn.Module, h: Tensor, v: Tensor, layer: int, recycled: bool, state: dict | None
+        self,
+        y: Tensor,
+        *,
+        attn: nn.Module,
+        h: Tensor,
+        v: Tensor,
+        layer: int,
+        recycled: bool,
+        state: dict | None,
     ) -> Tensor:
         """GPT extension point: scale head outputs y (B, T, H, Dh) by σ(W_g h + b) (B, T, H)."""
         gate = attn.attn_gate

@@ -65,7 +65,14 @@ MLP_ACTIVATIONS = ("relu2", "leaky_relu2")
 # Extension-point order by slot: VE before value residual (v0 includes VE), XSA before the
 # gate (docs/techniques.md §3). Unknown slots run after these, in config order.
 COMPONENT_ORDER = (
-    "bigram", "smear", "ve_shared", "value_residual", "xsa", "gated_attention", "recycle", "parallel_residual",
+    "bigram",
+    "smear",
+    "ve_shared",
+    "value_residual",
+    "xsa",
+    "gated_attention",
+    "recycle",
+    "parallel_residual",
 )
 
 
@@ -150,7 +157,9 @@ def _validate(cfg: GPTConfig) -> None:
     if not cfg.mlp_mult > 0 or not float(cfg.mlp_mult * cfg.model_dim).is_integer():
         raise ConfigError(f"gpt.mlp_mult={cfg.mlp_mult}: expected > 0 with mlp_mult*model_dim an integer")
     act = cfg.mlp_activation
-    is_plugin = dataclasses.is_dataclass(act) and not isinstance(act, type) and callable(getattr(act, "build", None))
+    is_plugin = (
+        dataclasses.is_dataclass(act) and not isinstance(act, type) and callable(getattr(act, "build", None))
+    )
     if not is_plugin and act not in MLP_ACTIVATIONS:
         raise ConfigError(
             f"gpt.mlp_activation: expected one of {MLP_ACTIVATIONS} or an activation plugin Config, got {act!r}"
@@ -172,7 +181,9 @@ def _validate_rope(cfg: GPTConfig) -> None:
     head_dim = cfg.model_dim // cfg.num_heads
     rd = cfg.rope_dims
     if not isinstance(rd, int) or isinstance(rd, bool) or rd < 0 or rd % 2 or rd > head_dim:
-        raise ConfigError(f"gpt.rope_dims: expected 0 (all) or an even int <= head dim {head_dim}, got {rd!r}")
+        raise ConfigError(
+            f"gpt.rope_dims: expected 0 (all) or an even int <= head dim {head_dim}, got {rd!r}"
+        )
     L = cfg.rope_train_seq_len
     if not isinstance(L, int) or isinstance(L, bool) or L < 0:
         raise ConfigError(f"gpt.rope_train_seq_len: expected an int >= 0 (0 = off), got {L!r}")
@@ -185,8 +196,14 @@ def _validate_components(cfg: GPTConfig) -> None:
         raise ConfigError(f"gpt.components: expected a tuple of component Configs, got {cfg.components!r}")
     seen: set[type] = set()
     for comp in cfg.components:
-        if not dataclasses.is_dataclass(comp) or isinstance(comp, type) or not callable(getattr(comp, "build", None)):
-            raise ConfigError(f"gpt.components: {comp!r} is not a component Config (a dataclass with build())")
+        if (
+            not dataclasses.is_dataclass(comp)
+            or isinstance(comp, type)
+            or not callable(getattr(comp, "build", None))
+        ):
+            raise ConfigError(
+                f"gpt.components: {comp!r} is not a component Config (a dataclass with build())"
+            )
         if type(comp) in seen:
             raise ConfigError(f"gpt.components: {type(comp).__name__} is listed twice")
         seen.add(type(comp))
@@ -257,7 +274,9 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 class CausalSelfAttention(nn.Module):
     """GQA attention with QK-norm, RoPE, a learned per-head query gain and component hooks."""
 
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, qk_gain_init: float, layer_idx: int = 0) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, num_kv_heads: int, qk_gain_init: float, layer_idx: int = 0
+    ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
@@ -275,7 +294,9 @@ class CausalSelfAttention(nn.Module):
         self.qk_hooks: tuple[nn.Module, ...] = ()
         self.out_hooks: tuple[nn.Module, ...] = ()
 
-    def forward(self, h: Tensor, cos: Tensor, sin: Tensor, state: dict | None = None, recycled: bool = False) -> Tensor:
+    def forward(
+        self, h: Tensor, cos: Tensor, sin: Tensor, state: dict | None = None, recycled: bool = False
+    ) -> Tensor:
         bsz, seqlen, dim = h.shape
         q = self.c_q(h).view(bsz, seqlen, self.num_heads, self.head_dim).transpose(1, 2)  # (B,H,T,Dh)
         k = self.c_k(h).view(bsz, seqlen, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B,Hkv,T,Dh)
@@ -347,7 +368,13 @@ class Block(nn.Module):
         return h if self.ln_scale == 1.0 else h * self.ln_scale
 
     def forward(
-        self, x: Tensor, x0: Tensor, cos: Tensor, sin: Tensor, state: dict | None = None, recycled: bool = False
+        self,
+        x: Tensor,
+        x0: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        state: dict | None = None,
+        recycled: bool = False,
     ) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
@@ -397,7 +424,9 @@ class GPT(nn.Module):
         for comp in built:
             slot = getattr(comp, "slot", None)
             if not isinstance(comp, nn.Module) or not isinstance(slot, str) or not slot.isidentifier():
-                raise ConfigError(f"gpt.components: {type(comp).__name__} must be an nn.Module with a str `slot`")
+                raise ConfigError(
+                    f"gpt.components: {type(comp).__name__} must be an nn.Module with a str `slot`"
+                )
             if hasattr(self, slot):
                 raise ConfigError(f"gpt.components: slot {slot!r} of {type(comp).__name__} is already taken")
             self.add_module(slot, comp)
@@ -412,9 +441,13 @@ class GPT(nn.Module):
             block.attn.out_hooks = tuple(c for c in built if _defines(c, "on_attn_out"))
         planners = [c for c in built if _defines(c, "layer_plan")]
         if len(planners) > 1:
-            raise ConfigError(f"gpt.components: only one may plan layers, got {[type(c).__name__ for c in planners]}")
+            raise ConfigError(
+                f"gpt.components: only one may plan layers, got {[type(c).__name__ for c in planners]}"
+            )
         self._planners = tuple(planners)  # a tuple, so the module is not registered twice
-        self.recycled_layers = self._recycled_from_plan(planners[0].layer_plan(cfg.num_layers)) if planners else ()
+        self.recycled_layers = (
+            self._recycled_from_plan(planners[0].layer_plan(cfg.num_layers)) if planners else ()
+        )
         self.effective_depth = cfg.num_layers + len(self.recycled_layers)
 
     def _recycled_from_plan(self, plan: tuple[int, ...]) -> tuple[int, ...]:
@@ -423,7 +456,9 @@ class GPT(nn.Module):
         plan = tuple(plan)
         middle = plan[enc : len(plan) - (L - enc)]
         if plan[:enc] != tuple(range(enc)) or plan[enc + len(middle) :] != tuple(range(enc, L)):
-            raise ConfigError(f"gpt: layer plan {list(plan)} must be 0..{enc - 1}, recycled layers, {enc}..{L - 1}")
+            raise ConfigError(
+                f"gpt: layer plan {list(plan)} must be 0..{enc - 1}, recycled layers, {enc}..{L - 1}"
+            )
         if any(not 0 <= i < L for i in middle):
             raise ConfigError(f"gpt: layer plan {list(plan)} recycles a layer outside 0..{L - 1}")
         return middle

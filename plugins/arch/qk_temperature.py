@@ -34,7 +34,11 @@ class QKTemperatureConfig:
 
     def check(self, model_cfg: Any) -> None:
         """Refuse a non-finite initial log-scale."""
-        if isinstance(self.init, bool) or not isinstance(self.init, (int, float)) or not math.isfinite(self.init):
+        if (
+            isinstance(self.init, bool)
+            or not isinstance(self.init, (int, float))
+            or not math.isfinite(self.init)
+        ):
             raise ConfigError(f"qk_temperature.init: expected a finite number, got {self.init!r}")
 
     def build(self, model_cfg: Any, vocab_size: int) -> QKTemperature:
@@ -52,7 +56,9 @@ class QKTemperature(nn.Module):
         super().__init__()
         self.log_scale = nn.Parameter(torch.full((num_layers, num_heads), init, dtype=torch.float32))
 
-    def on_qk(self, q: Tensor, k: Tensor, *, attn: Any, layer: int, recycled: bool, state: Any) -> tuple[Tensor, Tensor]:
+    def on_qk(
+        self, q: Tensor, k: Tensor, *, attn: Any, layer: int, recycled: bool, state: Any
+    ) -> tuple[Tensor, Tensor]:
         """GPT extension point: scale the queries (B, H, T, Dh) of ``layer``."""
         scale = self.log_scale[layer].exp().to(q.dtype)
         return q * scale[None, :, None, None], k

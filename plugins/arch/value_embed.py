@@ -50,7 +50,9 @@ class ValueEmbedConfig:
         L = model_cfg.num_layers
         layers = self.layers
         if not isinstance(layers, tuple) or not layers or len(set(layers)) != len(layers):
-            raise ConfigError(f"value_embed.layers: expected a non-empty tuple of distinct ints, got {layers!r}")
+            raise ConfigError(
+                f"value_embed.layers: expected a non-empty tuple of distinct ints, got {layers!r}"
+            )
         if any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < L for i in layers):
             raise ConfigError(f"value_embed.layers: expected layer indices in 0..{L - 1}, got {layers!r}")
         if not isinstance(self.dim, int) or isinstance(self.dim, bool) or self.dim < 1:

@@ -63,7 +63,15 @@ class XSA(nn.Module):
         self.active_layers = active_layers
 
     def on_attn_out(
-        self, y: Tensor, *, attn: nn.Module, h: Tensor, v: Tensor, layer: int, recycled: bool, state: dict | None
+        self,
+        y: Tensor,
+        *,
+        attn: nn.Module,
+        h: Tensor,
+        v: Tensor,
+        layer: int,
+        recycled: bool,
+        state: dict | None,
     ) -> Tensor:
         """GPT extension point: project the self-value direction out on active layers."""
         return remove_self_value(y, v) if layer in self.active_layers else y

@@ -54,7 +54,12 @@ class EMAConfig:
 
     def __post_init__(self) -> None:
         d = self.decay
-        if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d) or not 0.0 <= d < 1.0:
+        if (
+            isinstance(d, bool)
+            or not isinstance(d, (int, float))
+            or not math.isfinite(d)
+            or not 0.0 <= d < 1.0
+        ):
             raise ConfigError(f"ema.decay: expected a number in [0, 1), got {d!r}")
         for name in ("apply", "enabled"):
             if not isinstance(getattr(self, name), bool):
@@ -103,8 +108,12 @@ class EMA:
         """Restore `state_dict` output onto the live tensors taken in ``pg_train_start``."""
         shadow = list(state["shadow"])
         if len(shadow) != len(self.tensors):
-            raise ConfigError(f"ema: checkpoint holds {len(shadow)} shadow tensors for {len(self.tensors)} model tensors")
-        self.shadow = [s.to(device=t.device, dtype=torch.float32) for s, t in zip(shadow, self.tensors, strict=True)]
+            raise ConfigError(
+                f"ema: checkpoint holds {len(shadow)} shadow tensors for {len(self.tensors)} model tensors"
+            )
+        self.shadow = [
+            s.to(device=t.device, dtype=torch.float32) for s, t in zip(shadow, self.tensors, strict=True)
+        ]
         self.updates, self.applied = int(state["updates"]), bool(state["applied"])
 
     @hookimpl(trylast=True)
@@ -119,7 +128,12 @@ class EMA:
         if other is not None:
             ctx.log.log(f"ema:not applied ({other} took priority)")
             return
-        ctx.log.log(f"ema:applying EMA weights decay:{self.cfg.decay:g}", event="ema_apply", decay=self.cfg.decay, updates=self.updates)
+        ctx.log.log(
+            f"ema:applying EMA weights decay:{self.cfg.decay:g}",
+            event="ema_apply",
+            decay=self.cfg.decay,
+            updates=self.updates,
+        )
         with torch.no_grad():
             for tensor, avg in zip(self.tensors, self.shadow, strict=True):
                 tensor.copy_(avg)  # copy_ rounds to the tensor's own dtype

@@ -127,7 +127,9 @@ class SWA:
         sums = list(state["sums"])
         if len(sums) != len(self.tensors):
             raise ConfigError(f"swa: checkpoint holds {len(sums)} sums for {len(self.tensors)} model tensors")
-        self.sums = [s.to(device=t.device, dtype=torch.float32) for s, t in zip(sums, self.tensors, strict=True)]
+        self.sums = [
+            s.to(device=t.device, dtype=torch.float32) for s, t in zip(sums, self.tensors, strict=True)
+        ]
 
     @hookimpl
     def pg_train_end(self, ctx: TrainContext) -> None:
@@ -137,7 +139,9 @@ class SWA:
         if self.count < self.cfg.min_snapshots:
             ctx.log.log(f"swa:not applied snapshots:{self.count} min_snapshots:{self.cfg.min_snapshots}")
             return
-        ctx.log.log(f"swa:applying averaged {self.count} checkpoints", event="swa_apply", snapshots=self.count)
+        ctx.log.log(
+            f"swa:applying averaged {self.count} checkpoints", event="swa_apply", snapshots=self.count
+        )
         with torch.no_grad():
             torch._foreach_div_(self.sums, float(self.count))
             for tensor, mean in zip(self.tensors, self.sums, strict=True):

@@ -45,7 +45,9 @@ def _constriction() -> ModuleType:
     try:
         import constriction
     except ImportError:
-        raise ConfigError("compressor ans needs the 'constriction' package: pip install constriction") from None
+        raise ConfigError(
+            "compressor ans needs the 'constriction' package: pip install constriction"
+        ) from None
     return constriction
 
 
@@ -96,7 +98,13 @@ class Ans:
             streams.append((seg.cls, 8, buf) if symbols is None else (seg.cls, seg.bits, symbols))
         tables, table_of = self._tables(streams)
         words = self._encode(streams, tables, table_of)
-        parts = [MAGIC, _varint(raw.size), _varint(len(tables)), *map(_table_bytes, tables), _varint(len(streams))]
+        parts = [
+            MAGIC,
+            _varint(raw.size),
+            _varint(len(tables)),
+            *map(_table_bytes, tables),
+            _varint(len(streams)),
+        ]
         parts += [_varint(tid) + _varint(s[2].size) for tid, s in zip(table_of, streams, strict=True)]
         parts += [_varint(words.size), words.astype("<u4").tobytes()]
         return b"".join(parts)
@@ -147,16 +155,22 @@ class Ans:
             raise ArtifactError(f"ans payload: bad magic (expected {MAGIC!r})")
         raw_len = r.varint("raw length")
         if raw_len > max_output_size:
-            raise ArtifactError(f"ans payload declares {raw_len} bytes, more than the bound {max_output_size}")
+            raise ArtifactError(
+                f"ans payload declares {raw_len} bytes, more than the bound {max_output_size}"
+            )
         tables = [_read_table(r, i) for i in range(r.count("table count"))]
         segs = _read_segments(r, tables, raw_len)
         n_words = r.varint("word count")
         if n_words * 4 != r.remaining():
-            raise ArtifactError(f"ans payload: {n_words} coded words need {n_words * 4} bytes, {r.remaining()} remain")
+            raise ArtifactError(
+                f"ans payload: {n_words} coded words need {n_words * 4} bytes, {r.remaining()} remain"
+            )
         words = np.frombuffer(r.take(n_words * 4), dtype="<u4").astype(np.uint32)
         return self._decode(words, tables, segs, raw_len)
 
-    def _decode(self, words: np.ndarray, tables: list[_Table], segs: list[tuple[int, int]], raw_len: int) -> bytes:
+    def _decode(
+        self, words: np.ndarray, tables: list[_Table], segs: list[tuple[int, int]], raw_len: int
+    ) -> bytes:
         try:
             coder = self._c.stream.stack.AnsCoder(words)
             models = [self._model(t) for t in tables]
@@ -169,7 +183,9 @@ class Ans:
         except (ValueError, RuntimeError, OverflowError) as exc:
             raise ArtifactError(f"ans payload is corrupt: the coder failed: {exc}") from None
         if not empty or pos != raw_len:
-            raise ArtifactError("ans payload is corrupt: the coded stream does not decode to the declared symbols")
+            raise ArtifactError(
+                "ans payload is corrupt: the coded stream does not decode to the declared symbols"
+            )
         return bytes(out)
 
 
@@ -177,8 +193,16 @@ def _decode_segment(coder: Any, model: Any, table: _Table, count: int) -> Any:
     """The bytes of one segment, in chunks of at most ``_CHUNK`` symbols."""
     for start in range(0, count, _CHUNK):
         n = min(_CHUNK, count - start)
-        symbols = np.full(n, table.present[0], dtype=np.uint8) if model is None else table.present[coder.decode(model, n)]
-        yield symbols.tobytes() if table.bits == 8 else pack_bits(torch.from_numpy(symbols), table.bits).numpy().tobytes()
+        symbols = (
+            np.full(n, table.present[0], dtype=np.uint8)
+            if model is None
+            else table.present[coder.decode(model, n)]
+        )
+        yield (
+            symbols.tobytes()
+            if table.bits == 8
+            else pack_bits(torch.from_numpy(symbols), table.bits).numpy().tobytes()
+        )
 
 
 def _normalize(layout: Sequence[Segment] | None, size: int) -> list[Segment]:
@@ -201,12 +225,18 @@ def _normalize(layout: Sequence[Segment] | None, size: int) -> list[Segment]:
 def _check_segment(seg: Segment, size: int) -> None:
     fields = (seg.offset, seg.nbytes, seg.bits, seg.count)
     if not all(type(v) is int and v >= 0 for v in fields) or not 1 <= seg.bits <= 8:
-        raise ArtifactError(f"ans layout: segment {seg.name!r} has bad fields {fields} (offset, nbytes, bits 1..8, count)")
+        raise ArtifactError(
+            f"ans layout: segment {seg.name!r} has bad fields {fields} (offset, nbytes, bits 1..8, count)"
+        )
     if seg.offset + seg.nbytes > size:
-        raise ArtifactError(f"ans layout: segment {seg.name!r} ends at {seg.offset + seg.nbytes}, past the data ({size} bytes)")
+        raise ArtifactError(
+            f"ans layout: segment {seg.name!r} ends at {seg.offset + seg.nbytes}, past the data ({size} bytes)"
+        )
     need = seg.count if seg.bits == 8 else packed_nbytes(seg.count, seg.bits)
     if need != seg.nbytes:
-        raise ArtifactError(f"ans layout: segment {seg.name!r}: {seg.count} {seg.bits}-bit symbols take {need} bytes, not {seg.nbytes}")
+        raise ArtifactError(
+            f"ans layout: segment {seg.name!r}: {seg.count} {seg.bits}-bit symbols take {need} bytes, not {seg.nbytes}"
+        )
 
 
 def _quantize(bits: int, hist: np.ndarray) -> _Table:
@@ -234,7 +264,10 @@ def _read_table(r: _Reader, i: int) -> _Table:
     present = np.flatnonzero(mask[: 1 << bits]).astype(np.uint8)
     if present.size == 0:
         raise ArtifactError(f"ans payload: table {i} has no symbols")
-    freqs = np.array([r.varint(f"table {i} frequency") for _ in range(present.size)] if present.size > 1 else [_TOTAL], dtype=np.int64)
+    freqs = np.array(
+        [r.varint(f"table {i} frequency") for _ in range(present.size)] if present.size > 1 else [_TOTAL],
+        dtype=np.int64,
+    )
     if int(freqs.min()) < 1 or int(freqs.sum()) != _TOTAL:
         raise ArtifactError(f"ans payload: table {i} frequencies must be >= 1 and sum to 2**{PRECISION}")
     return _Table(bits, present, freqs)

@@ -60,8 +60,10 @@ def _validate(cfg: AdamWConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
             raise ConfigError(f"adamw.{name}: expected a number >= 0, got {value!r}")
     betas = cfg.betas
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2 or not all(
-        isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas
+    if (
+        not isinstance(betas, (tuple, list))
+        or len(betas) != 2
+        or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
     ):
         raise ConfigError(f"adamw.betas: expected two numbers in [0, 1), got {betas!r}")
     if not isinstance(cfg.decay_all, bool):
@@ -94,7 +96,9 @@ class AdamWOptimizerSet:
         for key, wd in (("decay", cfg.weight_decay), ("no_decay", 0.0)):
             params = [p for _, p in groups[key]]
             if params:
-                specs.append({"params": params, "weight_decay": wd, "lr": cfg.lr, "base_lr": cfg.lr, "name": key})
+                specs.append(
+                    {"params": params, "weight_decay": wd, "lr": cfg.lr, "base_lr": cfg.lr, "name": key}
+                )
         if not specs:
             raise ConfigError("adamw: the model has no trainable parameters")
         kwargs: dict[str, Any] = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)

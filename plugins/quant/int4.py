@@ -66,7 +66,9 @@ class Int4Config:
     def __post_init__(self) -> None:
         pats = self.patterns
         if not isinstance(pats, tuple) or not pats or not all(isinstance(p, str) and p for p in pats):
-            raise ConfigError(f"int4 patterns: expected a non-empty tuple of non-empty name globs, got {pats!r}")
+            raise ConfigError(
+                f"int4 patterns: expected a non-empty tuple of non-empty name globs, got {pats!r}"
+            )
         if self.passthrough_dtype not in _PASSTHROUGH_DTYPES:
             raise ConfigError(
                 f"int4 passthrough_dtype: expected one of {', '.join(_PASSTHROUGH_DTYPES)}, got {self.passthrough_dtype!r}"
@@ -126,10 +128,14 @@ def _dequantize_one(name: str, qt: QTensor) -> torch.Tensor:
     if qt.kind == "passthrough":
         return decode_passthrough(name, qt)
     if qt.kind != "int4_channel":
-        raise ArtifactError(f"int4 quantizer cannot decode tensor {name}: unknown kind {qt.kind!r} (expected int4_channel or passthrough)")
+        raise ArtifactError(
+            f"int4 quantizer cannot decode tensor {name}: unknown kind {qt.kind!r} (expected int4_channel or passthrough)"
+        )
     shape = qt.meta.get("shape")
     if not isinstance(shape, list) or len(shape) < 2 or not all(type(d) is int and d >= 0 for d in shape):
-        raise ArtifactError(f"tensor {name}: meta.shape must be a list of >= 2 non-negative integers, got {shape!r}")
+        raise ArtifactError(
+            f"tensor {name}: meta.shape must be a list of >= 2 non-negative integers, got {shape!r}"
+        )
     codes, scale = get_array(name, qt, "codes"), get_array(name, qt, "scale")
     if scale.dtype != torch.float32 or tuple(scale.shape) != (shape[0],):
         raise ArtifactError(

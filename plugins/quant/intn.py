@@ -129,7 +129,9 @@ def _check_percentiles(ps: object) -> None:
         or not ps
         or not all(not isinstance(p, bool) and isinstance(p, (int, float)) and 0.0 < p <= 1.0 for p in ps)
     ):
-        raise ConfigError(f"intn clip_percentiles: expected a non-empty tuple of numbers in (0, 1], got {ps!r}")
+        raise ConfigError(
+            f"intn clip_percentiles: expected a non-empty tuple of numbers in (0, 1], got {ps!r}"
+        )
 
 
 class IntNQuantizer:
@@ -167,12 +169,22 @@ class IntNQuantizer:
         if self._is_embedding(name):
             # The baseline int8 recipe (at embed_bits), stored one value per byte as P1573 does.
             return encode_intn(
-                name, t, cfg.embed_bits, packed=False, clip_percentiles=(INT8_CLIP_Q,),
-                scale_floor=1.0 / clip_level(cfg.embed_bits), baseline_rounding=True,
+                name,
+                t,
+                cfg.embed_bits,
+                packed=False,
+                clip_percentiles=(INT8_CLIP_Q,),
+                scale_floor=1.0 / clip_level(cfg.embed_bits),
+                baseline_rounding=True,
             )
         return encode_intn(
-            name, t, cfg.bits, packed=cfg.packed, clip_percentiles=cfg.clip_percentiles,
-            scale_floor=cfg.scale_floor, allow_extra_negative=cfg.allow_extra_negative,
+            name,
+            t,
+            cfg.bits,
+            packed=cfg.packed,
+            clip_percentiles=cfg.clip_percentiles,
+            scale_floor=cfg.scale_floor,
+            allow_extra_negative=cfg.allow_extra_negative,
         )
 
 

@@ -51,10 +51,21 @@ from harness.api.quantization import (
 )
 from harness.api.registry import Registry
 
-T1_RULES: tuple[tuple[str, str], ...] = ((".mlp.", "int5"), ("bigram", "int6"), (".attn.", "int6"), (".proj.", "int6"))
+T1_RULES: tuple[tuple[str, str], ...] = (
+    (".mlp.", "int5"),
+    ("bigram", "int6"),
+    (".attn.", "int6"),
+    (".proj.", "int6"),
+)
 T1_CONTROL_PATTERNS: tuple[str, ...] = (*BASELINE_CONTROL_PATTERNS, "smear", "bigram.scale")
 P1573_CONTROL_PATTERNS: tuple[str, ...] = (
-    *BASELINE_CONTROL_PATTERNS, "smear", "dtg_gate", "ve_layer_scales", "ve_shared.scale", "attn_gate", "vr_lambda",
+    *BASELINE_CONTROL_PATTERNS,
+    "smear",
+    "dtg_gate",
+    "ve_layer_scales",
+    "ve_shared.scale",
+    "attn_gate",
+    "vr_lambda",
 )
 _FLOAT_ENCODINGS = ("fp16", "fp32")
 _INT_ENCODINGS = tuple(f"int{b}" for b in range(2, 9))
@@ -88,7 +99,9 @@ class MixedConfig:
     def __post_init__(self) -> None:
         # A config read back from JSON has lists where tuples were written.
         if isinstance(self.rules, tuple):
-            object.__setattr__(self, "rules", tuple(tuple(r) if isinstance(r, list) else r for r in self.rules))
+            object.__setattr__(
+                self, "rules", tuple(tuple(r) if isinstance(r, list) else r for r in self.rules)
+            )
         _check_rules(self.rules)
         _check_encoding("default_encoding", self.default_encoding)
         n = self.passthrough_max_numel
@@ -122,7 +135,13 @@ class MixedConfig:
     def p1573(cls) -> MixedConfig:
         """PR #1573's export: packed int5 block matrices with the percentile search, int8 embeddings."""
         return cls(
-            rules=(("tok_emb", "int8"), ("lm_head", "int8"), (".mlp.", "int5"), (".attn.", "int5"), (".proj.", "int5")),
+            rules=(
+                ("tok_emb", "int8"),
+                ("lm_head", "int8"),
+                (".mlp.", "int5"),
+                (".attn.", "int5"),
+                (".proj.", "int5"),
+            ),
             passthrough_max_numel=65_536,
             control_patterns=P1573_CONTROL_PATTERNS,
             keep_fp16_patterns=(),
@@ -148,17 +167,23 @@ def _check_rules(rules: object) -> None:
         isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], str) and r[0] for r in rules
     )
     if not ok:
-        raise ConfigError(f"mixed rules: expected a tuple of (non-empty pattern, encoding) pairs, got {rules!r}")
+        raise ConfigError(
+            f"mixed rules: expected a tuple of (non-empty pattern, encoding) pairs, got {rules!r}"
+        )
     for pattern, enc in rules:
         _check_encoding(f"rules[{pattern!r}]", enc)
 
 
 def _check_numbers(cfg: MixedConfig) -> None:
     ps = cfg.clip_percentiles
-    if not isinstance(ps, tuple) or not ps or not all(
-        not isinstance(p, bool) and isinstance(p, (int, float)) and 0.0 < p <= 1.0 for p in ps
+    if (
+        not isinstance(ps, tuple)
+        or not ps
+        or not all(not isinstance(p, bool) and isinstance(p, (int, float)) and 0.0 < p <= 1.0 for p in ps)
     ):
-        raise ConfigError(f"mixed clip_percentiles: expected a non-empty tuple of numbers in (0, 1], got {ps!r}")
+        raise ConfigError(
+            f"mixed clip_percentiles: expected a non-empty tuple of numbers in (0, 1], got {ps!r}"
+        )
     f = cfg.scale_floor
     if f is not None and (isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f < math.inf):
         raise ConfigError(f"mixed scale_floor: expected None or a positive finite number, got {f!r}")
@@ -212,8 +237,13 @@ class MixedQuantizer:
         if enc == "int8":
             return encode_int8(name, t, cfg.int8_clip_quantile)
         return encode_intn(
-            name, t, int(enc[3:]), packed=cfg.packed, clip_percentiles=cfg.clip_percentiles,
-            scale_floor=cfg.scale_floor, allow_extra_negative=cfg.allow_extra_negative,
+            name,
+            t,
+            int(enc[3:]),
+            packed=cfg.packed,
+            clip_percentiles=cfg.clip_percentiles,
+            scale_floor=cfg.scale_floor,
+            allow_extra_negative=cfg.allow_extra_negative,
         )
 
 

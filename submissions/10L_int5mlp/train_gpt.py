@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from harness.api.config import EvalConfig, RunConfig, TrainConfig, cpu_smoke_profile
 from harness.pipeline.runner import run
+from plugins.algorithms.prune import PruneConfig
 from plugins.arch.bigram_hash import BigramHashConfig
 from plugins.arch.gpt import GPTConfig
 from plugins.arch.smeargate import SmearGateConfig
@@ -28,17 +29,26 @@ from plugins.averaging.swa import SWAConfig
 from plugins.compress.zstd import ZstdConfig
 from plugins.optim.muon import t1_optimizer
 from plugins.quant.mixed import MixedConfig
-from plugins.algorithms.prune import PruneConfig
 
 # The PR #560 settings as environment variables (upstream names); see the docstring.
-PR560_ENV = {"TRAIN_BATCH_TOKENS": "131072", "MAX_WALLCLOCK_SECONDS": "2700", "WARMUP_STEPS": "5", "EVAL_BATCH_SEQS": "64"}
+PR560_ENV = {
+    "TRAIN_BATCH_TOKENS": "131072",
+    "MAX_WALLCLOCK_SECONDS": "2700",
+    "WARMUP_STEPS": "5",
+    "EVAL_BATCH_SEQS": "64",
+}
 
 
 def build_config() -> RunConfig:
     """The merged record's defaults, under the upstream names."""
     model = GPTConfig(
-        num_layers=10, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=3.0,
-        orthogonal_init=True, orthogonal_proj_scale=True,
+        num_layers=10,
+        model_dim=512,
+        num_heads=8,
+        num_kv_heads=4,
+        mlp_mult=3.0,
+        orthogonal_init=True,
+        orthogonal_proj_scale=True,
         components=(BigramHashConfig(buckets=10240, dim=128), SmearGateConfig()),
     )
     return RunConfig(
@@ -52,8 +62,13 @@ def build_config() -> RunConfig:
         compressor=ZstdConfig(level=22),
         plugins=(SWAConfig(start_frac=0.4, every=50), PruneConfig(fraction=0.03)),
         train=TrainConfig(
-            train_batch_tokens=786_432, train_seq_len=2048, warmup_steps=20, warmdown_iters=3000,
-            grad_clip_norm=0.3, train_log_every=100, val_loss_every=500,
+            train_batch_tokens=786_432,
+            train_seq_len=2048,
+            warmup_steps=20,
+            warmdown_iters=3000,
+            grad_clip_norm=0.3,
+            train_log_every=100,
+            val_loss_every=500,
         ),
         eval=EvalConfig(eval_seq_len=2048, eval_stride=64, eval_batch_seqs=32),
         cpu_profile=cpu_smoke_profile(batch_tokens=4096, val_tokens=8192, eval_batch_seqs=16),

@@ -42,8 +42,17 @@ CPU_SMOKE = cpu_smoke_profile(batch_tokens=4096, val_tokens=8192, eval_batch_seq
 def build_config() -> RunConfig:
     """PR #1573's defaults, under the upstream names."""
     model = GPTConfig(
-        num_layers=12, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=3.0, mlp_activation="leaky_relu2",
-        rope_dims=16, rope_train_seq_len=1024, ln_scale=True, orthogonal_init=True, qk_gain_init=1.5,
+        num_layers=12,
+        model_dim=512,
+        num_heads=8,
+        num_kv_heads=4,
+        mlp_mult=3.0,
+        mlp_activation="leaky_relu2",
+        rope_dims=16,
+        rope_train_seq_len=1024,
+        ln_scale=True,
+        orthogonal_init=True,
+        qk_gain_init=1.5,
         components=(
             BigramHashConfig(buckets=2048, dim=128),
             SmearGateConfig(),
@@ -65,8 +74,13 @@ def build_config() -> RunConfig:
         compressor=LzmaConfig(preset=9),
         plugins=(SWAConfig(start_frac=0.2, every=50), EMAConfig(decay=0.997)),
         train=TrainConfig(
-            train_batch_tokens=786_432, train_seq_len=2048, warmup_steps=20, warmdown_iters=3500,
-            grad_clip_norm=0.3, train_log_every=500, val_loss_every=4000,
+            train_batch_tokens=786_432,
+            train_seq_len=2048,
+            warmup_steps=20,
+            warmdown_iters=3500,
+            grad_clip_norm=0.3,
+            train_log_every=500,
+            val_loss_every=4000,
         ),
         eval=EvalConfig(eval_seq_len=2048, eval_stride=64, eval_batch_seqs=32),
         cpu_profile=CPU_SMOKE,

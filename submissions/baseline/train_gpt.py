@@ -25,11 +25,15 @@ def build_config() -> RunConfig:
         author="OpenAI (upstream naive baseline), rebuilt on pgolf",
         github_id="openai",
         blurb="Naive baseline: 9x512 GPT, Muon + Adam, int8 per-row + zlib-9",
-        model=GPTConfig(num_layers=9, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=2.0, tie_embeddings=True),
+        model=GPTConfig(
+            num_layers=9, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=2.0, tie_embeddings=True
+        ),
         optimizer=MuonConfig(matrix_lr=0.04, scalar_lr=0.04, tied_embed_lr=0.05, momentum=0.95),
         quantizer=Int8Config(),
         compressor=ZlibConfig(level=9),
-        train=TrainConfig(train_batch_tokens=524_288, train_seq_len=1024, warmdown_iters=1200, warmup_steps=20),
+        train=TrainConfig(
+            train_batch_tokens=524_288, train_seq_len=1024, warmdown_iters=1200, warmup_steps=20
+        ),
     )
 
 

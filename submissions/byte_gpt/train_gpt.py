@@ -36,7 +36,10 @@ from plugins.schedule.cosine import CosineConfig
 # Eval costs ~10x val_tokens forwards (two standard passes + the stride-64 window at 8x):
 # 16k validation bytes, 150 s of training and the ~20 s lzma export ran in 4.6 min in all.
 # A smoke run is ~12 steps: a 2-step LR warm-up there instead of 100, or it never leaves warm-up.
-CPU_SMOKE = {**cpu_smoke_profile(batch_tokens=4096, val_tokens=16384, seq_len=512, eval_batch_seqs=16), "schedule.warmup_steps": 2}
+CPU_SMOKE = {
+    **cpu_smoke_profile(batch_tokens=4096, val_tokens=16384, seq_len=512, eval_batch_seqs=16),
+    "schedule.warmup_steps": 2,
+}
 
 
 def build_config() -> RunConfig:
@@ -50,15 +53,23 @@ def build_config() -> RunConfig:
         optimizer=AdamWConfig(lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, decay_all=True),
         # int6 per row (row max, no floor) for every matrix; the tied embedding/head stays fp16.
         quantizer=MixedConfig(
-            rules=(("blocks.", "int6"), ("pos_emb", "int6")), keep_fp16_patterns=("tok_emb",),
-            default_encoding="int6", passthrough_max_numel=65_536, allow_extra_negative=False,
+            rules=(("blocks.", "int6"), ("pos_emb", "int6")),
+            keep_fp16_patterns=("tok_emb",),
+            default_encoding="int6",
+            passthrough_max_numel=65_536,
+            allow_extra_negative=False,
         ),
         compressor=LzmaConfig(preset=9),
         schedule=CosineConfig(warmup_steps=100, peak_scale=0.95, min_scale=0.05, decay_after_warmup=True),
         data=DataConfig(vocab_size=256, default_variant="bytes"),
         train=TrainConfig(
-            train_batch_tokens=524_288, train_seq_len=512, iterations=20_000, warmup_steps=20,
-            grad_clip_norm=1.0, train_log_every=200, val_loss_every=1000,
+            train_batch_tokens=524_288,
+            train_seq_len=512,
+            iterations=20_000,
+            warmup_steps=20,
+            grad_clip_norm=1.0,
+            train_log_every=200,
+            val_loss_every=1000,
         ),
         eval=EvalConfig(eval_seq_len=512, eval_stride=64, eval_batch_seqs=64),
         cpu_profile=CPU_SMOKE,

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 from harness.api.config import DataConfig, EvalConfig, RunConfig, TrainConfig, cpu_smoke_profile
 from harness.pipeline.runner import run
+from plugins.algorithms.late_qat import LateQATConfig
 from plugins.arch.clm_export import ClmExportConfig
 from plugins.arch.conv_moe import ConvMoEConfig
 from plugins.compress.lzma import LzmaConfig
 from plugins.optim.adamw import AdamWConfig
 from plugins.quant.int4 import Int4Config
-from plugins.algorithms.late_qat import LateQATConfig
 
 # 2 CPU cores under bf16 autocast: ~400 train bytes/s at this size (5 s per 4 rows of 512),
 # so 30 steps in the 150 s cap; with an 8k-byte validation subset the run takes 3.5 minutes.
@@ -51,7 +51,9 @@ def build_config() -> RunConfig:
         quantizer=Int4Config(),
         compressor=LzmaConfig(preset=9),
         plugins=(LateQATConfig(threshold=1.01), ClmExportConfig(filename="model.clm")),
-        train=TrainConfig(train_seq_len=512, train_batch_tokens=524_288, warmup_steps=20, warmdown_iters=1200),
+        train=TrainConfig(
+            train_seq_len=512, train_batch_tokens=524_288, warmup_steps=20, warmdown_iters=1200
+        ),
         eval=EvalConfig(eval_seq_len=512, eval_stride=256, eval_batch_seqs=64),
         cpu_profile=CPU_SMOKE,
     )

@@ -34,7 +34,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     device = bench_device()
-    machine_info["pgolf"] = device_info(device if device.type != "cuda" or torch.cuda.is_available() else "cpu")
+    machine_info["pgolf"] = device_info(
+        device if device.type != "cuda" or torch.cuda.is_available() else "cpu"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +88,13 @@ def model_shape(config: Any, params: int, *, train: bool = True) -> dict[str, An
     m = config.model
     layers = next((getattr(m, f) for f in ("num_layers", "n_layers", "trunk_layers") if hasattr(m, f)), None)
     width = next((getattr(m, f) for f in ("model_dim", "d_model") if hasattr(m, f)), None)
-    out = {"arch": type(m).__name__, "layers": layers, "width": width, "params": params, "vocab_size": config.data.vocab_size}
+    out = {
+        "arch": type(m).__name__,
+        "layers": layers,
+        "width": width,
+        "params": params,
+        "vocab_size": config.data.vocab_size,
+    }
     if train:
         out.update(batch_tokens=config.train.train_batch_tokens, seq_len=config.train.train_seq_len)
     return out

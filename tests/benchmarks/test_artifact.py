@@ -38,24 +38,37 @@ def state() -> dict[str, torch.Tensor]:
 def _write(path: Path, state: dict[str, torch.Tensor], qname: str, cname: str) -> Any:
     qcfg, ccfg = REGISTRY.get("quantizer", qname).config_cls(), REGISTRY.get("compressor", cname).config_cls()
     return write_artifact(
-        path, qcfg.build().quantize(state), quantizer_name=qname, quantizer_config=config_to_json(qcfg),
-        compressor=ccfg.build(), compressor_name=cname, compressor_config=config_to_json(ccfg),
+        path,
+        qcfg.build().quantize(state),
+        quantizer_name=qname,
+        quantizer_config=config_to_json(qcfg),
+        compressor=ccfg.build(),
+        compressor_name=cname,
+        compressor_config=config_to_json(ccfg),
     )
 
 
 def _info(state: dict[str, torch.Tensor], qname: str, cname: str) -> dict[str, Any]:
-    return {"quantizer": qname, "compressor": cname, "params": sum(v.numel() for v in state.values()),
-            "float32_bytes": 4 * sum(v.numel() for v in state.values())}
+    return {
+        "quantizer": qname,
+        "compressor": cname,
+        "params": sum(v.numel() for v in state.values()),
+        "float32_bytes": 4 * sum(v.numel() for v in state.values()),
+    }
 
 
 @pytest.mark.benchmark(group="quantize_compress")
 @pytest.mark.parametrize(("qname", "cname"), PAIRS)
-def test_quantize_compress(bench: Any, tmp_path: Path, state: dict[str, torch.Tensor], qname: str, cname: str) -> None:
+def test_quantize_compress(
+    bench: Any, tmp_path: Path, state: dict[str, torch.Tensor], qname: str, cname: str
+) -> None:
     counter = itertools.count()
     infos = []
 
     def setup() -> tuple[tuple, dict]:
-        return (tmp_path / f"a{next(counter)}.pgolf",), {}  # a new file per round: artifacts are never replaced
+        return (
+            tmp_path / f"a{next(counter)}.pgolf",
+        ), {}  # a new file per round: artifacts are never replaced
 
     def run(path: Path) -> None:
         infos.append(_write(path, state, qname, cname))
@@ -74,13 +87,19 @@ def test_quantize_compress(bench: Any, tmp_path: Path, state: dict[str, torch.Te
 
 @pytest.mark.benchmark(group="decompress_dequantize")
 @pytest.mark.parametrize(("qname", "cname"), PAIRS)
-def test_decompress_dequantize(bench: Any, tmp_path: Path, state: dict[str, torch.Tensor], qname: str, cname: str) -> None:
+def test_decompress_dequantize(
+    bench: Any, tmp_path: Path, state: dict[str, torch.Tensor], qname: str, cname: str
+) -> None:
     info = _write(tmp_path / "a.pgolf", state, qname, cname)
-    bench.extra_info.update(_info(state, qname, cname), bytes_on_disk=info.bytes_on_disk, raw_bytes=info.raw_bytes)
+    bench.extra_info.update(
+        _info(state, qname, cname), bytes_on_disk=info.bytes_on_disk, raw_bytes=info.raw_bytes
+    )
     t0 = time.perf_counter()
     load_state_dict(tmp_path / "a.pgolf", REGISTRY)  # warm-up, and it sizes the number of rounds
     rounds = adaptive_rounds(time.perf_counter() - t0)
-    loaded, manifest = bench.pedantic(load_state_dict, args=(tmp_path / "a.pgolf", REGISTRY), rounds=rounds, iterations=1)
+    loaded, manifest = bench.pedantic(
+        load_state_dict, args=(tmp_path / "a.pgolf", REGISTRY), rounds=rounds, iterations=1
+    )
     median = median_s(bench)
     if median is not None:
         bench.extra_info["float32_mb_per_s"] = bench.extra_info["float32_bytes"] / median / 1e6

@@ -27,5 +27,7 @@ def test_bundle(bench: Any, tmp_path: Path, compress: bool) -> None:
         infos.append(bundle_submission(ROOT / "submissions" / "baseline", out, compress=compress))
 
     bench.pedantic(run, setup=setup, rounds=5, iterations=1)
-    bench.extra_info.update(submission="baseline", compress=compress, bytes=infos[-1].bytes, modules=len(infos[-1].modules))
+    bench.extra_info.update(
+        submission="baseline", compress=compress, bytes=infos[-1].bytes, modules=len(infos[-1].modules)
+    )
     assert len({i.sha256 for i in infos}) == 1  # bundles are deterministic

@@ -55,11 +55,22 @@ def test_eval_standard(bench: Any, device: torch.device, sync: Any, tiny: Any) -
     luts = uniform_luts(config.data.vocab_size)
 
     def run() -> Any:
-        return evaluate_standard(model, tokens, luts, seq_len=STD_SEQ_LEN, batch_seqs=STD_BATCH, device=device,
-                                 autocast_dtype=autocast_dtype_for(device))
+        return evaluate_standard(
+            model,
+            tokens,
+            luts,
+            seq_len=STD_SEQ_LEN,
+            batch_seqs=STD_BATCH,
+            device=device,
+            autocast_dtype=autocast_dtype_for(device),
+        )
 
-    bench.extra_info.update(model_shape(config, sum(p.numel() for p in model.parameters()), train=False),
-                            eval_seq_len=STD_SEQ_LEN, eval_tokens=STD_SEQS * STD_SEQ_LEN, batch_seqs=STD_BATCH)
+    bench.extra_info.update(
+        model_shape(config, sum(p.numel() for p in model.parameters()), train=False),
+        eval_seq_len=STD_SEQ_LEN,
+        eval_tokens=STD_SEQS * STD_SEQ_LEN,
+        batch_seqs=STD_BATCH,
+    )
     result = bench.pedantic(synced(run, sync), rounds=ROUNDS, iterations=1, warmup_rounds=1)
     median = median_s(bench)
     if median is not None:
@@ -75,12 +86,27 @@ def _sliding(bench: Any, device: torch.device, sync: Any, tiny: Any, fn: Any) ->
     assert len(sliding_windows(total, FULL_WINDOW, FULL_STRIDE)) == SW_WINDOWS
 
     def run() -> Any:
-        return fn(model, tokens, luts, window=FULL_WINDOW, stride=FULL_STRIDE, batch_seqs=SW_BATCH, device=device,
-                  autocast_dtype=autocast_dtype_for(device))
+        return fn(
+            model,
+            tokens,
+            luts,
+            window=FULL_WINDOW,
+            stride=FULL_STRIDE,
+            batch_seqs=SW_BATCH,
+            device=device,
+            autocast_dtype=autocast_dtype_for(device),
+        )
 
     full = sliding_window_count(FULL_VAL_TOKENS, FULL_WINDOW, FULL_STRIDE)
-    bench.extra_info.update(model_shape(config, sum(p.numel() for p in model.parameters()), train=False), model="2x64 baseline GPT",
-                            window=FULL_WINDOW, stride=FULL_STRIDE, windows=SW_WINDOWS, batch_seqs=SW_BATCH, full_val_windows=full)
+    bench.extra_info.update(
+        model_shape(config, sum(p.numel() for p in model.parameters()), train=False),
+        model="2x64 baseline GPT",
+        window=FULL_WINDOW,
+        stride=FULL_STRIDE,
+        windows=SW_WINDOWS,
+        batch_seqs=SW_BATCH,
+        full_val_windows=full,
+    )
     result = bench.pedantic(synced(run, sync), rounds=ROUNDS, iterations=1, warmup_rounds=1)
     median = median_s(bench)
     if median is not None:

@@ -28,7 +28,9 @@ OVERHEAD_ROUNDS = 40
 
 
 def _bench_for(name: str, device: torch.device, run_dir: Path) -> TrainBench:
-    return build_train_bench(shrink_config(build_submission_config(ROOT / "submissions" / name)), device, run_dir)
+    return build_train_bench(
+        shrink_config(build_submission_config(ROOT / "submissions" / name)), device, run_dir
+    )
 
 
 @pytest.mark.benchmark(group="train_step")
@@ -37,8 +39,12 @@ def test_train_step(bench: Any, device: torch.device, sync: Any, tmp_path: Path,
     tb = _bench_for(name, device, tmp_path)
     try:
         tb.step()  # first-step allocations and lazily created optimizer state
-        bench.extra_info.update(submission=name, **model_shape(tb.config, tb.n_params),
-                                grad_accum_steps=tb.trainer.accum, observers=[type(p).__name__ for p in tb.config.plugins])
+        bench.extra_info.update(
+            submission=name,
+            **model_shape(tb.config, tb.n_params),
+            grad_accum_steps=tb.trainer.accum,
+            observers=[type(p).__name__ for p in tb.config.plugins],
+        )
         bench.pedantic(synced(tb.step, sync), rounds=TRAIN_ROUNDS, iterations=1, warmup_rounds=1)
         median = median_s(bench)
         if median is not None:
@@ -96,13 +102,21 @@ def test_plugin_overhead(bench: Any, device: torch.device, sync: Any, tmp_path: 
         h, r = _interleaved(harness, reference, OVERHEAD_ROUNDS)
         ratio = statistics.median(a / b for a, b in zip(h, r, strict=True))
         bench.extra_info.update(
-            submission="baseline", **model_shape(tb.config, tb.n_params), rounds=OVERHEAD_ROUNDS,
-            plugin_overhead_ratio=ratio, ratio_of_medians=statistics.median(h) / statistics.median(r),
-            ratio_of_mins=min(h) / min(r), harness_median_ms=1e3 * statistics.median(h),
+            submission="baseline",
+            **model_shape(tb.config, tb.n_params),
+            rounds=OVERHEAD_ROUNDS,
+            plugin_overhead_ratio=ratio,
+            ratio_of_medians=statistics.median(h) / statistics.median(r),
+            ratio_of_mins=min(h) / min(r),
+            harness_median_ms=1e3 * statistics.median(h),
             reference_median_ms=1e3 * statistics.median(r),
         )
         bench.pedantic(harness, rounds=5, iterations=1)
-        print(f"plugin overhead: harness/hand-written = {ratio:.3f} (median of {OVERHEAD_ROUNDS} paired rounds)")
-        assert ratio < OVERHEAD_LIMIT, f"the harness step is {ratio:.3f}x the hand-written step (limit {OVERHEAD_LIMIT})"
+        print(
+            f"plugin overhead: harness/hand-written = {ratio:.3f} (median of {OVERHEAD_ROUNDS} paired rounds)"
+        )
+        assert ratio < OVERHEAD_LIMIT, (
+            f"the harness step is {ratio:.3f}x the hand-written step (limit {OVERHEAD_LIMIT})"
+        )
     finally:
         tb.close()

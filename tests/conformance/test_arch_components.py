@@ -59,7 +59,9 @@ def test_component_forward_backward_causal(name):
     grads = {n: p.grad for n, p in model.named_parameters()}
     assert all(g is None or torch.isfinite(g).all() for g in grads.values())
     added = [n for n in grads if n not in dict(plain.named_parameters())]
-    assert not added or any(grads[n] is not None and grads[n].any() for n in added), f"no gradient reaches {added}"
+    assert not added or any(grads[n] is not None and grads[n].any() for n in added), (
+        f"no gradient reaches {added}"
+    )
     state = model.state_dict()
     plain.load_state_dict({k: state[k] for k in plain.state_dict()})
     assert not torch.allclose(model(x), plain(x), atol=1e-4), "switching the component on changed nothing"

@@ -98,8 +98,13 @@ def test_quantizer_compressor_pair_roundtrips_through_the_artifact(qname, cname,
     direct = quant.dequantize(quant.quantize(state))
     path = tmp_path / "a.pgolf"
     write_artifact(
-        path, quant.quantize(state), quantizer_name=qname, quantizer_config=config_to_json(qcfg),
-        compressor=ccfg.build(), compressor_name=cname, compressor_config=config_to_json(ccfg),
+        path,
+        quant.quantize(state),
+        quantizer_name=qname,
+        quantizer_config=config_to_json(qcfg),
+        compressor=ccfg.build(),
+        compressor_name=cname,
+        compressor_config=config_to_json(ccfg),
     )
     loaded, manifest = load_state_dict(path, REGISTRY)
     assert manifest["quantizer"]["name"] == qname and manifest["compressor"]["name"] == cname

@@ -24,8 +24,13 @@ def _specs() -> dict[str, object]:
 def test_hook_list_is_frozen_and_small():
     assert tuple(sorted(_specs())) == tuple(sorted(HOOK_NAMES))
     assert HOOK_NAMES == (
-        "pg_register_components", "pg_configure", "pg_train_start", "pg_step_end",
-        "pg_train_end", "pg_before_quantize", "pg_report",
+        "pg_register_components",
+        "pg_configure",
+        "pg_train_start",
+        "pg_step_end",
+        "pg_train_end",
+        "pg_before_quantize",
+        "pg_report",
     )
     assert len(HOOK_NAMES) <= 10
 

@@ -53,6 +53,10 @@ def test_module_is_short_or_says_why(path: Path):
 def test_no_private_name_is_imported_from_another_module(path: Path):
     tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("harness", "plugins"):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] in ("harness", "plugins")
+        ):
             private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
             assert not private, f"line {node.lineno}: imports {private} from {node.module}"

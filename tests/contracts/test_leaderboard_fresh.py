@@ -22,16 +22,25 @@ def _tracked_run_files() -> list[str]:
     try:
         out = subprocess.run(
             ["git", "-C", str(REPO), "ls-files", "-z", "--", "submissions"],
-            check=True, capture_output=True, timeout=60,
+            check=True,
+            capture_output=True,
+            timeout=60,
         ).stdout.decode()
     except (OSError, subprocess.SubprocessError) as exc:
         pytest.skip(f"git ls-files failed ({exc}); cannot tell committed runs from local ones")
     files = [f for f in out.split("\0") if f]
-    return [f for f in files if len(Path(f).parts) == 5 and Path(f).parts[2] == "runs" and Path(f).name in RUN_FILES]
+    return [
+        f
+        for f in files
+        if len(Path(f).parts) == 5 and Path(f).parts[2] == "runs" and Path(f).name in RUN_FILES
+    ]
 
 
 def test_committed_leaderboard_is_fresh(tmp_path: Path) -> None:
-    pytest.importorskip("harness.leaderboard.records", reason="harness.leaderboard.records (the importer) is not importable yet")
+    pytest.importorskip(
+        "harness.leaderboard.records",
+        reason="harness.leaderboard.records (the importer) is not importable yet",
+    )
     from harness.leaderboard.render import FILES, regenerate
 
     for rel in _tracked_run_files():
@@ -46,4 +55,6 @@ def test_committed_leaderboard_is_fresh(tmp_path: Path) -> None:
         if not committed.is_file() or committed.read_bytes() != path.read_bytes():
             stale.append(path.name)
     assert [p.name for p in fresh] == list(FILES)
-    assert not stale, f"leaderboard/{', '.join(stale)} differ from regeneration: run `pgolf leaderboard` and commit"
+    assert not stale, (
+        f"leaderboard/{', '.join(stale)} differ from regeneration: run `pgolf leaderboard` and commit"
+    )

@@ -22,7 +22,9 @@ def _rel(p: Path) -> str:
 @pytest.mark.parametrize("path", PLUGIN_FILES + HARNESS_FILES, ids=_rel)
 def test_module_has_docstring(path):
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    assert ast.get_docstring(tree), f"{_rel(path)} needs a module docstring saying what it does and where it comes from"
+    assert ast.get_docstring(tree), (
+        f"{_rel(path)} needs a module docstring saying what it does and where it comes from"
+    )
 
 
 @pytest.mark.parametrize("path", PLUGIN_FILES, ids=_rel)
@@ -41,11 +43,22 @@ def test_plugin_imports_no_other_plugin(path):
 @pytest.mark.parametrize("path", PLUGIN_FILES, ids=_rel)
 def test_plugin_has_only_definitions_at_module_level(path):
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    allowed = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign, ast.Expr, ast.If)
+    allowed = (
+        ast.Import,
+        ast.ImportFrom,
+        ast.FunctionDef,
+        ast.ClassDef,
+        ast.Assign,
+        ast.AnnAssign,
+        ast.Expr,
+        ast.If,
+    )
     for node in tree.body:
         assert isinstance(node, allowed), f"{_rel(path)}:{node.lineno} runs code at import time"
         if isinstance(node, ast.Expr):
-            assert isinstance(node.value, ast.Constant), f"{_rel(path)}:{node.lineno} calls something at import time"
+            assert isinstance(node.value, ast.Constant), (
+                f"{_rel(path)}:{node.lineno} calls something at import time"
+            )
 
 
 def _config_classes():
@@ -53,7 +66,9 @@ def _config_classes():
     return [(c.kind, c.name, c.config_cls) for c in manager.registry]
 
 
-@pytest.mark.parametrize(("kind", "name", "cls"), _config_classes(), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    ("kind", "name", "cls"), _config_classes(), ids=lambda x: x if isinstance(x, str) else ""
+)
 def test_config_fields_documented_and_name_is_module(kind, name, cls):
     import inspect
 
@@ -65,6 +80,10 @@ def test_config_fields_documented_and_name_is_module(kind, name, cls):
     for i, node in enumerate(body):
         if isinstance(node, ast.AnnAssign):
             nxt = body[i + 1] if i + 1 < len(body) else None
-            if not (isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            if not (
+                isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
                 undocumented.append(node.target.id)
     assert not undocumented, f"{cls.__name__} fields without a docstring: {undocumented}"

@@ -25,7 +25,13 @@ def test_two_runs_are_identical(tmp_path, default_dataset):
     sub = write_tiny_submission(tmp_path / "tiny")
     for rid, hashseed in (("x", "1"), ("y", "2")):  # a different str hash order must not matter
         env = _env() | {"PYTHONHASHSEED": hashseed}
-        proc = subprocess.run([sys.executable, str(RUN_PY), str(sub), "--run-id", rid], env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, str(RUN_PY), str(sub), "--run-id", rid],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
     x, y = sub / "runs" / "x", sub / "runs" / "y"
     pattern = r"^step:\d+/\d+ (?:train_loss|val_loss):\S+(?: val_bpb:\S+)?"
@@ -36,6 +42,13 @@ def test_two_runs_are_identical(tmp_path, default_dataset):
     art = "final_model.int8.zlib.pgolf"
     assert hashlib.sha256((x / art).read_bytes()).digest() == hashlib.sha256((y / art).read_bytes()).digest()
     assert rx["artifact_sha256"] == ry["artifact_sha256"]
-    for key in ("val_bpb", "val_loss", "pre_quant_val_bpb", "roundtrip_val_bpb", "sliding_val_bpb", "bytes_total"):
+    for key in (
+        "val_bpb",
+        "val_loss",
+        "pre_quant_val_bpb",
+        "roundtrip_val_bpb",
+        "sliding_val_bpb",
+        "bytes_total",
+    ):
         assert rx[key] == ry[key], key
     assert (x / "train_gpt.py").read_bytes() == (y / "train_gpt.py").read_bytes()  # the shipped code too

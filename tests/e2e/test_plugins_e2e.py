@@ -53,14 +53,21 @@ def _submission_with_observer(folder, key):
     sub = write_tiny_submission(folder)
     src = (sub / "train_gpt.py").read_text()
     src = src.replace("def build_config()", OBSERVER + "\n\ndef build_config()", 1)
-    src = src.replace("cpu_profile={},", f"cpu_profile={{}}, plugins=(StepCounterConfig(report_key={key!r}),),")
+    src = src.replace(
+        "cpu_profile={},", f"cpu_profile={{}}, plugins=(StepCounterConfig(report_key={key!r}),),"
+    )
     (sub / "train_gpt.py").write_text(src)
     return sub
 
 
 def test_inline_observer_sees_every_step_and_reports(tmp_path, default_dataset):
     sub = _submission_with_observer(tmp_path / "obs", "steps_seen")
-    record = run(build_submission_config(sub), submission_dir=sub, run_id="o", sets={"train.iterations": "3", "train.warmup_steps": "0"})
+    record = run(
+        build_submission_config(sub),
+        submission_dir=sub,
+        run_id="o",
+        sets={"train.iterations": "3", "train.warmup_steps": "0"},
+    )
     assert record["steps_seen"] == {"steps": [1, 2, 3], "ended": True}
     saved = json.loads((sub / "runs" / "o" / "submission.json").read_text())
     assert saved["steps_seen"]["steps"] == [1, 2, 3]
@@ -69,7 +76,12 @@ def test_inline_observer_sees_every_step_and_reports(tmp_path, default_dataset):
 def test_report_plugin_cannot_overwrite_a_score(tmp_path, default_dataset):
     sub = _submission_with_observer(tmp_path / "cheat", "val_bpb")
     with pytest.raises(ConfigError, match="val_bpb"):
-        run(build_submission_config(sub), submission_dir=sub, run_id="c", sets={"train.iterations": "2", "train.warmup_steps": "0"})
+        run(
+            build_submission_config(sub),
+            submission_dir=sub,
+            run_id="c",
+            sets={"train.iterations": "2", "train.warmup_steps": "0"},
+        )
     run_dir = sub / "runs" / "c"
     assert not (run_dir / "submission.json").exists()
     assert (run_dir / "final_model.int8.zlib.pgolf").exists()  # what the run wrote is kept
@@ -79,9 +91,14 @@ def test_report_plugin_cannot_overwrite_a_score(tmp_path, default_dataset):
 def test_entry_point_plugins_are_discovered(tmp_path, monkeypatch):
     site = tmp_path / "site"
     (site / "pgolf_extra_codec-0.1.dist-info").mkdir(parents=True)
-    (site / "pgolf_extra_codec-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: pgolf-extra-codec\nVersion: 0.1\n")
-    (site / "pgolf_extra_codec-0.1.dist-info" / "entry_points.txt").write_text("[pgolf]\nextra = pgolf_extra_codec\n")
-    (site / "pgolf_extra_codec.py").write_text(textwrap.dedent('''
+    (site / "pgolf_extra_codec-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: pgolf-extra-codec\nVersion: 0.1\n"
+    )
+    (site / "pgolf_extra_codec-0.1.dist-info" / "entry_points.txt").write_text(
+        "[pgolf]\nextra = pgolf_extra_codec\n"
+    )
+    (site / "pgolf_extra_codec.py").write_text(
+        textwrap.dedent('''
         """A third-party codec plugin used by the tests."""
         from dataclasses import dataclass
         from harness.api.hooks import hookimpl
@@ -94,7 +111,8 @@ def test_entry_point_plugins_are_discovered(tmp_path, monkeypatch):
         @hookimpl
         def pg_register_components(registry):
             registry.register("compressor", "identity", IdentityConfig)
-    '''))
+    ''')
+    )
     monkeypatch.syspath_prepend(str(site))
     assert "identity" in full_manager(entrypoints=True).registry.names("compressor")
     assert "identity" not in full_manager(entrypoints=False).registry.names("compressor")
@@ -106,10 +124,24 @@ def test_pgolf_list_and_rescore_cli(capsys, tmp_path, default_dataset):
 
     assert main(["list", "--no-entrypoints"]) == 0
     out = capsys.readouterr().out
-    for line in ("arch:", "gpt (plugins.arch.gpt.GPTConfig)", "muon", "int8", "zlib", "zstd", "lzma", "hooks: pg_register_components"):
+    for line in (
+        "arch:",
+        "gpt (plugins.arch.gpt.GPTConfig)",
+        "muon",
+        "int8",
+        "zlib",
+        "zstd",
+        "lzma",
+        "hooks: pg_register_components",
+    ):
         assert line in out
     sub = write_tiny_submission(tmp_path / "tiny")
-    record = run(build_submission_config(sub), submission_dir=sub, run_id="rs", sets={"train.iterations": "2", "train.warmup_steps": "0"})
+    record = run(
+        build_submission_config(sub),
+        submission_dir=sub,
+        run_id="rs",
+        sets={"train.iterations": "2", "train.warmup_steps": "0"},
+    )
     capsys.readouterr()
     assert main(["rescore", str(sub / "runs" / "rs")]) == 0
     scores = json.loads(capsys.readouterr().out)

@@ -63,7 +63,10 @@ def _submission(folder, mode: str, stamp) -> object:
     sub = write_tiny_submission(folder)
     src = (sub / "train_gpt.py").read_text()
     src = src.replace("def build_config()", INJECTOR + "\n\ndef build_config()", 1)
-    src = src.replace("cpu_profile={},", f"cpu_profile={{}}, plugins=(FailRankConfig(mode={mode!r}, stamp={str(stamp)!r}),),")
+    src = src.replace(
+        "cpu_profile={},",
+        f"cpu_profile={{}}, plugins=(FailRankConfig(mode={mode!r}, stamp={str(stamp)!r}),),",
+    )
     (sub / "train_gpt.py").write_text(src)
     return sub
 
@@ -71,7 +74,18 @@ def _submission(folder, mode: str, stamp) -> object:
 def _torchrun(sub, timeout_s: float = 300) -> tuple[subprocess.CompletedProcess, float]:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "RUN_ID")}
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", ITERATIONS="50")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=0", str(RUN_PY), str(sub), "--run-id", "f"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "--max-restarts=0",
+        str(RUN_PY),
+        str(sub),
+        "--run-id",
+        "f",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
     return proc, time.time()
 
@@ -86,7 +100,9 @@ def test_raising_rank_stops_the_job_and_is_named(tmp_path, default_dataset):
     stamp = tmp_path / "failed_at"
     proc, ended = _torchrun(_submission(tmp_path / "sub", "raise", stamp))
     elapsed = _seconds_to_exit(stamp, ended)
-    print(f"[rank-failure raise] exit code {proc.returncode}, {elapsed:.1f} s from the failure to the job's exit")
+    print(
+        f"[rank-failure raise] exit code {proc.returncode}, {elapsed:.1f} s from the failure to the job's exit"
+    )
     assert proc.returncode != 0
     assert elapsed < EXIT_BOUND_S, proc.stderr[-3000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: rank 1/2 failed:")]
@@ -99,7 +115,9 @@ def test_rank_dying_hard_stops_the_job_and_is_named(tmp_path, default_dataset):
     stamp = tmp_path / "failed_at"
     proc, ended = _torchrun(_submission(tmp_path / "sub", "exit", stamp))
     elapsed = _seconds_to_exit(stamp, ended)
-    print(f"[rank-failure exit] exit code {proc.returncode}, {elapsed:.1f} s from the death to the job's exit")
+    print(
+        f"[rank-failure exit] exit code {proc.returncode}, {elapsed:.1f} s from the death to the job's exit"
+    )
     assert proc.returncode != 0
     assert elapsed < EXIT_BOUND_S, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr

@@ -47,19 +47,27 @@ def test_slow_steps_stop_within_one_step_of_the_cap(tmp_path, default_dataset):
     src = src.replace("cpu_profile={},", "cpu_profile={}, plugins=(SlowStepConfig(),),")
     (sub / "train_gpt.py").write_text(src)
     sets = {
-        "train.iterations": "200", "train.warmup_steps": "0", "train.val_loss_every": "0",
-        "train.train_log_every": "1", "train.max_wallclock_seconds": str(CAP_S),
+        "train.iterations": "200",
+        "train.warmup_steps": "0",
+        "train.val_loss_every": "0",
+        "train.train_log_every": "1",
+        "train.max_wallclock_seconds": str(CAP_S),
     }
     run(build_submission_config(sub), submission_dir=sub, run_id="s", sets=sets)
     log = (sub / "runs" / "s" / "train.log").read_text()
-    times = {int(s): float(t) for s, t in re.findall(r"^step:(\d+)/200 train_loss:\S+ train_time:(\d+)ms", log, flags=re.M)}
+    times = {
+        int(s): float(t)
+        for s, t in re.findall(r"^step:(\d+)/200 train_loss:\S+ train_time:(\d+)ms", log, flags=re.M)
+    }
     stop = re.search(r"^stopping_early: wallclock_cap train_time:(\d+)ms step:(\d+)/200$", log, flags=re.M)
     assert stop, log[-2000:]
     final_ms, last = float(stop.group(1)), int(stop.group(2))
     cap_ms = 1000 * CAP_S
     steps = [times[s] - times.get(s - 1, 0.0) for s in sorted(times)]
-    print(f"[slow-step cap] stopped at step {last}, train_time {final_ms:.0f} ms, cap {cap_ms:.0f} ms, "
-          f"step durations {min(steps):.0f}-{max(steps):.0f} ms")
+    print(
+        f"[slow-step cap] stopped at step {last}, train_time {final_ms:.0f} ms, cap {cap_ms:.0f} ms, "
+        f"step durations {min(steps):.0f}-{max(steps):.0f} ms"
+    )
     assert min(steps) >= 1000 * SLEEP_S - 1  # the sleep is training time (log rounds to ms)
     assert last == max(times) and 1 < last < 200
     assert times[last - 1] < cap_ms <= times[last]  # stopped on the first step at the cap

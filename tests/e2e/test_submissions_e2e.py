@@ -22,14 +22,27 @@ SUBMISSIONS = sorted(p.name for p in (ROOT / "submissions").iterdir() if (p / "t
 # Shrink width and data but keep the depth, so layer-indexed components (VE on 10-11, XSA on
 # the last 4, recycled 3-4) stay what the submission says.
 TINY = [
-    "model.model_dim=128", "model.num_heads=4", "model.num_kv_heads=2",
-    "train.iterations=3", "train.train_batch_tokens=512", "train.train_seq_len=128", "train.grad_accum_steps=1",
-    "train.warmup_steps=1", "train.val_loss_every=0", "train.train_log_every=1",
-    "eval.eval_seq_len=128", "eval.val_batch_size=512", "eval.val_max_tokens=512", "eval.eval_batch_seqs=8",
+    "model.model_dim=128",
+    "model.num_heads=4",
+    "model.num_kv_heads=2",
+    "train.iterations=3",
+    "train.train_batch_tokens=512",
+    "train.train_seq_len=128",
+    "train.grad_accum_steps=1",
+    "train.warmup_steps=1",
+    "train.val_loss_every=0",
+    "train.train_log_every=1",
+    "eval.eval_seq_len=128",
+    "eval.val_batch_size=512",
+    "eval.val_max_tokens=512",
+    "eval.eval_batch_seqs=8",
 ]
 # Submissions whose model Config has other field names: these model overrides replace TINY's
 # (GPT) ones. Heads before width: each --set is validated on its own.
-TINY_MODEL = {"byte_gpt": ["model.n_heads=4", "model.d_model=64"], "conv_moe": ["model.d_model=64", "model.trunk_layers=2"]}
+TINY_MODEL = {
+    "byte_gpt": ["model.n_heads=4", "model.d_model=64"],
+    "conv_moe": ["model.d_model=64", "model.trunk_layers=2"],
+}
 
 
 def tiny_sets(name: str) -> list[str]:
@@ -67,7 +80,13 @@ def test_submission_trains_bundles_and_bundle_reproduces(name, tmp_path, default
     sub = tmp_path / name
     shutil.copytree(ROOT / "submissions" / name, sub, ignore=shutil.ignore_patterns("runs", "dist"))
     flags = [x for item in tiny_sets(name) for x in ("--set", item)]
-    first = subprocess.run([sys.executable, str(RUN_PY), str(sub), "--run-id", "h", *flags], env=_env(), capture_output=True, text=True, timeout=600)
+    first = subprocess.run(
+        [sys.executable, str(RUN_PY), str(sub), "--run-id", "h", *flags],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     run_dir = sub / "runs" / "h"
     record = json.loads((run_dir / "submission.json").read_text())
@@ -76,7 +95,14 @@ def test_submission_trains_bundles_and_bundle_reproduces(name, tmp_path, default
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     shutil.copy(run_dir / "train_gpt.py", elsewhere / "train_gpt.py")
-    second = subprocess.run([sys.executable, "train_gpt.py", "--run-id", "b", *flags], cwd=elsewhere, env=_env(), capture_output=True, text=True, timeout=600)
+    second = subprocess.run(
+        [sys.executable, "train_gpt.py", "--run-id", "b", *flags],
+        cwd=elsewhere,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     log_h = (run_dir / "train.log").read_text()
     log_b = (elsewhere / "runs" / "b" / "train.log").read_text()

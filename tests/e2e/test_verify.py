@@ -60,7 +60,12 @@ def runs(tmp_path_factory, default_dataset) -> dict[str, Path]:
     sub = write_tiny_submission(tmp_path_factory.mktemp("verify") / "tiny")
     config = build_submission_config(sub)
     run(config, submission_dir=sub, run_id="main")
-    run(config, submission_dir=sub, run_id="other", sets={"train.seed": "7", "train.iterations": "2", "train.warmup_steps": "0"})
+    run(
+        config,
+        submission_dir=sub,
+        run_id="other",
+        sets={"train.seed": "7", "train.iterations": "2", "train.warmup_steps": "0"},
+    )
     return {"main": sub / "runs" / "main", "other": sub / "runs" / "other"}
 
 
@@ -81,10 +86,25 @@ def test_fresh_run_verifies_without_touching_the_folder(runs):
     print(f"verify wall time on the tiny run: {wall:.1f}s")
     assert report.ok, [c.line() for c in report.failures()]
     names = {c.name for c in report.checks}
-    assert {"bytes_code", "bytes_model", "artifact_sha256", "code_sha256", "artifact_format", "rerun",
-            "val_bpb", "sliding_val_bpb", "roundtrip_val_bpb", "val_tokens", "rerun_artifact_bytes", "rerun_code_bytes"} <= names
+    assert {
+        "bytes_code",
+        "bytes_model",
+        "artifact_sha256",
+        "code_sha256",
+        "artifact_format",
+        "rerun",
+        "val_bpb",
+        "sliding_val_bpb",
+        "roundtrip_val_bpb",
+        "val_tokens",
+        "rerun_artifact_bytes",
+        "rerun_code_bytes",
+    } <= names
     assert _snapshot(run_dir) == before  # nothing written, nothing re-touched
-    assert not (run_dir.parent / "runs").exists() and sorted(p.name for p in run_dir.parent.iterdir()) == ["main", "other"]
+    assert not (run_dir.parent / "runs").exists() and sorted(p.name for p in run_dir.parent.iterdir()) == [
+        "main",
+        "other",
+    ]
 
 
 def test_flipped_artifact_byte_fails_hash_and_format(copy_of):
@@ -107,7 +127,9 @@ def test_changed_bundle_byte_fails_code_checks(copy_of):
     assert "code_sha256" in failed and "train_gpt.py" in failed["code_sha256"]
     assert f"claimed {size}, measured {size + 1}" in failed["bytes_code"]
     assert "bytes_total" in failed
-    assert "artifact_sha256" not in failed and "val_bpb" not in failed  # the model itself still scores the same
+    assert (
+        "artifact_sha256" not in failed and "val_bpb" not in failed
+    )  # the model itself still scores the same
 
 
 def test_edited_val_bpb_fails_the_reevaluation(copy_of):
@@ -115,7 +137,9 @@ def test_edited_val_bpb_fails_the_reevaluation(copy_of):
     _edit_record(copy_of, val_bpb=claimed + 1e-4)
     failed = _failed(_verify(copy_of))
     assert set(failed) == {"val_bpb"}
-    assert f"claimed {claimed + 1e-4!r}" in failed["val_bpb"] and "submission.json val_bpb" in failed["val_bpb"]
+    assert (
+        f"claimed {claimed + 1e-4!r}" in failed["val_bpb"] and "submission.json val_bpb" in failed["val_bpb"]
+    )
 
 
 def test_edited_bytes_model_fails_with_the_cli_contract(copy_of):
@@ -125,19 +149,29 @@ def test_edited_bytes_model_fails_with_the_cli_contract(copy_of):
     with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": "1"}):
         status = verify_main(copy_of, timeout_s=600, out=lines.append)
     assert status == 1
-    assert f"FAIL bytes_model: submission.json bytes_model: claimed {real - 1}, measured {real} (size of {ARTIFACT} on disk)" in lines
+    assert (
+        f"FAIL bytes_model: submission.json bytes_model: claimed {real - 1}, measured {real} (size of {ARTIFACT} on disk)"
+        in lines
+    )
     assert "ok val_bpb:" in "\n".join(lines)
 
 
 def test_swapped_artifact_without_hashes_is_caught_by_the_reevaluation(copy_of, runs):
     shutil.copyfile(runs["other"] / ARTIFACT, copy_of / ARTIFACT)
     size = os.path.getsize(copy_of / ARTIFACT)
-    _edit_record(copy_of, artifact_sha256=None, code_sha256=None, bytes_model=size,
-                 bytes_total=size + os.path.getsize(copy_of / "train_gpt.py"))
+    _edit_record(
+        copy_of,
+        artifact_sha256=None,
+        code_sha256=None,
+        bytes_model=size,
+        bytes_total=size + os.path.getsize(copy_of / "train_gpt.py"),
+    )
     report = _verify(copy_of)
     failed = _failed(report)
     assert {"val_bpb", "sliding_val_bpb", "roundtrip_val_bpb"} <= set(failed)
-    assert not {"bytes_model", "bytes_total", "artifact_format", "artifact_sha256", "code_sha256"} & set(failed)
+    assert not {"bytes_model", "bytes_total", "artifact_format", "artifact_sha256", "code_sha256"} & set(
+        failed
+    )
     assert "not recorded" in next(c.detail for c in report.checks if c.name == "artifact_sha256")
 
 

@@ -42,8 +42,26 @@ MAX_RSS_GROWTH_BYTES = 512 * 2**20
 
 INTERESTING_INTS = (0, 1, -1, 2**7, 2**8 - 1, 2**15 - 1, 2**16 - 1, 2**31 - 1, 2**31, 2**32 - 1, 2**63 - 1)
 HOSTILE_JSON_VALUES: tuple[Any, ...] = (
-    None, True, False, 0, -1, 1.5, -(2**63), 2**64, 10**30, 1e308, float("nan"), float("inf"),
-    "", "x" * 10_000, "<script>alert(1)</script>", "a|b\n| x |", [], {}, [1, 2, 3], {"k": "v"},
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1.5,
+    -(2**63),
+    2**64,
+    10**30,
+    1e308,
+    float("nan"),
+    float("inf"),
+    "",
+    "x" * 10_000,
+    "<script>alert(1)</script>",
+    "a|b\n| x |",
+    [],
+    {},
+    [1, 2, 3],
+    {"k": "v"},
 )
 
 
@@ -83,7 +101,17 @@ class Mutator:
         """(kind, mutated) for one random byte-level mutation; ``protect`` leading bytes are
         left alone by the in-place kinds, so header-valid inputs reach the body."""
         kind = self.rng.choice(
-            ("bitflip", "bitflip", "substitute", "truncate", "insert", "duplicate", "delete", "int_field", "append")
+            (
+                "bitflip",
+                "bitflip",
+                "substitute",
+                "truncate",
+                "insert",
+                "duplicate",
+                "delete",
+                "int_field",
+                "append",
+            )
         )
         return kind, getattr(self, f"_{kind}")(bytearray(data), protect)
 
@@ -100,7 +128,9 @@ class Mutator:
     def _substitute(self, buf: bytearray, protect: int) -> bytes:
         for _ in range(self.rng.randint(1, 16)):
             if buf:
-                buf[self._pos(buf, protect) % len(buf)] = self.rng.choice((0, 0xFF, 0x7F, 0x80, self.rng.randrange(256)))
+                buf[self._pos(buf, protect) % len(buf)] = self.rng.choice(
+                    (0, 0xFF, 0x7F, 0x80, self.rng.randrange(256))
+                )
         return bytes(buf)
 
     def _truncate(self, buf: bytearray, protect: int) -> bytes:
@@ -124,7 +154,9 @@ class Mutator:
         return bytes(buf[:start] + buf[end:])
 
     def _int_field(self, buf: bytearray, protect: int) -> bytes:
-        return bytes(self.overwrite_int(buf, self._pos(buf, protect), self.rng.choice(("<I", "<i", "<Q", "<H"))))
+        return bytes(
+            self.overwrite_int(buf, self._pos(buf, protect), self.rng.choice(("<I", "<i", "<Q", "<H")))
+        )
 
     def overwrite_int(self, buf: bytearray, at: int, fmt: str) -> bytearray:
         """``buf`` with an interesting integer packed as ``fmt`` at ``at`` (clamped to fit)."""

@@ -69,8 +69,14 @@ def artifacts(tmp_path_factory, registry) -> list[Path]:
         ccfg = registry.get("compressor", cname).config_cls()
         path = out / f"model.{qname}.{cname}.pgolf"
         write_artifact(
-            path, qcfg.build().quantize(_state()), quantizer_name=qname, quantizer_config=_json(qcfg),
-            compressor=ccfg.build(), compressor_name=cname, compressor_config=_json(ccfg), extras={"arch": "gpt"},
+            path,
+            qcfg.build().quantize(_state()),
+            quantizer_name=qname,
+            quantizer_config=_json(qcfg),
+            compressor=ccfg.build(),
+            compressor_name=cname,
+            compressor_config=_json(ccfg),
+            extras={"arch": "gpt"},
         )
         paths.append(path)
     return paths
@@ -96,11 +102,17 @@ def _split(blob: bytes) -> tuple[dict, bytes]:
 def _join(manifest_text: str | bytes, payload: bytes, version: int = 1) -> bytes:
     """An artifact with a correct header length and payload digest around these parts."""
     mbytes = manifest_text.encode("utf-8") if isinstance(manifest_text, str) else manifest_text
-    return _HEADER.pack(b"PGOLFAR1", version, len(mbytes)) + mbytes + hashlib.sha256(payload).digest() + payload
+    return (
+        _HEADER.pack(b"PGOLFAR1", version, len(mbytes)) + mbytes + hashlib.sha256(payload).digest() + payload
+    )
 
 
 def _arrays(manifest: dict) -> list[dict]:
-    return [spec for name in sorted(manifest["tensors"]) for _k, spec in sorted(manifest["tensors"][name]["arrays"].items())]
+    return [
+        spec
+        for name in sorted(manifest["tensors"])
+        for _k, spec in sorted(manifest["tensors"][name]["arrays"].items())
+    ]
 
 
 def _retile(manifest: dict) -> None:
@@ -119,8 +131,21 @@ def _retile(manifest: dict) -> None:
 
 
 _HOSTILE_SHAPES = (
-    [2**40, 2**40], [-1, 4], [1.5], ["7"], [2**64], [None], [True, 3], "64", 64, {"0": 1}, [],
-    [0, 2**70], [2**62, 0, 2**62], [1] * 70, [2**31, 2**31, 2**31, 2**31],
+    [2**40, 2**40],
+    [-1, 4],
+    [1.5],
+    ["7"],
+    [2**64],
+    [None],
+    [True, 3],
+    "64",
+    64,
+    {"0": 1},
+    [],
+    [0, 2**70],
+    [2**62, 0, 2**62],
+    [1] * 70,
+    [2**31, 2**31, 2**31, 2**31],
 )
 
 
@@ -132,7 +157,18 @@ class ArtifactMutator(Mutator):
 
     def mutate(self, blob: bytes, registry, marker: Path) -> tuple[str, bytes]:
         kind = self.rng.choice(
-            ("bytes", "bytes", "payload", "payload", "manifest", "manifest", "shape", "retile", "header", "pickle")
+            (
+                "bytes",
+                "bytes",
+                "payload",
+                "payload",
+                "manifest",
+                "manifest",
+                "shape",
+                "retile",
+                "header",
+                "pickle",
+            )
         )
         manifest, payload = _split(blob)
         if kind == "bytes":
@@ -163,7 +199,9 @@ class ArtifactMutator(Mutator):
         roll = self.rng.random()
         if roll < 0.4:
             numel = max(1, spec["nbytes"] // 4)
-            spec["shape"] = self.rng.choice(([numel, 1] + [1] * self.rng.choice((0, 3, 70)), [0, 2**70], [self.rng.randint(0, 99)]))
+            spec["shape"] = self.rng.choice(
+                ([numel, 1] + [1] * self.rng.choice((0, 3, 70)), [0, 2**70], [self.rng.randint(0, 99)])
+            )
         elif roll < 0.6:
             spec["dtype"] = self.rng.choice(("bool", "int64", "float64", "uint8", "bfloat16"))
         elif roll < 0.8:
@@ -172,7 +210,9 @@ class ArtifactMutator(Mutator):
         else:
             name = self.rng.choice(sorted(manifest["tensors"]))
             entry = manifest["tensors"][name]
-            entry["kind"] = self.rng.choice(("passthrough", "int8_row", "int8_tensor", "intn_row", "mixed", "", "x"))
+            entry["kind"] = self.rng.choice(
+                ("passthrough", "int8_row", "int8_tensor", "intn_row", "mixed", "", "x")
+            )
         _retile(manifest)
         if manifest["raw_bytes"] > 2**24:  # too big to materialise: the declared size is the test
             return "retile:huge", _join(dumps_hostile(manifest), payload)
@@ -195,11 +235,15 @@ def _check_sane(path: Path, registry):
         state, manifest = result
         assert set(state) == set(manifest["tensors"]), "state dict names differ from the manifest"
         assert all(isinstance(t, torch.Tensor) for t in state.values())
-        tensors, _m = read_artifact(path, compressor_for=lambda n, c: registry.get("compressor", n).config_cls(**c).build())
+        tensors, _m = read_artifact(
+            path, compressor_for=lambda n, c: registry.get("compressor", n).config_cls(**c).build()
+        )
         for name, qt in tensors.items():
             for key, arr in qt.arrays.items():
                 spec = manifest["tensors"][name]["arrays"][key]
-                assert list(arr.shape) == spec["shape"], f"{name}.{key}: shape {list(arr.shape)} != {spec['shape']}"
+                assert list(arr.shape) == spec["shape"], (
+                    f"{name}.{key}: shape {list(arr.shape)} != {spec['shape']}"
+                )
                 assert str(arr.dtype).removeprefix("torch.") == spec["dtype"]
 
     return check
@@ -245,9 +289,18 @@ def test_decompression_bomb_is_bounded(name, registry, tmp_path):
     if name not in registry.names("compressor"):
         pytest.skip(f"compressor {name} not registered")
     manifest = {
-        "format": "pgolf-artifact/1", "quantizer": {"name": "int8", "config": {}},
-        "compressor": {"name": name, "config": {}}, "raw_bytes": 4096, "extras": {},
-        "tensors": {"w": {"kind": "passthrough", "meta": {}, "arrays": {"q": {"dtype": "uint8", "shape": [4096], "offset": 0, "nbytes": 4096}}}},
+        "format": "pgolf-artifact/1",
+        "quantizer": {"name": "int8", "config": {}},
+        "compressor": {"name": name, "config": {}},
+        "raw_bytes": 4096,
+        "extras": {},
+        "tensors": {
+            "w": {
+                "kind": "passthrough",
+                "meta": {},
+                "arrays": {"q": {"dtype": "uint8", "shape": [4096], "offset": 0, "nbytes": 4096}},
+            }
+        },
     }
     codec = registry.get("compressor", name).config_cls().build()
     zeros = bytes(32 * 2**20 if name != "lzma" else 16 * 2**20)
@@ -269,10 +322,16 @@ def test_decompression_bomb_is_bounded(name, registry, tmp_path):
 def test_declared_size_over_hard_limit_is_refused(registry, tmp_path):
     """raw_bytes beyond the hard global limit fails before any decompression."""
     n = MAX_RAW_BYTES // 2 + 1  # two arrays, each within the per-array bound, together over it
-    arrays = {"a": {"dtype": "uint8", "shape": [n], "offset": 0, "nbytes": n}, "b": {"dtype": "uint8", "shape": [n], "offset": n, "nbytes": n}}
+    arrays = {
+        "a": {"dtype": "uint8", "shape": [n], "offset": 0, "nbytes": n},
+        "b": {"dtype": "uint8", "shape": [n], "offset": n, "nbytes": n},
+    }
     manifest = {
-        "format": "pgolf-artifact/1", "quantizer": {"name": "int8", "config": {}},
-        "compressor": {"name": "zlib", "config": {}}, "raw_bytes": 2 * n, "extras": {},
+        "format": "pgolf-artifact/1",
+        "quantizer": {"name": "int8", "config": {}},
+        "compressor": {"name": "zlib", "config": {}},
+        "raw_bytes": 2 * n,
+        "extras": {},
         "tensors": {"w": {"kind": "passthrough", "meta": {}, "arrays": arrays}},
     }
     path = tmp_path / "huge.pgolf"

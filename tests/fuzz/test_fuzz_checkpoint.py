@@ -19,7 +19,9 @@ import torch
 
 from tests.fuzz.conftest import Mutator, dumps_hostile, fuzz_count, pickle_payload
 
-checkpoint = pytest.importorskip("harness.pipeline.checkpoint", reason="harness/pipeline/checkpoint.py is not there yet")
+checkpoint = pytest.importorskip(
+    "harness.pipeline.checkpoint", reason="harness/pipeline/checkpoint.py is not there yet"
+)
 
 DEFAULT_N = 1000
 _HEAD = struct.Struct("<8sHI")  # magic, version, header length (harness/pipeline/checkpoint.py's docstring)
@@ -30,8 +32,14 @@ def _state() -> dict:
     g = torch.Generator().manual_seed(0)
     return {
         "model": {"w": torch.randn(16, 8, generator=g), "g": torch.ones(8, dtype=torch.bfloat16)},
-        "optimizer": {"state": {0: {"momentum_buffer": torch.zeros(16, 8)}}, "param_groups": [{"lr": 0.02, "params": [0]}]},
-        "step": 7, "clock_ms": float("nan"), "pos": (3, 4), "flags": [True, None, "x"],
+        "optimizer": {
+            "state": {0: {"momentum_buffer": torch.zeros(16, 8)}},
+            "param_groups": [{"lr": 0.02, "params": [0]}],
+        },
+        "step": 7,
+        "clock_ms": float("nan"),
+        "pos": (3, 4),
+        "flags": [True, None, "x"],
     }
 
 

@@ -80,7 +80,10 @@ def _record_sources() -> list[Source]:
     root = SHARED_DATA / "records"
     out = []
     for folder in sorted(p for p in root.glob("*/*") if p.is_dir()) if root.is_dir() else []:
-        logs = {p.name: _sample(p.read_text(encoding="utf-8", errors="replace")) for p in sorted(folder.glob("*.log"))}
+        logs = {
+            p.name: _sample(p.read_text(encoding="utf-8", errors="replace"))
+            for p in sorted(folder.glob("*.log"))
+        }
         json_name = "submission.json" if (folder / "submission.json").is_file() else None
         out.append(Source("record", folder, json_name, logs))
     return out
@@ -90,7 +93,9 @@ def _run_sources() -> list[Source]:
     out = []
     for path in sorted((ROOT / "submissions").glob("*/runs/*/submission.json")):
         log = path.parent / "train.log"
-        logs = {"train.log": _sample(log.read_text(encoding="utf-8", errors="replace"))} if log.is_file() else {}
+        logs = (
+            {"train.log": _sample(log.read_text(encoding="utf-8", errors="replace"))} if log.is_file() else {}
+        )
         out.append(Source("run", path.parent, "submission.json", logs))
     return out
 
@@ -99,7 +104,9 @@ def _run_sources() -> list[Source]:
 def sources() -> list[Source]:
     found = _record_sources() + _run_sources()
     if not found:
-        pytest.skip(f"no real records under {SHARED_DATA / 'records'} and no submissions/*/runs/* in the repo")
+        pytest.skip(
+            f"no real records under {SHARED_DATA / 'records'} and no submissions/*/runs/* in the repo"
+        )
     return found
 
 
@@ -168,14 +175,18 @@ def _fuzz_json(sources: list[Source], tmp_path: Path, make_tally, n: int, seed: 
     marker = tmp_path / "UNPICKLED"
     usable = [s for s in sources if s.json_name]
     # Each source is staged once; an input replaces one file, which is put back afterwards.
-    staged = [(src, tmp_path / f"root{i}", _stage(src, tmp_path / f"root{i}")) for i, src in enumerate(usable)]
+    staged = [
+        (src, tmp_path / f"root{i}", _stage(src, tmp_path / f"root{i}")) for i, src in enumerate(usable)
+    ]
     tally = make_tally(f"submission.json -> import + render ({len(usable)} real files, seed {seed})")
     for i in range(n):
         src, root, folder = staged[i % len(staged)]
         original = (folder / src.json_name).read_bytes()
         kind, data = mut.json_text(original.decode("utf-8"), marker)
         (folder / src.json_name).write_bytes(data)
-        tally.run(f"{src.kind}:{kind}", lambda src=src, root=root: _import_and_render(src, root), _check_inert)
+        tally.run(
+            f"{src.kind}:{kind}", lambda src=src, root=root: _import_and_render(src, root), _check_inert
+        )
         (folder / src.json_name).write_bytes(original)
     assert not marker.exists(), "a pickle payload was unpickled"
 
@@ -184,7 +195,9 @@ def _fuzz_logs(sources: list[Source], tmp_path: Path, make_tally, n: int, seed: 
     rng = random.Random(seed)
     mut = RecordMutator(rng)
     logs = [(s, name) for s in sources for name in s.logs]
-    roots = {id(src): (tmp_path / f"root{i}", _stage(src, tmp_path / f"root{i}")) for i, src in enumerate(sources)}
+    roots = {
+        id(src): (tmp_path / f"root{i}", _stage(src, tmp_path / f"root{i}")) for i, src in enumerate(sources)
+    }
     parse = make_tally(f"train log -> parse_log ({len(logs)} real logs, seed {seed})")
     full = make_tally(f"train log -> import + render ({len(logs)} real logs, seed {seed})")
     for i in range(n):
@@ -194,7 +207,9 @@ def _fuzz_logs(sources: list[Source], tmp_path: Path, make_tally, n: int, seed: 
         if i % 5 == 0:  # the whole importer is slower; a fifth of the inputs go through it
             root, folder = roots[id(src)]
             (folder / name).write_bytes(data)
-            full.run(f"{src.kind}:{kind}", lambda src=src, root=root: _import_and_render(src, root), _check_inert)
+            full.run(
+                f"{src.kind}:{kind}", lambda src=src, root=root: _import_and_render(src, root), _check_inert
+            )
             (folder / name).write_text(src.logs[name], encoding="utf-8")
 
 

@@ -55,7 +55,9 @@ class ShardMutator(Mutator):
                 count = int.from_bytes(buf[8:12], "little", signed=True) + self.rng.choice((-1, 1, 1000))
                 buf[8:12] = (count % 2**32).to_bytes(4, "little")
                 return "header:count_near", bytes(buf)
-            return f"header:{('magic', 'version', 'count')[field]}", bytes(self.overwrite_int(buf, 4 * field, "<I"))
+            return f"header:{('magic', 'version', 'count')[field]}", bytes(
+                self.overwrite_int(buf, 4 * field, "<I")
+            )
         if kind == "token":
             at = HEADER_BYTES + 2 * self.rng.randrange((len(buf) - HEADER_BYTES) // 2)
             buf[at : at + 2] = self.rng.choice((VOCAB, VOCAB + 1, 0xFFFF, 0x8000)).to_bytes(2, "little")

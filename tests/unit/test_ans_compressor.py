@@ -59,7 +59,9 @@ def test_registered_and_selectable():
         AnsConfig(own_table_min_symbols=0)
 
 
-@pytest.mark.parametrize("data", [b"", b"\x00", b"\x07" * 5000, bytes(range(256)) * 3, np.random.default_rng(1).bytes(3000)])
+@pytest.mark.parametrize(
+    "data", [b"", b"\x00", b"\x07" * 5000, bytes(range(256)) * 3, np.random.default_rng(1).bytes(3000)]
+)
 def test_roundtrip_without_layout(data):
     payload = _roundtrip(AnsConfig().build(), data)
     assert payload.startswith(MAGIC)
@@ -127,15 +129,22 @@ def test_artifact_with_the_real_int5_quantizer(tmp_path):
     tensors = qcfg.build().quantize(state)
     path = tmp_path / "a.pgolf"
     info = write_artifact(
-        path, tensors, quantizer_name="intn", quantizer_config=config_to_json(qcfg),
-        compressor=PER_CLASS.build(), compressor_name="ans", compressor_config=config_to_json(PER_CLASS),
+        path,
+        tensors,
+        quantizer_name="intn",
+        quantizer_config=config_to_json(qcfg),
+        compressor=PER_CLASS.build(),
+        compressor_name="ans",
+        compressor_config=config_to_json(PER_CLASS),
     )
     loaded, manifest = load_state_dict(path, full_manager(entrypoints=False).registry)
     direct = qcfg.build().dequantize(tensors)
     assert all(torch.equal(loaded[k], direct[k]) for k in state)
     mlp = unpack_bits(tensors["blocks.0.mlp.fc.weight"].arrays["q"], 5, 512 * 256).numpy()
     attn = unpack_bits(tensors["blocks.0.attn.c_q.weight"].arrays["q"], 5, 384 * 256).numpy()
-    scales = np.concatenate([tensors[k].arrays["scale"].view(torch.uint8).numpy() for k in sorted(state) if k.endswith("weight")])
+    scales = np.concatenate(
+        [tensors[k].arrays["scale"].view(torch.uint8).numpy() for k in sorted(state) if k.endswith("weight")]
+    )
     floats = tensors["blocks.0.mlp_scale"].arrays["w"].view(torch.uint8).numpy()
     bound = _bound_bytes(mlp, attn, scales, floats)
     assert entropy_report(tensors, info.bytes_on_disk).bound_bytes == pytest.approx(bound)
@@ -160,11 +169,16 @@ def test_layout_hint_is_what_makes_packed_codes_small(tmp_path):
 
 
 def test_odd_int4_nibbles_and_non_canonical_padding_stay_lossless():
-    nibbles = pack_nibbles(torch.tensor([[1, -7, 3], [0, 7, -1], [2, 2, 2]])).numpy().tobytes()  # 9 codes + pad 8
+    nibbles = (
+        pack_nibbles(torch.tensor([[1, -7, 3], [0, 7, -1], [2, 2, 2]])).numpy().tobytes()
+    )  # 9 codes + pad 8
     dirty = bytearray(_packed(np.array([1, 2, 3])))
     dirty[-1] |= 0x80  # a padding bit: unpack -> pack loses it, so the segment is coded as bytes
     data = nibbles + bytes(dirty) + b"tail"
-    layout = [Segment(0, len(nibbles), 4, 2 * len(nibbles), "other_quant"), Segment(len(nibbles), len(dirty), 5, 3, "mlp")]
+    layout = [
+        Segment(0, len(nibbles), 4, 2 * len(nibbles), "other_quant"),
+        Segment(len(nibbles), len(dirty), 5, 3, "mlp"),
+    ]
     _roundtrip(AnsConfig().build(), data, layout)
 
 
@@ -186,8 +200,13 @@ def test_coded_bytes_per_class_add_up_to_the_stream():
     a, b = _int5_codes(50_000, 8), _int5_codes(30_000, 9, scale=1.0)
     data = _packed(a) + _packed(b)
     codec = PER_CLASS.build()
-    payload = codec.compress(data, layout=[Segment(0, len(_packed(a)), 5, a.size, "mlp"),
-                                           Segment(len(_packed(a)), len(_packed(b)), 5, b.size, "attn")])
+    payload = codec.compress(
+        data,
+        layout=[
+            Segment(0, len(_packed(a)), 5, a.size, "mlp"),
+            Segment(len(_packed(a)), len(_packed(b)), 5, b.size, "attn"),
+        ],
+    )
     assert set(codec.coded_class_bytes()) == {"mlp", "attn"}
     assert codec.coded_class_bytes()["mlp"] == pytest.approx(_bound_bytes(a), rel=0.01)
     assert codec.coded_class_bytes()["attn"] == pytest.approx(_bound_bytes(b), rel=0.01)
@@ -200,13 +219,17 @@ def test_coded_bytes_per_class_add_up_to_the_stream():
 def _sample_payload() -> tuple[bytes, bytes]:
     codes = _int5_codes(4000, 10)
     data = _packed(codes) + bytes(range(200))
-    payload = PER_CLASS.build().compress(data, layout=[Segment(0, packed_nbytes(codes.size, 5), 5, codes.size, "mlp")])
+    payload = PER_CLASS.build().compress(
+        data, layout=[Segment(0, packed_nbytes(codes.size, 5), 5, codes.size, "mlp")]
+    )
     return data, payload
 
 
 def test_declared_size_over_the_bound_is_refused_before_decoding():
     data, payload = _sample_payload()
-    with pytest.raises(ArtifactError, match=f"declares {len(data)} bytes, more than the bound {len(data) - 1}"):
+    with pytest.raises(
+        ArtifactError, match=f"declares {len(data)} bytes, more than the bound {len(data) - 1}"
+    ):
         AnsConfig().build().decompress(payload, max_output_size=len(data) - 1)
 
 
@@ -230,7 +253,9 @@ def test_bad_table_frequencies_are_named():
         AnsConfig().build().decompress(payload, 2)
     with pytest.raises(ArtifactError, match="table 0 has bits 9"):
         AnsConfig().build().decompress(MAGIC + bytes([2, 1, 9]), 2)
-    with pytest.raises(ArtifactError, match="names table 3"):  # a one-symbol table, then a segment naming table 3
+    with pytest.raises(
+        ArtifactError, match="names table 3"
+    ):  # a one-symbol table, then a segment naming table 3
         AnsConfig().build().decompress(MAGIC + bytes([2, 1, 8, 1]) + bytes(31) + bytes([1, 3, 2, 0]), 2)
 
 
@@ -255,8 +280,15 @@ def test_layout_from_a_real_manifest_is_accepted(tmp_path):
     qcfg = IntNConfig()
     tensors = qcfg.build().quantize({"blocks.0.mlp.fc.weight": torch.randn(300, 256) * 0.02})
     path = tmp_path / "b.pgolf"
-    write_artifact(path, tensors, quantizer_name="intn", quantizer_config=config_to_json(qcfg),
-                   compressor=AnsConfig().build(), compressor_name="ans", compressor_config=config_to_json(AnsConfig()))
+    write_artifact(
+        path,
+        tensors,
+        quantizer_name="intn",
+        quantizer_config=config_to_json(qcfg),
+        compressor=AnsConfig().build(),
+        compressor_name="ans",
+        compressor_config=config_to_json(AnsConfig()),
+    )
     segs = layout_from_manifest(read_manifest(path)["tensors"])
     assert [(s.cls, s.bits) for s in segs] == [("mlp", 5), ("scales", 8)]
     assert math.isclose(segs[0].count, 300 * 256)

@@ -38,7 +38,10 @@ def t1_config(**overrides) -> GPTConfig:
     """T1 (10L Int5-MLP, 2026-03-20) architecture: relu² 3x, BigramHash 10240, SmearGate,
     orthogonal init with the ×1/sqrt(2L) factor on .proj Linears."""
     fields = dict(
-        num_layers=10, mlp_mult=3.0, orthogonal_init=True, orthogonal_proj_scale=True,
+        num_layers=10,
+        mlp_mult=3.0,
+        orthogonal_init=True,
+        orthogonal_proj_scale=True,
         components=(BigramHashConfig(buckets=10240, dim=128), SmearGateConfig()),
     )
     return GPTConfig(**{**fields, **overrides})
@@ -47,11 +50,20 @@ def t1_config(**overrides) -> GPTConfig:
 def p1573_config(**overrides) -> GPTConfig:
     """P1573 (12L RecycledCore, 2026-04-12) architecture as its code (not README) has it."""
     fields = dict(
-        num_layers=12, mlp_mult=3.0, mlp_activation="leaky_relu2", rope_dims=16, rope_train_seq_len=1024,
-        ln_scale=True, orthogonal_init=True,
+        num_layers=12,
+        mlp_mult=3.0,
+        mlp_activation="leaky_relu2",
+        rope_dims=16,
+        rope_train_seq_len=1024,
+        ln_scale=True,
+        orthogonal_init=True,
         components=(
-            BigramHashConfig(buckets=2048, dim=128), SmearGateConfig(), ValueEmbedConfig(layers=(10, 11), dim=128),
-            ValueResidualConfig(), GatedAttentionConfig(), XSAConfig(last_n=4),
+            BigramHashConfig(buckets=2048, dim=128),
+            SmearGateConfig(),
+            ValueEmbedConfig(layers=(10, 11), dim=128),
+            ValueResidualConfig(),
+            GatedAttentionConfig(),
+            XSAConfig(last_n=4),
             RecycledCoreConfig(layers=(3, 4), repeats=1),
         ),
     )
@@ -95,11 +107,16 @@ def rms(x: torch.Tensor) -> torch.Tensor:
 
 def test_param_counts_match_upstream_logs():
     with torch.device("meta"):
-        counts = [GPTConfig().build(1024).num_params(), t1_config().build(1024).num_params(),
-                  p1573_config().build(1024).num_params()]
+        counts = [
+            GPTConfig().build(1024).num_params(),
+            t1_config().build(1024).num_params(),
+            p1573_config().build(1024).num_params(),
+        ]
     assert counts == [17_059_912, 25_517_137, 29_406_940]
-    logs = {"2026-03-20_10L_Int5MLP_MuonWD04_SWA50/train_seed1337.log": 25_517_137,
-            "2026-04-12_11L_4xMLP_RecycledCore_ParallelResid_Int5/train_seed1337.log": 29_406_940}
+    logs = {
+        "2026-03-20_10L_Int5MLP_MuonWD04_SWA50/train_seed1337.log": 25_517_137,
+        "2026-04-12_11L_4xMLP_RecycledCore_ParallelResid_Int5/train_seed1337.log": 29_406_940,
+    }
     for rel, count in logs.items():
         if (RECORDS / rel).is_file():
             assert f"model_params:{count}\n" in (RECORDS / rel).read_text(encoding="utf-8")
@@ -110,14 +127,27 @@ def test_p1573_parameter_names_and_shapes():
         model = p1573_config().build(1024)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     expected = {
-        "bigram.embed.weight": (2048, 128), "bigram.proj.weight": (512, 128), "bigram.scale": (),
-        "smear.gate": (512,), "ve_shared.embed.weight": (1024, 128), "ve_shared.proj.weight": (256, 128),
-        "ve_shared.scale": (), "ve_layer_scales.0": (1,), "ve_layer_scales.1": (1,),
-        "recycle.0.a": (512,), "recycle.0.b": (512,), "recycle.1.a": (512,), "recycle.1.b": (512,),
+        "bigram.embed.weight": (2048, 128),
+        "bigram.proj.weight": (512, 128),
+        "bigram.scale": (),
+        "smear.gate": (512,),
+        "ve_shared.embed.weight": (1024, 128),
+        "ve_shared.proj.weight": (256, 128),
+        "ve_shared.scale": (),
+        "ve_layer_scales.0": (1,),
+        "ve_layer_scales.1": (1,),
+        "recycle.0.a": (512,),
+        "recycle.0.b": (512,),
+        "recycle.1.a": (512,),
+        "recycle.1.b": (512,),
     }
     for i in range(12):
-        expected |= {f"blocks.{i}.attn.vr_lambda": (2,), f"blocks.{i}.attn.attn_gate.weight": (8, 512),
-                     f"blocks.{i}.attn.attn_gate.bias": (8,), f"blocks.{i}.mlp.fc.weight": (1536, 512)}
+        expected |= {
+            f"blocks.{i}.attn.vr_lambda": (2,),
+            f"blocks.{i}.attn.attn_gate.weight": (8, 512),
+            f"blocks.{i}.attn.attn_gate.bias": (8,),
+            f"blocks.{i}.mlp.fc.weight": (1536, 512),
+        }
     assert {n: shapes.get(n) for n in expected} == expected
     assert "recycle.2.a" not in shapes and "ve_layer_scales.2" not in shapes
     # Every parameter appears once in the state dict, under its parameter name.
@@ -127,12 +157,35 @@ def test_p1573_parameter_names_and_shapes():
 def test_baseline_components_empty_is_unchanged():
     a, b = tiny(seed=3), tiny(seed=3)
     names = [n for n, _ in a.named_parameters()]
-    per_block = ["attn_scale", "mlp_scale", "resid_mix", "attn.q_gain", "attn.c_q.weight", "attn.c_k.weight",
-                 "attn.c_v.weight", "attn.proj.weight", "mlp.fc.weight", "mlp.proj.weight"]
-    assert names == ["skip_weights", "tok_emb.weight"] + [f"blocks.{i}.{n}" for i in range(2) for n in per_block]
-    assert tuple(a.blocks[0].mlp.fc.weight.shape) == (128, 64) and tuple(a.blocks[0].attn.c_k.weight.shape) == (32, 64)
-    explicit = GPTConfig(**TINY, num_layers=2, mlp_activation="relu2", rope_dims=0, rope_train_seq_len=0,
-                         ln_scale=False, orthogonal_init=False, orthogonal_proj_scale=False, components=())
+    per_block = [
+        "attn_scale",
+        "mlp_scale",
+        "resid_mix",
+        "attn.q_gain",
+        "attn.c_q.weight",
+        "attn.c_k.weight",
+        "attn.c_v.weight",
+        "attn.proj.weight",
+        "mlp.fc.weight",
+        "mlp.proj.weight",
+    ]
+    assert names == ["skip_weights", "tok_emb.weight"] + [
+        f"blocks.{i}.{n}" for i in range(2) for n in per_block
+    ]
+    assert tuple(a.blocks[0].mlp.fc.weight.shape) == (128, 64) and tuple(
+        a.blocks[0].attn.c_k.weight.shape
+    ) == (32, 64)
+    explicit = GPTConfig(
+        **TINY,
+        num_layers=2,
+        mlp_activation="relu2",
+        rope_dims=0,
+        rope_train_seq_len=0,
+        ln_scale=False,
+        orthogonal_init=False,
+        orthogonal_proj_scale=False,
+        components=(),
+    )
     torch.manual_seed(3)
     c = explicit.build(VOCAB)
     randomize(a)
@@ -167,7 +220,9 @@ def _is_orthogonal(w: torch.Tensor, scale: float = 1.0) -> bool:
 
 
 def test_t1_orthogonal_init_and_proj_scale_trap():
-    model = tiny(BigramHashConfig(buckets=256), num_layers=2, orthogonal_init=True, orthogonal_proj_scale=True)
+    model = tiny(
+        BigramHashConfig(buckets=256), num_layers=2, orthogonal_init=True, orthogonal_proj_scale=True
+    )
     # The ×1/sqrt(2L) "muP" factor reaches only bigram.proj (64×128): W Wᵀ = I/(2L).
     assert _is_orthogonal(model.bigram.proj.weight, 1 / math.sqrt(4))
     for block in model.blocks:
@@ -179,8 +234,15 @@ def test_t1_orthogonal_init_and_proj_scale_trap():
 def test_p1573_orthogonal_init_has_no_proj_scale():
     # d=128 with 2 heads gives kv_dim 64, so the VE proj (64×128) qualifies for the redraw
     # (a bigram of dim == d would have no proj, as upstream).
-    model = tiny(BigramHashConfig(buckets=256, dim=64), ValueEmbedConfig(layers=(1,)), GatedAttentionConfig(),
-                 model_dim=128, num_heads=2, num_kv_heads=1, orthogonal_init=True)
+    model = tiny(
+        BigramHashConfig(buckets=256, dim=64),
+        ValueEmbedConfig(layers=(1,)),
+        GatedAttentionConfig(),
+        model_dim=128,
+        num_heads=2,
+        num_kv_heads=1,
+        orthogonal_init=True,
+    )
     assert _is_orthogonal(model.bigram.proj.weight) and _is_orthogonal(model.ve_shared.proj.weight)
     assert not model.blocks[0].attn.attn_gate.weight.any()
     no_ortho = tiny(ValueEmbedConfig(layers=(1,)), model_dim=128, num_heads=2, num_kv_heads=1)
@@ -239,7 +301,9 @@ def test_bigram_is_added_before_the_embedding_norm():
     with torch.no_grad():
         model.bigram.embed.weight.normal_()
     x = ids()
-    emb = model.tok_emb.weight[x] + model.bigram.scale * (model.bigram.embed.weight[bigram_hash(x, 256)] @ model.bigram.proj.weight.T)
+    emb = model.tok_emb.weight[x] + model.bigram.scale * (
+        model.bigram.embed.weight[bigram_hash(x, 256)] @ model.bigram.proj.weight.T
+    )
     # Zero output projections make the blocks identity maps; skips only rescale the stream.
     assert torch.allclose(model.hidden(x), rms(rms(emb)), atol=1e-5)
 
@@ -292,7 +356,9 @@ def test_gated_attention_starts_at_sigmoid4_per_head():
     randomize(base)
     gated = tiny(GatedAttentionConfig(), seed=5)
     missing, unexpected = gated.load_state_dict(base.state_dict(), strict=False)
-    assert not unexpected and sorted(missing) == [f"blocks.{i}.attn.attn_gate.{p}" for i in range(2) for p in ("bias", "weight")]
+    assert not unexpected and sorted(missing) == [
+        f"blocks.{i}.attn.attn_gate.{p}" for i in range(2) for p in ("bias", "weight")
+    ]
     with torch.no_grad():
         for block in base.blocks:
             block.attn.proj.weight.mul_(1 / (1 + math.exp(-4)))  # a constant per-head gate folds into W_o
@@ -383,7 +449,9 @@ def test_partial_rope_leaves_high_dims_position_free():
     assert torch.equal(out[:, 16:], q[16:].expand(32, 48))  # every position: untouched
     assert not torch.allclose(out[3, :16], out[20, :16])
     angle = 5 * 10000.0 ** (-6 / 16)  # pair (3, 11) at position 5
-    assert out[5, 3].item() == pytest.approx(q[3].item() * math.cos(angle) + q[11].item() * math.sin(angle), abs=1e-5)
+    assert out[5, 3].item() == pytest.approx(
+        q[3].item() * math.cos(angle) + q[11].item() * math.sin(angle), abs=1e-5
+    )
     model = tiny(rope_dims=8)
     assert model.rotary(16, torch.device("cpu"))[0].shape == (1, 1, 16, 4)
 
@@ -458,8 +526,15 @@ def test_component_order_is_fixed_not_listed():
     listed = p1573_config().components
     a = tiny_p1573(components=tuple(reversed(listed)))
     b = tiny_p1573()
-    assert [c.slot for c in a._components] == ["bigram", "smear", "ve_shared", "value_residual", "xsa",
-                                               "gated_attention", "recycle"]
+    assert [c.slot for c in a._components] == [
+        "bigram",
+        "smear",
+        "ve_shared",
+        "value_residual",
+        "xsa",
+        "gated_attention",
+        "recycle",
+    ]
     randomize(a)
     randomize(b)
     assert torch.equal(a(ids()), b(ids()))

@@ -39,7 +39,7 @@ KILLS = 200
 LINE = "step:{i}/1000 train_loss:{loss:.4f} padding:" + "x" * 200
 
 SERVER = textwrap.dedent(
-    r'''
+    r"""
     import json, os, sys
     from pathlib import Path
     import torch
@@ -110,7 +110,7 @@ SERVER = textwrap.dedent(
         elif line.strip() == "wait":
             _, status = os.waitpid(pid, 0)
             print(status, flush=True)
-    '''
+    """
 )
 
 
@@ -139,7 +139,9 @@ def _check_files(work: Path, exp: dict, reference_bundle: bytes) -> tuple[int, i
     for path in sorted(work.iterdir()):
         name = path.name
         if name.startswith("."):  # a writer's temp file: hidden, never a final name
-            assert name.endswith(".tmp") and not name.endswith((".pgolf", ".json", ".py", ".pgck", ".log")), name
+            assert name.endswith(".tmp") and not name.endswith((".pgolf", ".json", ".py", ".pgck", ".log")), (
+                name
+            )
             temps += 1
             continue
         checked += 1
@@ -180,7 +182,9 @@ def _check_append_only(path: Path) -> None:
         i = int(line.split("/")[0].removeprefix("step:"))
         assert line == LINE.format(i=i, loss=i / 7) and i in (0, nxt), line[:60]
         nxt = i + 1
-    assert LINE.format(i=nxt, loss=nxt / 7).startswith(tail) or LINE.format(i=0, loss=0.0).startswith(tail), tail[:60]
+    assert LINE.format(i=nxt, loss=nxt / 7).startswith(tail) or LINE.format(i=0, loss=0.0).startswith(tail), (
+        tail[:60]
+    )
 
 
 def test_sigkill_at_random_points_leaves_only_whole_files(tmp_path, monkeypatch):
@@ -193,8 +197,12 @@ def test_sigkill_at_random_points_leaves_only_whole_files(tmp_path, monkeypatch)
     exp = _expected(tmp_path)
     env = {k: v for k, v in os.environ.items()} | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(work), str(sub), LINE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        text=True, env=env, cwd=ROOT,
+        [sys.executable, "-c", SERVER, str(work), str(sub), LINE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
     rng = random.Random(20240607)
     kills = checked = temps = 0
@@ -208,13 +216,21 @@ def test_sigkill_at_random_points_leaves_only_whole_files(tmp_path, monkeypatch)
             # and a tail long enough for the slowest writer (the bundle, ~0.3-0.8 s on a loaded
             # CI machine) to finish, so every kind of file is also seen complete.
             r = rng.random()
-            delay = rng.uniform(0.0, 0.02) if r < 0.45 else rng.uniform(0.02, 0.25) if r < 0.9 else rng.uniform(0.25, 1.5)
+            delay = (
+                rng.uniform(0.0, 0.02)
+                if r < 0.45
+                else rng.uniform(0.02, 0.25)
+                if r < 0.9
+                else rng.uniform(0.25, 1.5)
+            )
             _sleep(delay)
             os.kill(pid, signal.SIGKILL)
             server.stdin.write("wait\n")
             server.stdin.flush()
             status = int(server.stdout.readline())
-            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status  # it was writing, not dead
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
+                status
+            )  # it was writing, not dead
             kills += 1
             c, t = _check_files(work, exp, reference)
             checked += c
@@ -225,8 +241,13 @@ def test_sigkill_at_random_points_leaves_only_whole_files(tmp_path, monkeypatch)
     names = {p.name for p in work.iterdir() if not p.name.startswith(".")}
     assert {"submission.json", "checkpoint.pgck", "train_gpt.py", "config.json", "train.log"} <= names
     # A leftover temp file is a kill that landed mid-write of that kind of file.
-    mid_write = {kind: sum(1 for p in work.iterdir() if p.name.startswith(f".{kind}")) for kind in ("model_", "submission.json", "checkpoint.pgck", "train_gpt.py")}
-    print(f"kills:{kills} files_checked:{checked} temp_files_left:{temps} mid_write_kills:{mid_write} failures:0")
+    mid_write = {
+        kind: sum(1 for p in work.iterdir() if p.name.startswith(f".{kind}"))
+        for kind in ("model_", "submission.json", "checkpoint.pgck", "train_gpt.py")
+    }
+    print(
+        f"kills:{kills} files_checked:{checked} temp_files_left:{temps} mid_write_kills:{mid_write} failures:0"
+    )
     assert kills == KILLS and checked > 3 * KILLS
     assert sum(mid_write.values()) >= 3, mid_write  # some kills did land inside a write (typically 5-40)
 

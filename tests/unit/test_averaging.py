@@ -40,7 +40,13 @@ def tiny_model(seed: int = 0) -> torch.nn.Module:
 def fake_ctx(model: torch.nn.Module, run_dir=None) -> types.SimpleNamespace:
     """What the hooks read from harness.pipeline.trainer.TrainContext."""
     return types.SimpleNamespace(
-        model=model, config=None, log=RunLogger(run_dir, echo=False), step=0, lr_scale=1.0, averaging=None, notes={}
+        model=model,
+        config=None,
+        log=RunLogger(run_dir, echo=False),
+        step=0,
+        lr_scale=1.0,
+        averaging=None,
+        notes={},
     )
 
 
@@ -96,7 +102,11 @@ def test_swa_sums_in_float32_and_restores_each_dtype():
     drive(manager_with(SWAConfig(start_frac=1.5, every=1).build()), ctx, model, values, lambda s: 1.0)
     assert model.tok_emb.weight.dtype == torch.bfloat16
     assert torch.all(model.tok_emb.weight == 52.0)
-    assert all(p.dtype == torch.float32 and torch.all(p == 52.0) for n, p in model.named_parameters() if n != "tok_emb.weight")
+    assert all(
+        p.dtype == torch.float32 and torch.all(p == 52.0)
+        for n, p in model.named_parameters()
+        if n != "tok_emb.weight"
+    )
 
 
 @pytest.mark.parametrize(("min_snapshots", "applied"), [(2, False), (1, True)])
@@ -104,8 +114,13 @@ def test_swa_min_snapshots(min_snapshots, applied):
     model = tiny_model()
     ctx = fake_ctx(model)
     # One snapshot (step 2 of 3), then the weights move on to 3.
-    drive(manager_with(SWAConfig(start_frac=0.5, every=2, min_snapshots=min_snapshots).build()), ctx, model,
-          {1: 1.0, 2: 2.0, 3: 3.0}, lambda s: 0.1)
+    drive(
+        manager_with(SWAConfig(start_frac=0.5, every=2, min_snapshots=min_snapshots).build()),
+        ctx,
+        model,
+        {1: 1.0, 2: 2.0, 3: 3.0},
+        lambda s: 0.1,
+    )
     expected = 2.0 if applied else 3.0
     assert all(torch.all(p == expected) for p in model.parameters())
     assert (ctx.averaging is not None) is applied
@@ -126,7 +141,10 @@ def test_swa_keeps_its_sums_on_the_device_without_host_syncs(monkeypatch):
         manager.hook.pg_step_end(ctx=ctx)
     monkeypatch.undo()
     assert swa.count == 3
-    assert all(s.device == p.device and s.dtype == torch.float32 for s, p in zip(swa.sums, model.parameters(), strict=True))
+    assert all(
+        s.device == p.device and s.dtype == torch.float32
+        for s, p in zip(swa.sums, model.parameters(), strict=True)
+    )
 
 
 # -- EMA ---------------------------------------------------------------------------------
@@ -228,7 +246,9 @@ def test_averagers_that_do_not_apply_are_exact_no_ops(cfg, plain_weights):
     assert_bit_identical(train((cfg.build(),)), plain_weights)
 
 
-@pytest.mark.parametrize("cfg", [SWAConfig(start_frac=0.5, every=1), EMAConfig(decay=0.5)], ids=["swa", "ema"])
+@pytest.mark.parametrize(
+    "cfg", [SWAConfig(start_frac=0.5, every=1), EMAConfig(decay=0.5)], ids=["swa", "ema"]
+)
 def test_enabled_averagers_do_change_the_weights(cfg, plain_weights):
     """The control for the no-op tests: the same loop with an active averager differs."""
     weights = train((cfg.build(),))
@@ -284,7 +304,12 @@ def test_real_run_exports_the_mean_of_the_snapshots(tmp_path, default_dataset):
     )
     # Step-based warmdown over the last 6 of 8 steps: step k runs at s = (9 - k)/6 from k = 3,
     # so s < 0.9 from step 4 on and the snapshots are steps 4, 6 and 8.
-    sets = {"train.iterations": "8", "train.warmdown_iters": "6", "train.max_wallclock_seconds": "0", "train.val_loss_every": "0"}
+    sets = {
+        "train.iterations": "8",
+        "train.warmdown_iters": "6",
+        "train.max_wallclock_seconds": "0",
+        "train.val_loss_every": "0",
+    }
     record = run(config, submission_dir=sub, run_id="swa", sets=sets)
     steps = [entry for entry in recorder.sink if entry[0] == "step"]
     snapshots = [state for _, step, scale, state in steps if scale < 0.9 and step % 2 == 0]

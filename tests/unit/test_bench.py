@@ -23,9 +23,13 @@ SUBMISSIONS = sorted(p.parent.name for p in (ROOT / "submissions").glob("*/train
 
 def _doc(**medians: float) -> dict:
     """A minimal pytest-benchmark JSON document: one benchmark per keyword, mean = 1.1 x median."""
-    return {"machine_info": {}, "benchmarks": [
-        {"name": name, "stats": {"median": m, "mean": 1.1 * m}, "extra_info": {}} for name, m in medians.items()
-    ]}
+    return {
+        "machine_info": {},
+        "benchmarks": [
+            {"name": name, "stats": {"median": m, "mean": 1.1 * m}, "extra_info": {}}
+            for name, m in medians.items()
+        ],
+    }
 
 
 def _write(path: Path, doc: dict) -> Path:
@@ -87,7 +91,9 @@ def test_save_rewrites_the_baseline_and_refuses_unreadable_output(tmp_path, monk
     monkeypatch.setattr(bench, "run_suite", lambda json_out, pytest_args=(): _write(json_out, produced) and 0)
     assert bench.bench_cpu(target, save=True, threshold=25.0) == 0
     assert json.loads(target.read_text(encoding="utf-8")) == produced
-    monkeypatch.setattr(bench, "run_suite", lambda json_out, pytest_args=(): json_out.write_text("{\"benchmarks\": 3}") and 1)
+    monkeypatch.setattr(
+        bench, "run_suite", lambda json_out, pytest_args=(): json_out.write_text('{"benchmarks": 3}') and 1
+    )
     with pytest.raises(ConfigError, match="'benchmarks' list"):
         bench.bench_cpu(target, save=True, threshold=25.0)
     assert json.loads(target.read_text(encoding="utf-8")) == produced  # untouched
@@ -99,8 +105,14 @@ def test_save_rewrites_the_baseline_and_refuses_unreadable_output(tmp_path, monk
         (None, "do not exist.*pgolf bench --save"),
         ("{not json", "not readable JSON"),
         ('["a list"]', "'benchmarks' list"),
-        ('{"benchmarks": [{"name": "x", "stats": {"median": 0, "mean": 1}}]}', r"benchmarks\[0\].*positive 'median'"),
-        ('{"benchmarks": [{"name": "x", "stats": {"median": 1, "mean": 1}}, {"name": "x", "stats": {"median": 1, "mean": 1}}]}', "'x' appears twice"),
+        (
+            '{"benchmarks": [{"name": "x", "stats": {"median": 0, "mean": 1}}]}',
+            r"benchmarks\[0\].*positive 'median'",
+        ),
+        (
+            '{"benchmarks": [{"name": "x", "stats": {"median": 1, "mean": 1}}, {"name": "x", "stats": {"median": 1, "mean": 1}}]}',
+            "'x' appears twice",
+        ),
     ],
 )
 def test_missing_or_corrupt_results_name_the_file(tmp_path, content, message):
@@ -137,8 +149,19 @@ def test_cli_rejects_a_non_positive_threshold(monkeypatch, capsys):
 
 
 def test_window_count_matches_the_window_list_and_the_full_split():
-    for total, window, stride in [(1, 8, 4), (8, 8, 4), (9, 8, 4), (12, 8, 4), (13, 8, 4), (100, 16, 16), (100, 16, 40), (5000, 128, 64)]:
-        assert bench.sliding_window_count(total, window, stride) == len(sliding_windows(total, window, stride))
+    for total, window, stride in [
+        (1, 8, 4),
+        (8, 8, 4),
+        (9, 8, 4),
+        (12, 8, 4),
+        (13, 8, 4),
+        (100, 16, 16),
+        (100, 16, 40),
+        (5000, 128, 64),
+    ]:
+        assert bench.sliding_window_count(total, window, stride) == len(
+            sliding_windows(total, window, stride)
+        )
     # (62,021,632 - (2048 - 64)) / 64 = 969,057 exactly: starts 0 and 64 k for k = 1 .. 969,056.
     assert bench.sliding_window_count() == 969_057
     assert bench.sliding_window_count(0, 2048, 64) == 0
@@ -151,7 +174,11 @@ def test_every_submission_shrinks_to_the_small_shape(name):
     depth = next(getattr(m, f) for f in ("num_layers", "n_layers", "trunk_layers") if hasattr(m, f))
     width = next(getattr(m, f) for f in ("model_dim", "d_model") if hasattr(m, f))
     assert (depth, width) == (bench.SMALL_LAYERS, bench.SMALL_WIDTH)
-    assert (config.train.train_seq_len, config.train.train_batch_tokens, config.train.iterations) == (128, 2048, 1)
+    assert (config.train.train_seq_len, config.train.train_batch_tokens, config.train.iterations) == (
+        128,
+        2048,
+        1,
+    )
     torch.manual_seed(0)
     model = m.build(config.data.vocab_size)
     assert sum(p.numel() for p in model.parameters()) < 1_000_000  # the full shapes have 17M-29M
@@ -174,6 +201,8 @@ def test_bench_without_pytest_benchmark_says_which_extra_to_install(monkeypatch,
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytest_benchmark" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pytest_benchmark" else real(name, *a)
+    )
     with pytest.raises(ConfigError, match=r"pytest_benchmark .*pip install -e '\.\[test\]'"):
         bench.run_suite(tmp_path / "now.json")

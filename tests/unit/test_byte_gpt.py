@@ -225,11 +225,19 @@ def test_too_long_input_names_block_size():
 
 @pytest.mark.parametrize(
     ("train_len", "eval_len", "bad"),
-    [(512, 0, None), (512, 512, None), (256, 0, None), (1024, 0, "train.train_seq_len"), (512, 1024, "eval.eval_seq_len")],
+    [
+        (512, 0, None),
+        (512, 512, None),
+        (256, 0, None),
+        (1024, 0, "train.train_seq_len"),
+        (512, 1024, "eval.eval_seq_len"),
+    ],
 )
 def test_configure_checks_lengths_against_block_size(train_len, eval_len, bad):
     run = build_submission_config(SUBMISSION)
-    run = replace(run, train=replace(run.train, train_seq_len=train_len), eval=replace(run.eval, eval_seq_len=eval_len))
+    run = replace(
+        run, train=replace(run.train, train_seq_len=train_len), eval=replace(run.eval, eval_seq_len=eval_len)
+    )
     hook = run_manager(["plugins.arch.byte_gpt"]).hook
     if bad is None:
         hook.pg_configure(run=run)
@@ -259,6 +267,7 @@ def test_bad_config_is_refused(overrides, match):
     with pytest.raises(ConfigError, match=match):
         ByteGPTConfig(**{**TINY, **overrides})
 
+
 # ----------------------------------------------------------------------------- parameter counts
 
 
@@ -268,10 +277,16 @@ def test_block_has_12d2_plus_13d_params():
         assert sum(p.numel() for p in block.parameters()) == 12 * d * d + 13 * d == block_params(d)
 
 
-@pytest.mark.parametrize("cfg", [ByteGPTConfig(**TINY), ByteGPTConfig(d_model=96, n_layers=3, n_heads=3, mlp_ratio=2)])
+@pytest.mark.parametrize(
+    "cfg", [ByteGPTConfig(**TINY), ByteGPTConfig(d_model=96, n_layers=3, n_heads=3, mlp_ratio=2)]
+)
 def test_count_params_matches_the_built_model(cfg):
     torch.manual_seed(0)
-    assert count_params(cfg, 256) == cfg.build(256).num_params() == sum(p.numel() for p in cfg.build(256).parameters())
+    assert (
+        count_params(cfg, 256)
+        == cfg.build(256).num_params()
+        == sum(p.numel() for p in cfg.build(256).parameters())
+    )
 
 
 @pytest.mark.parametrize(
@@ -284,7 +299,11 @@ def test_ladder_param_counts_on_meta(rung, expected):
         model = ladder(rung).build(256)
     assert model.tok_emb.weight.is_meta
     assert sum(p.numel() for p in model.parameters()) == expected
-    assert (ladder(rung).d_model, ladder(rung).block_size) == {"3b": (2560, 512), "85m": (768, 512), "16mb": (384, 512)}[rung]
+    assert (ladder(rung).d_model, ladder(rung).block_size) == {
+        "3b": (2560, 512),
+        "85m": (768, 512),
+        "16mb": (384, 512),
+    }[rung]
 
 
 def test_ladder_default_and_unknown_rung():
@@ -302,8 +321,13 @@ def test_default_random_init_fits_the_budget(tmp_path):
     state = {k: v.detach().clone() for k, v in run.model.build(run.data.vocab_size).state_dict().items()}
     quant, codec = run.quantizer.build(), run.compressor.build()
     info = write_artifact(
-        tmp_path / "a.pgolf", quant.quantize(state), quantizer_name="mixed", quantizer_config=config_to_json(run.quantizer),
-        compressor=codec, compressor_name="lzma", compressor_config=config_to_json(run.compressor),
+        tmp_path / "a.pgolf",
+        quant.quantize(state),
+        quantizer_name="mixed",
+        quantizer_config=config_to_json(run.quantizer),
+        compressor=codec,
+        compressor_name="lzma",
+        compressor_config=config_to_json(run.compressor),
     )
     assert info.bytes_on_disk == os.path.getsize(tmp_path / "a.pgolf")
     assert info.bytes_on_disk <= 16_000_000 - CODE_ALLOWANCE, info.bytes_on_disk
@@ -336,7 +360,9 @@ def test_adamw_groups_split_by_dimension():
     model = tiny()
     groups = {g["name"]: g for g in AdamWConfig(decay_all=False).build(model).optimizer.param_groups}
     assert all(p.ndim >= 2 for p in groups["decay"]["params"]) and groups["decay"]["weight_decay"] == 0.1
-    assert all(p.ndim == 1 for p in groups["no_decay"]["params"]) and groups["no_decay"]["weight_decay"] == 0.0
+    assert (
+        all(p.ndim == 1 for p in groups["no_decay"]["params"]) and groups["no_decay"]["weight_decay"] == 0.0
+    )
     assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
     one = AdamWConfig().build(model).optimizer.param_groups
     assert len(one) == 1 and len(one[0]["params"]) == len(list(model.parameters()))
@@ -384,7 +410,11 @@ def test_adamw_describe_and_bad_values():
     lines = AdamWConfig(decay_all=False).build(tiny()).describe()
     assert len(lines) == 2 and "group:decay" in lines[0] and "weight_decay:0.1" in lines[0]
     assert "group:no_decay" in lines[1] and "weight_decay:0 " in lines[1]
-    for bad, field in ((dict(lr=-1.0), "lr"), (dict(betas=(0.9, 1.0)), "betas"), (dict(decay_all=1), "decay_all")):
+    for bad, field in (
+        (dict(lr=-1.0), "lr"),
+        (dict(betas=(0.9, 1.0)), "betas"),
+        (dict(decay_all=1), "decay_all"),
+    ):
         with pytest.raises(ConfigError, match=field):
             AdamWConfig(**bad)
 
@@ -463,14 +493,30 @@ def test_submission_pipeline_runs_on_sp1024_data(tmp_path, default_dataset):
     sub = tmp_path / "byte_gpt"
     shutil.copytree(SUBMISSION, sub, ignore=shutil.ignore_patterns("runs", "dist"))
     sets = {
-        "data.vocab_size": "1024", "data.default_variant": "sp1024",
-        "model.n_heads": "4", "model.d_model": "64", "model.n_layers": "2", "model.block_size": "128",
-        "train.iterations": "3", "train.train_batch_tokens": "512", "train.train_seq_len": "128",
-        "train.warmup_steps": "0", "train.val_loss_every": "0", "train.train_log_every": "1",
-        "eval.eval_seq_len": "128", "eval.val_batch_size": "512", "eval.val_max_tokens": "512", "eval.eval_batch_seqs": "8",
+        "data.vocab_size": "1024",
+        "data.default_variant": "sp1024",
+        "model.n_heads": "4",
+        "model.d_model": "64",
+        "model.n_layers": "2",
+        "model.block_size": "128",
+        "train.iterations": "3",
+        "train.train_batch_tokens": "512",
+        "train.train_seq_len": "128",
+        "train.warmup_steps": "0",
+        "train.val_loss_every": "0",
+        "train.train_log_every": "1",
+        "eval.eval_seq_len": "128",
+        "eval.val_batch_size": "512",
+        "eval.val_max_tokens": "512",
+        "eval.eval_batch_seqs": "8",
     }
     record = run(build_submission_config(sub), submission_dir=sub, run_id="t", sets=sets)
-    assert record["steps"] == 3 and record["valid"] and record["quantizer"] == "int6" and record["compressor"] == "lzma"
+    assert (
+        record["steps"] == 3
+        and record["valid"]
+        and record["quantizer"] == "int6"
+        and record["compressor"] == "lzma"
+    )
     assert record["sliding_val_bpb"] is not None and math.isfinite(record["val_bpb"])
     events = [json.loads(line) for line in (sub / "runs" / "t" / "metrics.jsonl").read_text().splitlines()]
     lr = {e["step"]: e["lr_scale"] for e in events if e.get("event") == "train"}
@@ -482,4 +528,3 @@ def test_submission_pipeline_runs_on_sp1024_data(tmp_path, default_dataset):
     too_long = dict(sets, **{"train.train_seq_len": "256"})
     with pytest.raises(ConfigError, match="block_size=128"):
         run(build_submission_config(sub), submission_dir=sub, run_id="u", sets=too_long)
-

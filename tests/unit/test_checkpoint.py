@@ -43,8 +43,13 @@ CPU = DistInfo(0, 1, 0, torch.device("cpu"), None)
 
 def _tree() -> dict:
     return {
-        "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(3, 4)}, 7: {"m": torch.randn(2, dtype=torch.bfloat16)}},
-        "param_groups": [{"lr": 0.1, "betas": (0.9, 0.95), "params": [0, 7], "fused": None, "nesterov": True, "name": "x"}],
+        "state": {
+            0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(3, 4)},
+            7: {"m": torch.randn(2, dtype=torch.bfloat16)},
+        },
+        "param_groups": [
+            {"lr": 0.1, "betas": (0.9, 0.95), "params": [0, 7], "fused": None, "nesterov": True, "name": "x"}
+        ],
         "flags": torch.tensor([True, False]),
         "ids": torch.arange(5, dtype=torch.int64),
         "empty": torch.empty(0, 3),
@@ -58,7 +63,9 @@ def _equal(a, b) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and list(a) == list(b) and all(_equal(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+        return (
+            type(a) is type(b) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+        )
     if isinstance(a, float) and math.isnan(a):
         return isinstance(b, float) and math.isnan(b)
     return type(a) is type(b) and a == b
@@ -89,7 +96,10 @@ def test_unstorable_values_are_refused(tmp_path):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda b: b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00}\x94." + b"\x00" * 40, "pickle/torch.save"),  # a pickle
+        (
+            lambda b: b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00}\x94." + b"\x00" * 40,
+            "pickle/torch.save",
+        ),  # a pickle
         (lambda b: b"PK\x03\x04" + b"\x00" * 60, "pickle/torch.save"),  # a torch.save zip
         (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "sha256 mismatch"),  # one body bit flipped
         (lambda b: b[:-10], "truncated or extended"),
@@ -201,7 +211,10 @@ def test_rng_state_round_trips():
 
 def test_config_differences_list_fields_and_allow_checkpoint_settings():
     a = {"train": {"seed": 1, "checkpoint_every_minutes": 5.0, "stop_after_step": 3}, "model": {"dim": 64}}
-    b = {"train": {"seed": 2, "checkpoint_every_minutes": 0.0, "stop_after_step": 0}, "model": {"dim": 64, "new": 1}}
+    b = {
+        "train": {"seed": 2, "checkpoint_every_minutes": 0.0, "stop_after_step": 0},
+        "model": {"dim": 64, "new": 1},
+    }
     assert config_differences(a, b) == ["model.new: '<absent>' -> 1", "train.seed: 1 -> 2"]
 
 
@@ -262,17 +275,46 @@ class _Cfg:
 
 def _trainer(tmp_path, clock, **train):
     cfg = RunConfig(
-        name="t", model=_Cfg(), optimizer=_Cfg(), quantizer=_Cfg(), compressor=_Cfg(),
-        train=TrainConfig(iterations=10, max_wallclock_seconds=0.0, val_loss_every=0, warmup_steps=0, train_batch_tokens=16,
-                          train_seq_len=8, grad_accum_steps=1, warmdown_iters=0, **train),
+        name="t",
+        model=_Cfg(),
+        optimizer=_Cfg(),
+        quantizer=_Cfg(),
+        compressor=_Cfg(),
+        train=TrainConfig(
+            iterations=10,
+            max_wallclock_seconds=0.0,
+            val_loss_every=0,
+            warmup_steps=0,
+            train_batch_tokens=16,
+            train_seq_len=8,
+            grad_accum_steps=1,
+            warmdown_iters=0,
+            **train,
+        ),
     )
     tmp_path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = torch.nn.Embedding(16, 16)
-    ctx = TrainContext(config=cfg, model=model, optimizer=_Opt(model), log=RunLogger(tmp_path, echo=False), dist=CPU, autocast_dtype=None, run_dir=tmp_path)
+    ctx = TrainContext(
+        config=cfg,
+        model=model,
+        optimizer=_Opt(model),
+        log=RunLogger(tmp_path, echo=False),
+        dist=CPU,
+        autocast_dtype=None,
+        run_dir=tmp_path,
+    )
     loader = _Loader()
     ckpt = Checkpointer(tmp_path, cfg, CPU, loader=loader, observers=[])
-    trainer = Trainer(ctx, train_model=model, loader=loader, validate=lambda: {"val_loss": 1.0, "val_bpb": 1.0}, hooks=_Hooks(), clock=clock, checkpointer=ckpt)
+    trainer = Trainer(
+        ctx,
+        train_model=model,
+        loader=loader,
+        validate=lambda: {"val_loss": 1.0, "val_bpb": 1.0},
+        hooks=_Hooks(),
+        clock=clock,
+        checkpointer=ckpt,
+    )
     step_fn = trainer._train_step
 
     def timed_step(step, scale):  # every step costs 1 s of the fake clock
@@ -285,7 +327,9 @@ def _trainer(tmp_path, clock, **train):
 
 def test_checkpoints_every_n_minutes_with_the_clock_paused(tmp_path, monkeypatch):
     clock = _Clock()
-    trainer, ctx, ckpt = _trainer(tmp_path, clock, checkpoint_every_minutes=2.5 / 60)  # every 2.5 s of training
+    trainer, ctx, ckpt = _trainer(
+        tmp_path, clock, checkpoint_every_minutes=2.5 / 60
+    )  # every 2.5 s of training
     saved = []
     real_save = ckpt.save
 
@@ -327,7 +371,10 @@ def test_resume_refuses_a_different_run(tmp_path):
         ckpt.load(ctx)
 
 
-@pytest.mark.parametrize("field, value", [("checkpoint_every_minutes", -1.0), ("checkpoint_every_minutes", float("nan")), ("stop_after_step", -2)])
+@pytest.mark.parametrize(
+    "field, value",
+    [("checkpoint_every_minutes", -1.0), ("checkpoint_every_minutes", float("nan")), ("stop_after_step", -2)],
+)
 def test_bad_checkpoint_settings(tmp_path, field, value):
     with pytest.raises(ConfigError, match=f"train.{field}"):
         _trainer(tmp_path, _Clock(), **{field: value})
@@ -345,9 +392,18 @@ def test_no_loader_unpickles():
             names = [a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else []
             if isinstance(node, ast.ImportFrom) and node.module:
                 names.append(node.module)
-            if isinstance(node, ast.Attribute) and node.attr in ("load", "save") and getattr(node.value, "id", "") in ("torch", "np", "numpy"):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("load", "save")
+                and getattr(node.value, "id", "") in ("torch", "np", "numpy")
+            ):
                 names.append(f"{node.value.id}.{node.attr}")
             if isinstance(node, ast.keyword) and node.arg == "allow_pickle":
                 names.append("allow_pickle")
-            found += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] in ("pickle", "dill", "cloudpickle", "joblib") or n in ("torch.load", "torch.save", "np.load", "numpy.load", "allow_pickle")]
+            found += [
+                f"{path.relative_to(root)}: {n}"
+                for n in names
+                if n.split(".")[0] in ("pickle", "dill", "cloudpickle", "joblib")
+                or n in ("torch.load", "torch.save", "np.load", "numpy.load", "allow_pickle")
+            ]
     assert found == []

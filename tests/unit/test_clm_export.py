@@ -41,8 +41,12 @@ def test_published_shape_offsets_match_byte_lms():
         starts.append((pos, cout, rest))
         pos += 8 + (cout * rest + 1) // 2 + 4 * cout
     assert starts == [
-        (5, 768, 2304), (887_821, 768, 2304), (1_775_637, 768, 2304), (2_663_453, 768, 2304),
-        (3_551_269, 2, 768), (3_552_053, 256, 768),
+        (5, 768, 2304),
+        (887_821, 768, 2304),
+        (1_775_637, 768, 2304),
+        (2_663_453, 768, 2304),
+        (3_551_269, 2, 768),
+        (3_552_053, 256, 768),
     ]
     assert pos == 3_651_389 and blob[pos : pos + 5] == b"CLMX\x0b"
     pos += 5
@@ -52,8 +56,17 @@ def test_published_shape_offsets_match_byte_lms():
         entries.append((pos, n))
         pos += 4 + 4 * n
     assert entries == [
-        (3_651_394, 196_608), (4_437_830, 768), (4_440_906, 768), (4_443_982, 768), (4_447_058, 768),
-        (4_450_134, 2), (4_450_146, 256), (4_451_174, 768), (4_454_250, 768), (4_457_326, 768), (4_460_402, 768),
+        (3_651_394, 196_608),
+        (4_437_830, 768),
+        (4_440_906, 768),
+        (4_443_982, 768),
+        (4_447_058, 768),
+        (4_450_134, 2),
+        (4_450_146, 256),
+        (4_451_174, 768),
+        (4_454_250, 768),
+        (4_457_326, 768),
+        (4_460_402, 768),
     ]
     assert pos == len(blob) == 4_463_478
 
@@ -62,14 +75,19 @@ def test_block_payload_is_the_int4_quantizers_codes_and_scales():
     state = model(ConvMoEConfig(d_model=5)).state_dict()  # 5·5·3 = 75 codes: odd tail
     blob = encode_clm(state)
     packed = Int4Config().build().quantize(state)["ec.weight"]
-    codes, scale = packed.arrays["codes"].numpy().tobytes(), packed.arrays["scale"].numpy().astype("<f4").tobytes()
+    codes, scale = (
+        packed.arrays["codes"].numpy().tobytes(),
+        packed.arrays["scale"].numpy().astype("<f4").tobytes(),
+    )
     assert blob[5:13] == struct.pack("<II", 5, 15)
     assert blob[13 : 13 + len(codes)] == codes and len(codes) == 38
     assert blob[13 + 37] >> 4 == 8  # odd tail padded with nibble 8 (hexa's convention)
     assert blob[13 + 38 : 13 + 38 + 20] == scale
 
 
-@pytest.mark.parametrize("cfg", [ConvMoEConfig(d_model=8), ConvMoEConfig(d_model=6, experts=3, trunk_layers=2)])
+@pytest.mark.parametrize(
+    "cfg", [ConvMoEConfig(d_model=8), ConvMoEConfig(d_model=6, experts=3, trunk_layers=2)]
+)
 def test_write_read_gives_the_quantized_state_and_same_predictions(cfg, tmp_path):
     net = model(cfg, seed=1)
     state = net.state_dict()
@@ -127,12 +145,16 @@ class _Log:
 @pytest.mark.parametrize(("quantizer", "matches"), [(Int4Config(), True), (Int8Config(), False)])
 def test_observer_writes_the_file_and_reports_it(quantizer, matches, tmp_path):
     net = model(ConvMoEConfig(d_model=8), seed=2)
-    ctx = types.SimpleNamespace(model=net, run_dir=tmp_path, log=_Log(), config=types.SimpleNamespace(quantizer=quantizer))
+    ctx = types.SimpleNamespace(
+        model=net, run_dir=tmp_path, log=_Log(), config=types.SimpleNamespace(quantizer=quantizer)
+    )
     record: dict = {}
     ClmExportConfig(filename="out.clm").build().pg_report(ctx=ctx, record=record)
     blob = (tmp_path / "out.clm").read_bytes()
     assert record == {
-        "clm_file": "out.clm", "clm_bytes": len(blob), "clm_sha256": hashlib.sha256(blob).hexdigest(),
+        "clm_file": "out.clm",
+        "clm_bytes": len(blob),
+        "clm_sha256": hashlib.sha256(blob).hexdigest(),
         "clm_matches_artifact": matches,
     }
     assert ctx.log.lines and "out.clm" in ctx.log.lines[0]

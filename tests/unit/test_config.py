@@ -31,11 +31,26 @@ class _ToyConfig:
 
 
 def _cfg(**kw) -> RunConfig:
-    return RunConfig(name="t", model=_ToyConfig(), optimizer=_ToyConfig(), quantizer=_ToyConfig(), compressor=_ToyConfig(), **kw)
+    return RunConfig(
+        name="t",
+        model=_ToyConfig(),
+        optimizer=_ToyConfig(),
+        quantizer=_ToyConfig(),
+        compressor=_ToyConfig(),
+        **kw,
+    )
 
 
 def test_overrides_are_type_checked_and_coerced():
-    cfg = apply_overrides(_cfg(), {"train.iterations": "50", "train.compile": "false", "train.max_wallclock_seconds": "1.5", "model.width": 16})
+    cfg = apply_overrides(
+        _cfg(),
+        {
+            "train.iterations": "50",
+            "train.compile": "false",
+            "train.max_wallclock_seconds": "1.5",
+            "model.width": 16,
+        },
+    )
     assert cfg.train.iterations == 50 and isinstance(cfg.train.iterations, int)
     assert cfg.train.compile is False
     assert cfg.train.max_wallclock_seconds == 1.5
@@ -51,7 +66,11 @@ def test_optional_fields_accept_none_and_values():
 
 @pytest.mark.parametrize(
     ("key", "value", "fragment"),
-    [("train.iterations", "abc", "train.iterations: expected int"), ("train.compile", "maybe", "expected a boolean"), ("train.iterations", "2.5", "expected int")],
+    [
+        ("train.iterations", "abc", "train.iterations: expected int"),
+        ("train.compile", "maybe", "expected a boolean"),
+        ("train.iterations", "2.5", "expected int"),
+    ],
 )
 def test_bad_values_name_the_key(key, value, fragment):
     with pytest.raises(ConfigError, match=fragment):
@@ -77,20 +96,32 @@ def test_env_overrides_use_upstream_names():
 
 
 def test_resolution_order_cpu_profile_then_env_then_set():
-    base = _cfg(train=TrainConfig(max_wallclock_seconds=600.0), cpu_profile={"train.max_wallclock_seconds": 100.0, "train.seed": 3})
+    base = _cfg(
+        train=TrainConfig(max_wallclock_seconds=600.0),
+        cpu_profile={"train.max_wallclock_seconds": 100.0, "train.seed": 3},
+    )
     on_gpu = resolve(base, cuda=True, environ={}, sets={})
     assert on_gpu.train.max_wallclock_seconds == 600.0  # the CPU profile is for CPU only
     on_cpu = resolve(base, cuda=False, environ={}, sets={})
     assert on_cpu.train.max_wallclock_seconds == 100.0 and on_cpu.train.seed == 3
     env = resolve(base, cuda=False, environ={"MAX_WALLCLOCK_SECONDS": "20"}, sets={})
     assert env.train.max_wallclock_seconds == 20.0
-    both = resolve(base, cuda=False, environ={"MAX_WALLCLOCK_SECONDS": "20"}, sets={"train.max_wallclock_seconds": "5"})
+    both = resolve(
+        base, cuda=False, environ={"MAX_WALLCLOCK_SECONDS": "20"}, sets={"train.max_wallclock_seconds": "5"}
+    )
     assert both.train.max_wallclock_seconds == 5.0
 
 
 def test_resolve_rejects_non_components():
     with pytest.raises(ConfigError, match="RunConfig.model"):
-        resolve(RunConfig(name="t", model=3, optimizer=_ToyConfig(), quantizer=_ToyConfig(), compressor=_ToyConfig()), cuda=True, environ={}, sets={})
+        resolve(
+            RunConfig(
+                name="t", model=3, optimizer=_ToyConfig(), quantizer=_ToyConfig(), compressor=_ToyConfig()
+            ),
+            cuda=True,
+            environ={},
+            sets={},
+        )
     with pytest.raises(ConfigError, match="must return a RunConfig"):
         resolve({"name": "x"}, cuda=True, environ={}, sets={})  # type: ignore[arg-type]
 

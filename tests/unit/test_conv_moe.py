@@ -45,7 +45,9 @@ def assert_causal(model: torch.nn.Module, T: int = 16) -> None:
         for t in range(T - 1):
             changed = x.clone()
             changed[:, t + 1 :] = (x[:, t + 1 :] + torch.randint(1, V, (2, T - t - 1), generator=gen)) % V
-            assert torch.equal(model(changed)[:, : t + 1], base[:, : t + 1]), f"position <= {t} saw the future"
+            assert torch.equal(model(changed)[:, : t + 1], base[:, : t + 1]), (
+                f"position <= {t} saw the future"
+            )
 
 
 @pytest.mark.parametrize(
@@ -54,7 +56,9 @@ def assert_causal(model: torch.nn.Module, T: int = 16) -> None:
         "causal_ln",
         pytest.param(
             "groupnorm_leaky",
-            marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason="the published GroupNorm over T×C sees the future"),
+            marks=pytest.mark.xfail(
+                strict=True, raises=AssertionError, reason="the published GroupNorm over T×C sees the future"
+            ),
         ),
     ],
 )
@@ -100,7 +104,9 @@ def test_sliding_score_is_the_same_for_any_stride_leaving_the_receptive_field(tm
     tokens = torch.randint(0, V, (200,), generator=torch.Generator().manual_seed(5))
 
     def score(stride: int) -> float:
-        return evaluate_sliding(model, tokens, luts, window=32, stride=stride, batch_seqs=4, device="cpu").val_loss
+        return evaluate_sliding(
+            model, tokens, luts, window=32, stride=stride, batch_seqs=4, device="cpu"
+        ).val_loss
 
     assert score(4) == pytest.approx(score(22), rel=1e-6)  # contexts 28 and 10 >= 11 - 1
     assert score(4) != pytest.approx(score(32), rel=1e-6)  # no context at window starts: differs
@@ -139,7 +145,10 @@ def reference_logits(sd: dict[str, np.ndarray], ids: np.ndarray, cfg: ConvMoECon
     r = x @ sd["router.weight"][:, :, 0].T + sd["router.bias"]
     p = np.exp(r - r.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
-    y = sum(p[:, e : e + 1] * _gelu(_conv(x, sd[f"experts.{e}.weight"], sd[f"experts.{e}.bias"], 1)) for e in range(cfg.experts))
+    y = sum(
+        p[:, e : e + 1] * _gelu(_conv(x, sd[f"experts.{e}.weight"], sd[f"experts.{e}.bias"], 1))
+        for e in range(cfg.experts)
+    )
     yn = _ln(y, sd["out_norm.weight"], sd["out_norm.bias"])
     return yn @ sd["readout.weight"][:, :, 0].T + sd["readout.bias"]
 
@@ -161,12 +170,27 @@ def test_parameter_names_and_shapes():
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     conv = (8, 8, 3)
     assert shapes == {
-        "embed.weight": (V, 8), "ec.weight": conv, "ec.bias": (8,),
-        "trunk.0.conv.weight": conv, "trunk.0.conv.bias": (8,), "trunk.0.norm.weight": (8,), "trunk.0.norm.bias": (8,),
-        "trunk.1.conv.weight": conv, "trunk.1.conv.bias": (8,), "trunk.1.norm.weight": (8,), "trunk.1.norm.bias": (8,),
-        "router.weight": (2, 8, 1), "router.bias": (2,),
-        "experts.0.weight": conv, "experts.0.bias": (8,), "experts.1.weight": conv, "experts.1.bias": (8,),
-        "out_norm.weight": (8,), "out_norm.bias": (8,), "readout.weight": (V, 8, 1), "readout.bias": (V,),
+        "embed.weight": (V, 8),
+        "ec.weight": conv,
+        "ec.bias": (8,),
+        "trunk.0.conv.weight": conv,
+        "trunk.0.conv.bias": (8,),
+        "trunk.0.norm.weight": (8,),
+        "trunk.0.norm.bias": (8,),
+        "trunk.1.conv.weight": conv,
+        "trunk.1.conv.bias": (8,),
+        "trunk.1.norm.weight": (8,),
+        "trunk.1.norm.bias": (8,),
+        "router.weight": (2, 8, 1),
+        "router.bias": (2,),
+        "experts.0.weight": conv,
+        "experts.0.bias": (8,),
+        "experts.1.weight": conv,
+        "experts.1.bias": (8,),
+        "out_norm.weight": (8,),
+        "out_norm.bias": (8,),
+        "readout.weight": (V, 8, 1),
+        "readout.bias": (V,),
     }
     assert model.readout.weight.data_ptr() != model.embed.weight.data_ptr()  # not tied
     # The published d=768 shape (docs/techniques.md §11.3): about 7.48M parameters, 7.08M in the
@@ -215,8 +239,11 @@ def test_lcg_init_fills_every_tensor_with_its_seed():
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"d_model": 0}, "d_model"), ({"experts": True}, "experts"), ({"norm": "groupnorm"}, "norm"),
-        ({"init": "xavier"}, "init"), ({"init": "lcg", "trunk_layers": 2}, "trunk_layers"),
+        ({"d_model": 0}, "d_model"),
+        ({"experts": True}, "experts"),
+        ({"norm": "groupnorm"}, "norm"),
+        ({"init": "xavier"}, "init"),
+        ({"init": "lcg", "trunk_layers": 2}, "trunk_layers"),
     ],
 )
 def test_bad_config_names_the_field(kwargs, field):

@@ -32,17 +32,23 @@ def _hand_state() -> dict[str, QTensor]:
     codes = torch.tensor([0, 0, 0, 0, 1, 1, 2, 3])  # 3-bit codes: H = 1.75 bits
     return {
         "blocks.0.mlp.fc.weight": QTensor(
-            "intn_packed", {"q": pack_bits(codes, 3), "scale": one},
+            "intn_packed",
+            {"q": pack_bits(codes, 3), "scale": one},
             {"dtype": "float32", "bits": 3, "shape": [2, 4], "offset": 3},
         ),
         "tok_emb.weight": QTensor(
-            "int8_row", {"q": torch.tensor([[1, -1], [1, 1]], dtype=torch.int8), "scale": half}, {"dtype": "float32"},
+            "int8_row",
+            {"q": torch.tensor([[1, -1], [1, 1]], dtype=torch.int8), "scale": half},
+            {"dtype": "float32"},
         ),
         "blocks.0.attn.c_q.weight": QTensor(  # q = [1, 1, -1] -> nibbles 9, 9, 7 and the pad nibble 8
-            "int4_channel", {"codes": pack_nibbles(torch.tensor([[1, 1, -1]])), "scale": torch.tensor([1.0])},
+            "int4_channel",
+            {"codes": pack_nibbles(torch.tensor([[1, 1, -1]])), "scale": torch.tensor([1.0])},
             {"dtype": "float32", "shape": [1, 3]},
         ),
-        "norm.weight": QTensor("passthrough", {"w": torch.tensor([1.0])}, {"dtype": "float32"}),  # 00 00 80 3F
+        "norm.weight": QTensor(
+            "passthrough", {"w": torch.tensor([1.0])}, {"dtype": "float32"}
+        ),  # 00 00 80 3F
     }
 
 
@@ -119,10 +125,18 @@ def test_log_lines_and_record():
     pattern = r"entropy class:(\w+) symbols:\d+ alphabet:\d+ bits_per_symbol:\d+\.\d{4} bound_bytes:\d+( coded_bytes:\d+)?"
     assert all(re.fullmatch(pattern, line) for line in lines[:-1])
     assert "class:mlp" in lines[2] and lines[2].endswith("coded_bytes:2")
-    assert re.fullmatch(r"entropy total symbols:32 bound_bytes:\d+ compressed_bytes:10 ratio:\d+\.\d{4}", lines[-1])
+    assert re.fullmatch(
+        r"entropy total symbols:32 bound_bytes:\d+ compressed_bytes:10 ratio:\d+\.\d{4}", lines[-1]
+    )
     record = json.loads(json.dumps(rep.as_record({"mlp": 2})))  # plain JSON
     assert set(record) == {"classes", "bound_bytes", "compressed_bytes", "ratio"}
-    assert record["classes"]["mlp"] == {"symbols": 8, "alphabet": 4, "bits_per_symbol": 1.75, "bound_bytes": 1.8, "coded_bytes": 2}
+    assert record["classes"]["mlp"] == {
+        "symbols": 8,
+        "alphabet": 4,
+        "bits_per_symbol": 1.75,
+        "bound_bytes": 1.8,
+        "coded_bytes": 2,
+    }
     assert "coded_bytes" not in record["classes"]["embed"]
     assert record["ratio"] == pytest.approx(10 / rep.bound_bytes, rel=1e-5)
 
@@ -131,19 +145,34 @@ def test_layout_tiles_the_written_payload(tmp_path):
     path = tmp_path / "a.pgolf"
     cfg = ZlibConfig()
     info = write_artifact(
-        path, _hand_state(), quantizer_name="mixed", quantizer_config={}, compressor=cfg.build(),
-        compressor_name="zlib", compressor_config=config_to_json(cfg),
+        path,
+        _hand_state(),
+        quantizer_name="mixed",
+        quantizer_config={},
+        compressor=cfg.build(),
+        compressor_name="zlib",
+        compressor_config=config_to_json(cfg),
     )
     segs = layout_from_manifest(read_manifest(path)["tensors"])
     assert [s.name for s in segs] == [
-        "blocks.0.attn.c_q.weight.codes", "blocks.0.attn.c_q.weight.scale", "blocks.0.mlp.fc.weight.q",
-        "blocks.0.mlp.fc.weight.scale", "norm.weight.w", "tok_emb.weight.q", "tok_emb.weight.scale",
+        "blocks.0.attn.c_q.weight.codes",
+        "blocks.0.attn.c_q.weight.scale",
+        "blocks.0.mlp.fc.weight.q",
+        "blocks.0.mlp.fc.weight.scale",
+        "norm.weight.w",
+        "tok_emb.weight.q",
+        "tok_emb.weight.scale",
     ]
-    assert segs[0].offset == 0 and all(a.offset + a.nbytes == b.offset for a, b in zip(segs[:-1], segs[1:], strict=True))
+    assert segs[0].offset == 0 and all(
+        a.offset + a.nbytes == b.offset for a, b in zip(segs[:-1], segs[1:], strict=True)
+    )
     assert segs[-1].offset + segs[-1].nbytes == info.raw_bytes
     by_name = {s.name: s for s in segs}
     assert (by_name["blocks.0.mlp.fc.weight.q"].bits, by_name["blocks.0.mlp.fc.weight.q"].count) == (3, 8)
-    assert (by_name["blocks.0.attn.c_q.weight.codes"].bits, by_name["blocks.0.attn.c_q.weight.codes"].count) == (4, 4)
+    assert (
+        by_name["blocks.0.attn.c_q.weight.codes"].bits,
+        by_name["blocks.0.attn.c_q.weight.codes"].count,
+    ) == (4, 4)
     assert by_name["tok_emb.weight.q"].bits == 8 and by_name["tok_emb.weight.q"].cls == "embed"
 
 
@@ -157,16 +186,26 @@ def test_run_logs_and_reports_the_bound(tmp_path, default_dataset):
 
     sub = write_tiny_submission(tmp_path / "tiny")
     src = (sub / "train_gpt.py").read_text()
-    src = src.replace("from plugins.compress.zlib import ZlibConfig", "from plugins.compress.ans import AnsConfig")
-    src = src.replace("ZlibConfig(level=9)", "AnsConfig()").replace("Int8Config()", "Int8Config(passthrough_max_numel=1024)")
+    src = src.replace(
+        "from plugins.compress.zlib import ZlibConfig", "from plugins.compress.ans import AnsConfig"
+    )
+    src = src.replace("ZlibConfig(level=9)", "AnsConfig()").replace(
+        "Int8Config()", "Int8Config(passthrough_max_numel=1024)"
+    )
     (sub / "train_gpt.py").write_text(src)
     config = build_submission_config(sub)
     record = run(config, submission_dir=sub, run_id="r1")
     run_dir = sub / "runs" / "r1"
     saved = json.loads((run_dir / "submission.json").read_text())["entropy"]
     assert saved == record["entropy"]
-    assert saved["compressed_bytes"] == record["bytes_model"] == (run_dir / record["artifact_file"]).stat().st_size
-    assert saved["bound_bytes"] == pytest.approx(sum(c["bound_bytes"] for c in saved["classes"].values()), abs=1)
+    assert (
+        saved["compressed_bytes"]
+        == record["bytes_model"]
+        == (run_dir / record["artifact_file"]).stat().st_size
+    )
+    assert saved["bound_bytes"] == pytest.approx(
+        sum(c["bound_bytes"] for c in saved["classes"].values()), abs=1
+    )
     model = config.model.build(config.data.vocab_size)
     mlp = sum(p.numel() for n, p in model.named_parameters() if ".mlp." in n and p.numel() > 1024)
     assert saved["classes"]["mlp"]["symbols"] == mlp
@@ -174,6 +213,8 @@ def test_run_logs_and_reports_the_bound(tmp_path, default_dataset):
     assert all("coded_bytes" in c for c in saved["classes"].values())  # the ans coder reports them
     log = (run_dir / "train.log").read_text()
     assert len(re.findall(r"^entropy class:\w+ ", log, re.M)) == len(saved["classes"])
-    total = re.search(r"^entropy total symbols:\d+ bound_bytes:\d+ compressed_bytes:(\d+) ratio:(\S+)$", log, re.M)
+    total = re.search(
+        r"^entropy total symbols:\d+ bound_bytes:\d+ compressed_bytes:(\d+) ratio:(\S+)$", log, re.M
+    )
     assert total and int(total.group(1)) == record["bytes_model"]
     assert float(total.group(2)) == pytest.approx(saved["ratio"], abs=1e-4)

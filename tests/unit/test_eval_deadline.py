@@ -110,7 +110,9 @@ def test_deadline_stops_after_k_batches(monkeypatch, kind: str, k: int) -> None:
     assert model.calls == k
     message = str(info.value)
     name = "standard" if kind == "standard" else "sliding"
-    assert message.startswith(f"{name} evaluation stopped at its time cap after {k} of {_batches(kind)} batches")
+    assert message.startswith(
+        f"{name} evaluation stopped at its time cap after {k} of {_batches(kind)} batches"
+    )
     done = k * 8 if kind == "standard" else (8 + 4 * (2 * k - 1) if k else 0)  # first window scores all 8
     assert f"({done} of 80 targets on rank 0)" in message
     assert isinstance(info.value, PgolfError)
@@ -129,7 +131,9 @@ def test_deadline_not_reached_changes_nothing(monkeypatch, kind: str) -> None:
 def test_real_sleeps_stop_promptly() -> None:
     model = TickingLM(sleep=0.1)
     t0 = time.perf_counter()
-    with pytest.raises(EvalTimeLimit, match=r"sliding evaluation stopped .* it had 0\.2\d\ds left before the deadline"):
+    with pytest.raises(
+        EvalTimeLimit, match=r"sliding evaluation stopped .* it had 0\.2\d\ds left before the deadline"
+    ):
         _run("sliding", model, deadline=t0 + 0.25)
     # ~3 batches of 0.1 s, not the 10 of the whole pass; the margin absorbs a loaded machine.
     assert 1 <= model.calls < _batches("sliding")
@@ -138,7 +142,11 @@ def test_real_sleeps_stop_promptly() -> None:
 
 def _dist_worker(rank: int, out_dir: str) -> None:
     dist.init_process_group(
-        "gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=2, timeout=timedelta(seconds=60)
+        "gloo",
+        init_method=f"file://{out_dir}/rendezvous",
+        rank=rank,
+        world_size=2,
+        timeout=timedelta(seconds=60),
     )
     torch.set_num_threads(1)
     clock = FakeClock()
@@ -168,7 +176,9 @@ def _dist_worker(rank: int, out_dir: str) -> None:
 def test_ranks_stop_together(tmp_path) -> None:
     mp.spawn(_dist_worker, args=(str(tmp_path),), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    single = evaluate_sliding(TickingLM(), _tokens(46)[:22], _luts(), window=8, stride=4, batch_seqs=2, device="cpu")
+    single = evaluate_sliding(
+        TickingLM(), _tokens(46)[:22], _luts(), window=8, stride=4, batch_seqs=2, device="cpu"
+    )
     assert len(sliding_windows(21, 8, 4)) == 5
     for got in ranks:
         assert got["uneven"][1] == single.tokens == 21
@@ -183,7 +193,12 @@ def test_run_with_tiny_eval_cap_is_invalid_and_unscored(tmp_path, default_datase
     from tests.conftest import write_tiny_submission
 
     sub = write_tiny_submission(tmp_path / "tiny")
-    sets = {"train.iterations": "2", "train.warmup_steps": "0", "train.val_loss_every": "0", "eval.max_eval_seconds": "0.000001"}
+    sets = {
+        "train.iterations": "2",
+        "train.warmup_steps": "0",
+        "train.val_loss_every": "0",
+        "eval.max_eval_seconds": "0.000001",
+    }
     t0 = time.perf_counter()
     record = run(build_submission_config(sub), submission_dir=sub, run_id="cap", sets=sets)
     assert time.perf_counter() - t0 < 120
@@ -191,7 +206,9 @@ def test_run_with_tiny_eval_cap_is_invalid_and_unscored(tmp_path, default_datase
     saved = json.loads((run_dir / "submission.json").read_text())
     assert saved["valid"] is False and record["valid"] is False
     reasons = saved["invalid_reasons"]
-    assert len(reasons) == 1 and reasons[0].startswith("evaluation stopped at the cap of 1e-06s: standard evaluation")
+    assert len(reasons) == 1 and reasons[0].startswith(
+        "evaluation stopped at the cap of 1e-06s: standard evaluation"
+    )
     assert "after 0 of" in reasons[0]
     for key in ("val_bpb", "val_loss", "roundtrip_val_bpb", "sliding_val_bpb"):
         assert saved[key] is None, key  # never a partial number presented as the score
@@ -210,12 +227,17 @@ def test_run_with_sliding_cut_keeps_roundtrip_but_no_headline(tmp_path, default_
     from tests.conftest import write_tiny_submission
 
     real = Scorer.sliding
-    monkeypatch.setattr(Scorer, "sliding", lambda self, model, deadline=None: real(self, model, deadline=-math.inf))
+    monkeypatch.setattr(
+        Scorer, "sliding", lambda self, model, deadline=None: real(self, model, deadline=-math.inf)
+    )
     sub = write_tiny_submission(tmp_path / "tiny")
     sets = {"train.iterations": "2", "train.warmup_steps": "0", "train.val_loss_every": "0"}
     record = run(build_submission_config(sub), submission_dir=sub, run_id="cut", sets=sets)
     saved = json.loads((sub / "runs" / "cut" / "submission.json").read_text())
     assert saved["valid"] is False and "sliding evaluation stopped" in saved["invalid_reasons"][0]
-    assert saved["roundtrip_val_bpb"] == pytest.approx(record["roundtrip_val_bpb"]) and saved["roundtrip_val_bpb"] > 0
+    assert (
+        saved["roundtrip_val_bpb"] == pytest.approx(record["roundtrip_val_bpb"])
+        and saved["roundtrip_val_bpb"] > 0
+    )
     assert saved["val_bpb"] is None and saved["sliding_val_bpb"] is None
     assert saved["score_method"].startswith("sliding_window")

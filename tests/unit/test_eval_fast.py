@@ -72,8 +72,13 @@ def _gpt(**kw) -> nn.Module:
 
 def _gpt_components() -> nn.Module:
     comps = (
-        BigramHashConfig(buckets=64, dim=8), SmearGateConfig(), ValueEmbedConfig(layers=(0, 1), dim=8),
-        XSAConfig(last_n=1), ValueResidualConfig(), GatedAttentionConfig(), ParallelResidualConfig(last_n=1),
+        BigramHashConfig(buckets=64, dim=8),
+        SmearGateConfig(),
+        ValueEmbedConfig(layers=(0, 1), dim=8),
+        XSAConfig(last_n=1),
+        ValueResidualConfig(),
+        GatedAttentionConfig(),
+        ParallelResidualConfig(last_n=1),
         RecycledCoreConfig(layers=(1,)),
     )
     return _gpt(components=comps)
@@ -94,7 +99,9 @@ def model(request) -> nn.Module:
 
 def _pair(forward, tokens: torch.Tensor, **kw) -> tuple[EvalResult, EvalResult]:
     common = dict(device="cpu", **kw)
-    return evaluate_sliding(forward, tokens, _luts(), **common), evaluate_sliding_reference(forward, tokens, _luts(), **common)
+    return evaluate_sliding(forward, tokens, _luts(), **common), evaluate_sliding_reference(
+        forward, tokens, _luts(), **common
+    )
 
 
 def _assert_same(fast: EvalResult, ref: EvalResult) -> None:
@@ -157,7 +164,9 @@ class NoSplitLM(nn.Module):
 
 
 @pytest.mark.parametrize("n, window, stride, batch_seqs", SHAPES[:3])
-def test_model_without_hidden_falls_back_to_forward(n: int, window: int, stride: int, batch_seqs: int) -> None:
+def test_model_without_hidden_falls_back_to_forward(
+    n: int, window: int, stride: int, batch_seqs: int
+) -> None:
     lm = NoSplitLM().requires_grad_(False)
     assert head_split(lm) is None
     fast, ref = _pair(lm, _tokens(n, seed=9), window=window, stride=stride, batch_seqs=batch_seqs)
@@ -178,7 +187,9 @@ def test_head_runs_only_on_scored_positions() -> None:
 
     gpt.logits = counting_logits
     assert head_split(gpt) is not None
-    result = evaluate_sliding(gpt, _tokens(71, seed=2), _luts(), window=16, stride=4, batch_seqs=5, device="cpu")
+    result = evaluate_sliding(
+        gpt, _tokens(71, seed=2), _luts(), window=16, stride=4, batch_seqs=5, device="cpu"
+    )
     # 70 targets: the head saw exactly those rows, not the 16 positions of every window.
     assert sum(rows) == result.tokens == 70
     assert len(rows) == math.ceil(len(sliding_windows(70, 16, 4)) / 5)
@@ -188,7 +199,11 @@ def _hand_sliding(model: nn.Module, tokens: list[int], window: int, stride: int)
     """Per-target NLL in a Python loop: the window holding target p is found by formula and
     run unpadded; bytes from the tables by the rule of docs/protocol.md §2.2."""
     luts = _luts()
-    base, space, boundary = luts.base_bytes.tolist(), luts.has_leading_space.tolist(), luts.is_boundary.tolist()
+    base, space, boundary = (
+        luts.base_bytes.tolist(),
+        luts.has_leading_space.tolist(),
+        luts.is_boundary.tolist(),
+    )
     loss, nbytes = 0.0, 0
     for p in range(len(tokens) - 1):
         start = 0 if p < window else ((p - window) // stride + 1) * stride
@@ -228,7 +243,9 @@ def test_bad_hidden_shape_is_a_config_error() -> None:
 
 
 @pytest.mark.parametrize("n, window, stride, batch_seqs", [SHAPES[0], SHAPES[2], SHAPES[5]])
-def test_static_padding_used_for_compile_changes_nothing(monkeypatch, model, n, window, stride, batch_seqs) -> None:
+def test_static_padding_used_for_compile_changes_nothing(
+    monkeypatch, model, n, window, stride, batch_seqs
+) -> None:
     # On CUDA with compile, every batch is padded to batch_seqs x window (tail rows and the
     # short tail window included); forced here on CPU, where nothing is compiled.
     import harness.pipeline.eval as heval
@@ -237,7 +254,9 @@ def test_static_padding_used_for_compile_changes_nothing(monkeypatch, model, n, 
     widths: list[tuple[int, int]] = []
     split = head_split(model)
     monkeypatch.setattr(heval, "_static_shapes", lambda *_: True)
-    monkeypatch.setattr(heval, "head_split", lambda m: (lambda x: widths.append(tuple(x.shape)) or split[0](x), split[1]))
+    monkeypatch.setattr(
+        heval, "head_split", lambda m: (lambda x: widths.append(tuple(x.shape)) or split[0](x), split[1])
+    )
     fast, ref = _pair(model, tokens, window=window, stride=stride, batch_seqs=batch_seqs, compile_model=True)
     _assert_same(fast, ref)
     rows = min(batch_seqs, len(sliding_windows(n - 1, window, stride)))

@@ -22,8 +22,14 @@ from plugins.quant.int4 import Int4Config, pack_nibbles, quantize_channels, unpa
 
 TINY = ConvMoEConfig(d_model=16, experts=3, trunk_layers=2)
 CONV_WEIGHTS = {
-    "ec.weight", "trunk.0.conv.weight", "trunk.1.conv.weight", "experts.0.weight", "experts.1.weight",
-    "experts.2.weight", "router.weight", "readout.weight",
+    "ec.weight",
+    "trunk.0.conv.weight",
+    "trunk.1.conv.weight",
+    "experts.0.weight",
+    "experts.1.weight",
+    "experts.2.weight",
+    "router.weight",
+    "readout.weight",
 }
 
 
@@ -66,11 +72,13 @@ def test_minus_eight_is_never_produced_and_refused_on_decode():
 
 
 def test_channel_scale_and_rounding_by_hand():
-    w = torch.tensor([
-        [7.0, 2.5, -3.5, 0.49],  # s = 1: 2.5 -> 2 (half to even; hexa's half-away gives 3), -3.5 -> -4
-        [-14.0, 1.0, 3.0, 5.0],  # s = 2: 0.5 -> 0, 1.5 -> 2, 2.5 -> 2
-        [0.0, 0.0, 0.0, 0.0],  # all-zero channel: s = 1 (hexa), q = 0
-    ])
+    w = torch.tensor(
+        [
+            [7.0, 2.5, -3.5, 0.49],  # s = 1: 2.5 -> 2 (half to even; hexa's half-away gives 3), -3.5 -> -4
+            [-14.0, 1.0, 3.0, 5.0],  # s = 2: 0.5 -> 0, 1.5 -> 2, 2.5 -> 2
+            [0.0, 0.0, 0.0, 0.0],  # all-zero channel: s = 1 (hexa), q = 0
+        ]
+    )
     q, scale = quantize_channels(w)
     assert scale.tolist() == [1.0, 2.0, 1.0]
     assert q.tolist() == [[7, 2, -4, 0], [-7, 0, 2, 2], [0, 0, 0, 0]]
@@ -116,8 +124,13 @@ def test_artifact_roundtrip_through_the_registry(tmp_path):
     state = tiny_model().state_dict()
     path = tmp_path / "m.pgolf"
     write_artifact(
-        path, quant.quantize(state), quantizer_name="int4", quantizer_config=config_to_json(qcfg),
-        compressor=ccfg.build(), compressor_name="zstd", compressor_config=config_to_json(ccfg),
+        path,
+        quant.quantize(state),
+        quantizer_name="int4",
+        quantizer_config=config_to_json(qcfg),
+        compressor=ccfg.build(),
+        compressor_name="zstd",
+        compressor_config=config_to_json(ccfg),
     )
     loaded, manifest = load_state_dict(path, registry)
     assert manifest["quantizer"]["name"] == "int4"
@@ -145,7 +158,11 @@ def test_bad_stored_tensors_are_refused_with_the_name():
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"patterns": ()}, "patterns"), ({"patterns": ("",)}, "patterns"), ({"passthrough_dtype": "int8"}, "passthrough_dtype")],
+    [
+        ({"patterns": ()}, "patterns"),
+        ({"patterns": ("",)}, "patterns"),
+        ({"passthrough_dtype": "int8"}, "passthrough_dtype"),
+    ],
 )
 def test_bad_config_names_the_field(kwargs, field):
     with pytest.raises(ConfigError, match=field):
@@ -166,7 +183,13 @@ def test_late_qat_forward_equals_the_dequantized_int4_model():
     dequantized = TINY.build(256)
     dequantized.load_state_dict(quant.dequantize(quant.quantize(model.state_dict())))
     ctx = types.SimpleNamespace(
-        model=model, config=types.SimpleNamespace(quantizer=Int4Config()), log=_Log(), notes={}, averaging=None, step=1, lr_scale=1.0,
+        model=model,
+        config=types.SimpleNamespace(quantizer=Int4Config()),
+        log=_Log(),
+        notes={},
+        averaging=None,
+        step=1,
+        lr_scale=1.0,
     )
     plugin = LateQATConfig(threshold=1.01).build()
     plugin.pg_train_start(ctx)
@@ -189,7 +212,13 @@ def test_compiled_qat_forward_with_fake_quant_is_one_graph_and_follows_alpha():
     torch._dynamo.reset()
     model = tiny_model(2)
     ctx = types.SimpleNamespace(
-        model=model, config=types.SimpleNamespace(quantizer=Int4Config()), log=_Log(), notes={}, averaging=None, step=1, lr_scale=1.0,
+        model=model,
+        config=types.SimpleNamespace(quantizer=Int4Config()),
+        log=_Log(),
+        notes={},
+        averaging=None,
+        step=1,
+        lr_scale=1.0,
     )
     plugin = LateQATConfig(threshold=1.01).build()
     plugin.pg_train_start(ctx)

@@ -56,7 +56,9 @@ def p1573_state(seed: int = 0) -> dict[str, torch.Tensor]:
 
 def expected_p1573(name: str) -> str:
     """docs/techniques.md §8.3, P1573's routing written out: passthrough / int8 / int5."""
-    if name.startswith(("bigram.proj", "bigram.scale", "smear", "skip_weights", "ve_shared.proj", "ve_shared.scale")):
+    if name.startswith(
+        ("bigram.proj", "bigram.scale", "smear", "skip_weights", "ve_shared.proj", "ve_shared.scale")
+    ):
         return "fp16"
     if ".attn_scale" in name or ".resid_mix" in name or ".q_gain" in name or "attn_gate" in name:
         return "fp16"
@@ -91,7 +93,11 @@ def test_routing_matches_p1573_name_by_name(cfg: IntNConfig) -> None:
 
 @pytest.mark.parametrize(
     "cfg",
-    [IntNConfig(), IntNConfig.p1573(), IntNConfig(bits=6, packed=False, embed_bits=6, passthrough_max_numel=70_000)],
+    [
+        IntNConfig(),
+        IntNConfig.p1573(),
+        IntNConfig(bits=6, packed=False, embed_bits=6, passthrough_max_numel=70_000),
+    ],
     ids=["default", "p1573", "int6-unpacked"],
 )
 def test_qat_bits_agrees_with_quantize_for_every_tensor(cfg: IntNConfig) -> None:
@@ -174,8 +180,13 @@ def test_artifact_roundtrip_through_a_registry(tmp_path) -> None:
         qts = quant.quantize(sd)
         path = tmp_path / f"m{i}.pgolf"
         write_artifact(
-            path, qts, quantizer_name="intn", quantizer_config=config_to_json(cfg),
-            compressor=LzmaConfig().build(), compressor_name="lzma", compressor_config=config_to_json(LzmaConfig()),
+            path,
+            qts,
+            quantizer_name="intn",
+            quantizer_config=config_to_json(cfg),
+            compressor=LzmaConfig().build(),
+            compressor_name="lzma",
+            compressor_config=config_to_json(LzmaConfig()),
         )
         back, manifest = load_state_dict(path, registry)
         assert manifest["quantizer"]["name"] == "intn"
@@ -201,11 +212,23 @@ def test_unknown_kind_is_refused() -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("bits", 1), ("bits", 9), ("bits", 5.0), ("embed_bits", 1),
-        ("clip_percentiles", ()), ("clip_percentiles", (0.0,)), ("clip_percentiles", (1.5,)),
-        ("clip_percentiles", [1.0]), ("scale_floor", 0.0), ("scale_floor", -1.0), ("scale_floor", float("inf")),
-        ("packed", 1), ("allow_extra_negative", "no"), ("passthrough_max_numel", -1),
-        ("passthrough_dtype", "float64"), ("embed_patterns", ("",)), ("embed_patterns", ["tok_emb"]),
+        ("bits", 1),
+        ("bits", 9),
+        ("bits", 5.0),
+        ("embed_bits", 1),
+        ("clip_percentiles", ()),
+        ("clip_percentiles", (0.0,)),
+        ("clip_percentiles", (1.5,)),
+        ("clip_percentiles", [1.0]),
+        ("scale_floor", 0.0),
+        ("scale_floor", -1.0),
+        ("scale_floor", float("inf")),
+        ("packed", 1),
+        ("allow_extra_negative", "no"),
+        ("passthrough_max_numel", -1),
+        ("passthrough_dtype", "float64"),
+        ("embed_patterns", ("",)),
+        ("embed_patterns", ["tok_emb"]),
     ],
 )
 def test_invalid_settings_name_the_field(field: str, value: object) -> None:

@@ -48,7 +48,10 @@ class RowQuantizer:
         return self.bits if self._quantized(name, tensor) else None
 
     def quantize(self, state_dict: dict[str, torch.Tensor]) -> dict[str, QTensor]:
-        return {n: QTensor("row" if self._quantized(n, t) else "passthrough", {"w": t}) for n, t in state_dict.items()}
+        return {
+            n: QTensor("row" if self._quantized(n, t) else "passthrough", {"w": t})
+            for n, t in state_dict.items()
+        }
 
     def dequantize(self, tensors: dict[str, QTensor]) -> dict[str, torch.Tensor]:  # pragma: no cover
         return {n: q.arrays["w"] for n, q in tensors.items()}
@@ -77,8 +80,13 @@ def spread_model(seed: int = 0, vocab: int = VOCAB) -> torch.nn.Module:
 
 def fake_ctx(model, quantizer_cfg=None, run_dir=None) -> types.SimpleNamespace:
     return types.SimpleNamespace(
-        model=model, config=types.SimpleNamespace(quantizer=quantizer_cfg or RowQuantizerConfig()),
-        log=RunLogger(run_dir, echo=False), step=0, lr_scale=1.0, averaging=None, notes={},
+        model=model,
+        config=types.SimpleNamespace(quantizer=quantizer_cfg or RowQuantizerConfig()),
+        log=RunLogger(run_dir, echo=False),
+        step=0,
+        lr_scale=1.0,
+        averaging=None,
+        notes={},
     )
 
 
@@ -156,7 +164,12 @@ def test_alpha_on_forward_equals_the_fake_quantized_weights():
         for name in plugin.names:
             module = model.get_submodule(name.rpartition(".")[0])
             # w + (fq - w) is fq up to one rounding of the subtraction/addition.
-            torch.testing.assert_close(module.weight, numpy_fake_quant(module.parametrizations.weight.original, 6), rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(
+                module.weight,
+                numpy_fake_quant(module.parametrizations.weight.original, 6),
+                rtol=1e-6,
+                atol=1e-7,
+            )
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert (got - raw).abs().max() > 1e-2  # the quantization is visible, so the check can fail
 
@@ -200,7 +213,9 @@ def test_optimizer_keeps_updating_the_same_parameters():
     optimizer = MuonConfig().build(model)  # built before pg_train_start, as in the runner
     before = {n: p for n, p in model.named_parameters()}
     plugin, _ = attach(model)
-    opt_params = {id(p) for opt in optimizer.optimizers.values() for g in opt.param_groups for p in g["params"]}
+    opt_params = {
+        id(p) for opt in optimizer.optimizers.values() for g in opt.param_groups for p in g["params"]
+    }
     for name in plugin.names:
         module = model.get_submodule(name.rpartition(".")[0])
         original = module.parametrizations.weight.original
@@ -242,7 +257,9 @@ def test_state_dict_survives_priming_and_export_gets_original_names():
     for key, value in final.items():
         parametrized_key = key.removesuffix(".weight") + ".parametrizations.weight.original"
         assert torch.equal(value, raw[parametrized_key] if parametrized_key in raw else raw[key]), key
-    assert not torch.equal(final["blocks.0.mlp.fc.weight"], numpy_fake_quant(final["blocks.0.mlp.fc.weight"], 6))
+    assert not torch.equal(
+        final["blocks.0.mlp.fc.weight"], numpy_fake_quant(final["blocks.0.mlp.fc.weight"], 6)
+    )
 
 
 def test_switches_on_after_the_first_step_below_the_threshold(tmp_path):
@@ -286,7 +303,11 @@ def test_quantizer_without_qat_bits_is_refused_with_its_name():
 
 @pytest.mark.parametrize("bits", [1, 17, 6.0, True])
 def test_bad_bit_width_names_the_tensor(bits):
-    cfg = types.SimpleNamespace(build=lambda: types.SimpleNamespace(qat_bits=lambda name, t: bits if name == "tok_emb.weight" else None))
+    cfg = types.SimpleNamespace(
+        build=lambda: types.SimpleNamespace(
+            qat_bits=lambda name, t: bits if name == "tok_emb.weight" else None
+        )
+    )
     with pytest.raises(ConfigError, match=re.escape("qat_bits('tok_emb.weight') returned")):
         attach(spread_model(), quantizer_cfg=cfg)
 
@@ -340,8 +361,11 @@ def test_swa_and_ema_average_raw_weights_under_late_qat(order):
     model = spread_model()
     original_keys = list(model.state_dict().keys())
     optimizer = MuonConfig().build(model)
-    plugins = {"qat": LateQATConfig(threshold=0.5).build(), "swa": SWAConfig(start_frac=0.5, every=1).build(),
-               "ema": EMAConfig().build()}
+    plugins = {
+        "qat": LateQATConfig(threshold=0.5).build(),
+        "swa": SWAConfig(start_frac=0.5, every=1).build(),
+        "ema": EMAConfig().build(),
+    }
     manager = PluginManager()
     for name in order:
         manager.register_object(plugins[name], name=name)
@@ -356,8 +380,12 @@ def test_swa_and_ema_average_raw_weights_under_late_qat(order):
         ctx.step, ctx.lr_scale = step, scale
         manager.hook.pg_step_end(ctx=ctx)
         if scale < 0.5:
-            snapshots.append({k.replace(".parametrizations.weight.original", ".weight"): v.detach().clone()
-                              for k, v in model.state_dict().items()})
+            snapshots.append(
+                {
+                    k.replace(".parametrizations.weight.original", ".weight"): v.detach().clone()
+                    for k, v in model.state_dict().items()
+                }
+            )
     manager.hook.pg_train_end(ctx=ctx)
     final = model.state_dict()
     assert sorted(final.keys()) == sorted(original_keys)
@@ -379,17 +407,25 @@ def test_real_run_switches_qat_on_and_exports_original_names(tmp_path, default_d
     sub = write_tiny_submission(tmp_path / "qat")
     # int8 with a 4,096-entry passthrough limit quantizes tok_emb, mlp.fc and mlp.proj of each block.
     config = dataclasses.replace(
-        build_submission_config(sub), quantizer=Int8Config(passthrough_max_numel=4096),
+        build_submission_config(sub),
+        quantizer=Int8Config(passthrough_max_numel=4096),
         plugins=(LateQATConfig(threshold=0.9), SWAConfig(start_frac=0.9, every=2)),
     )
     # Step k runs at s = (9 - k)/6 from k = 3 (step-based warmdown), so s < 0.9 first at step 4;
     # warmup_steps=2 (the tiny default) primes and restores the parametrized model.
-    sets = {"train.iterations": "8", "train.warmdown_iters": "6", "train.max_wallclock_seconds": "0", "train.val_loss_every": "0"}
+    sets = {
+        "train.iterations": "8",
+        "train.warmdown_iters": "6",
+        "train.max_wallclock_seconds": "0",
+        "train.val_loss_every": "0",
+    }
     record = run(config, submission_dir=sub, run_id="qat", sets=sets)
     log = (sub / "runs" / "qat" / "train.log").read_text()
     assert "late_qat:armed tensors:5 bits:[8] threshold:0.9\n" in log
     assert "late_qat:enabled step:4 scale:0.8333 threshold:0.9 tensors:5\n" in log
     assert "swa:applying averaged 3 checkpoints\n" in log
     assert record["late_qat_step"] == 4 and record["late_qat_tensors"] == 5 and record["averaging"] == "swa"
-    state, _ = load_state_dict(sub / "runs" / "qat" / record["artifact_file"], full_manager(entrypoints=False).registry)
+    state, _ = load_state_dict(
+        sub / "runs" / "qat" / record["artifact_file"], full_manager(entrypoints=False).registry
+    )
     assert sorted(state) == sorted(TINY.build(1024).state_dict())  # the artifact stores names sorted

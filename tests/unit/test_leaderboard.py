@@ -25,9 +25,18 @@ SHA_B = "cd" * 32
 def _entry(key: str, bpbs: list[float], **kw: object) -> Entry:
     seeds = [SeedResult(seed=str(1337 + i), val_bpb=x, bytes_total=15_000_000) for i, x in enumerate(bpbs)]
     fields: dict[str, object] = {
-        "name": key, "author": "someone", "date": "2026-03-20", "protocol": "full", "dataset_sha256": SHA_A,
-        "score_bpb": sum(bpbs) / len(bpbs), "seeds": seeds, "bytes_total": 15_000_000, "steps": 1000,
-        "ms_per_step": 55.555, "tokens_per_byte": TPB, "summary": f"summary of {key}",
+        "name": key,
+        "author": "someone",
+        "date": "2026-03-20",
+        "protocol": "full",
+        "dataset_sha256": SHA_A,
+        "score_bpb": sum(bpbs) / len(bpbs),
+        "seeds": seeds,
+        "bytes_total": 15_000_000,
+        "steps": 1000,
+        "ms_per_step": 55.555,
+        "tokens_per_byte": TPB,
+        "summary": f"summary of {key}",
     }
     fields.update(kw)
     return Entry(key=key, **fields)  # type: ignore[arg-type]
@@ -86,7 +95,11 @@ def test_tables_sections_and_order(tmp_path: Path) -> None:
         "## Upstream records — non-record / unlimited compute",
         "### Dataset fingerprint unrecorded",
     ]
-    names = [ln.split("|")[1].strip() for ln in _table_lines(readme) if not ln.startswith("| Run") and "---" not in ln]
+    names = [
+        ln.split("|")[1].strip()
+        for ln in _table_lines(readme)
+        if not ln.startswith("| Run") and "---" not in ln
+    ]
     # other_data (1.0) is better than all but sits in its own fingerprint section after them.
     assert names == ["fast", "single", "slow", "other\\_data", "smoke\\_run", "rec", "nonrec"]
     assert "| 1.0979 |" in readme  # half-up on the decimal value
@@ -103,7 +116,11 @@ def test_csv_and_json_full_precision(tmp_path: Path) -> None:
     assert rec["score_bpb"] == 1.09785 and rec["table"] == "upstream:10min_16mb"
     assert float(frame.loc[frame["key"] == "rec", "score_bpb"].iloc[0]) == 1.09785
     fast = next(e for e in data["entries"] if e["key"] == "fast")
-    assert fast["rank"] == 1 and fast["n_seeds"] == 3 and [s["val_bpb"] for s in fast["seeds"]] == [1.22, 1.2205, 1.2195]
+    assert (
+        fast["rank"] == 1
+        and fast["n_seeds"] == 3
+        and [s["val_bpb"] for s in fast["seeds"]] == [1.22, 1.2205, 1.2195]
+    )
     assert fast["score_std"] == pytest.approx(stats.tstd([1.22, 1.2205, 1.2195]))
 
 
@@ -116,7 +133,9 @@ def test_significance_column_matches_scipy(tmp_path: Path) -> None:
     assert data["single"]["vs_prev_note"] == "this row has 1 seed"
     assert data["slow"]["vs_prev_note"] == "row above has 1 seed"
     entries = [e for e in _entries() if e.key != "single"]
-    rows = {e["key"]: e for e in json.loads(render(entries, tmp_path / "b", title="t")[2].read_text())["entries"]}
+    rows = {
+        e["key"]: e for e in json.loads(render(entries, tmp_path / "b", title="t")[2].read_text())["entries"]
+    }
     ref = stats.ttest_ind(
         [x * to_nats for x in (1.2200, 1.2205, 1.2195)],
         [x * to_nats - 0.005 for x in (1.2300, 1.2310, 1.2290)],
@@ -131,7 +150,10 @@ def test_significance_column_matches_scipy(tmp_path: Path) -> None:
 
 
 def test_unknown_ratio_is_explained(tmp_path: Path) -> None:
-    entries = [_entry("x", [1.20, 1.21], tokens_per_byte=None), _entry("y", [1.30, 1.31], tokens_per_byte=None)]
+    entries = [
+        _entry("x", [1.20, 1.21], tokens_per_byte=None),
+        _entry("y", [1.30, 1.31], tokens_per_byte=None),
+    ]
     readme = render(entries, tmp_path, title="t")[0].read_text()
     assert "n/a (tokens/byte unknown)" in readme
 

@@ -25,8 +25,12 @@ FULL, INTERRUPTED = LEGACY / "run_full", LEGACY / "run_interrupted"
 
 # The fixture's submission, with today's module paths.
 SUBMISSION = (LEGACY / "submission_as_written.py.txt").read_text(encoding="utf-8")
-SUBMISSION = SUBMISSION.replace("harness.config", "harness.api.config").replace("harness.runner", "harness.pipeline.runner")
-SUBMISSION = SUBMISSION.replace("plugins.quant.late_qat", "plugins.algorithms.late_qat").replace("plugins.quant.prune", "plugins.algorithms.prune")
+SUBMISSION = SUBMISSION.replace("harness.config", "harness.api.config").replace(
+    "harness.runner", "harness.pipeline.runner"
+)
+SUBMISSION = SUBMISSION.replace("plugins.quant.late_qat", "plugins.algorithms.late_qat").replace(
+    "plugins.quant.prune", "plugins.algorithms.prune"
+)
 
 
 def _sha(path: Path) -> str:
@@ -34,9 +38,14 @@ def _sha(path: Path) -> str:
 
 
 def test_old_class_paths_map_to_the_moved_modules():
-    assert current_class_path("plugins.quant.late_qat.LateQATConfig") == "plugins.algorithms.late_qat.LateQATConfig"
+    assert (
+        current_class_path("plugins.quant.late_qat.LateQATConfig")
+        == "plugins.algorithms.late_qat.LateQATConfig"
+    )
     assert current_class_path("plugins.quant.prune.PruneConfig") == "plugins.algorithms.prune.PruneConfig"
-    assert current_class_path("plugins.quant.intn.IntNConfig") == "plugins.quant.intn.IntNConfig"  # did not move
+    assert (
+        current_class_path("plugins.quant.intn.IntNConfig") == "plugins.quant.intn.IntNConfig"
+    )  # did not move
     meta = read_checkpoint_meta(INTERRUPTED / "checkpoint.pgck")
     classes = json.dumps(meta["config"])
     assert "plugins.quant.late_qat" not in classes and "plugins.algorithms.late_qat.LateQATConfig" in classes
@@ -49,8 +58,13 @@ def test_old_artifact_rescores_to_its_logged_numbers(default_dataset):
     assert _sha(artifact) == record["artifact_sha256"]
     assert read_manifest(artifact)["quantizer"]["name"] == "intn"
     got = rescore(
-        artifact, data_path=default_dataset.data_path, tokenizer_path=default_dataset.tokenizer_path,
-        seq_len=record["train_seq_len"], stride=record["eval_stride"], batch_seqs=8, val_max_tokens=record["val_tokens"],
+        artifact,
+        data_path=default_dataset.data_path,
+        tokenizer_path=default_dataset.tokenizer_path,
+        seq_len=record["train_seq_len"],
+        stride=record["eval_stride"],
+        batch_seqs=8,
+        val_max_tokens=record["val_tokens"],
     )
     assert got["val_bpb"] == pytest.approx(record["roundtrip_val_bpb"], abs=1e-9)
     assert got["sliding_val_bpb"] == pytest.approx(record["sliding_val_bpb"], abs=1e-9)

@@ -52,7 +52,10 @@ FAMILY_B_TS = """\
 def test_family_a_ignores_templates_warnings_and_takes_last_total() -> None:
     s = parse_log(FAMILY_A)
     assert s.family == "A"
-    assert s.finals == {"final_int8_zlib_roundtrip": (2.0727, 1.2244), "final_int8_zlib_roundtrip_exact": (2.07269931, 1.2243657)}
+    assert s.finals == {
+        "final_int8_zlib_roundtrip": (2.0727, 1.2244),
+        "final_int8_zlib_roundtrip_exact": (2.07269931, 1.2243657),
+    }
     assert (s.steps, s.iterations, s.train_time_ms, s.ms_per_step) == (250, 20000, 11000.0, 44.0)
     assert s.total_bytes == 15863489  # not the raw 67,272,625 line before it
     assert (s.code_bytes, s.model_params, s.seed, s.truncated) == (47642, 17059912, "7", False)
@@ -70,19 +73,24 @@ def test_family_b_with_epoch_timestamps() -> None:
 
 
 def test_truncated_log_has_no_final_line() -> None:
-    text = FAMILY_A.split("final_int8_zlib_roundtrip val_loss")[0] + "  sliding_eval [ 11.9%] running_bpb=1.195432\n"
+    text = (
+        FAMILY_A.split("final_int8_zlib_roundtrip val_loss")[0]
+        + "  sliding_eval [ 11.9%] running_bpb=1.195432\n"
+    )
     s = parse_log(text)
     assert s.truncated and s.finals == {} and s.total_bytes == 15863489
 
 
 def test_variant_final_line_shapes() -> None:
-    text = "\n".join([
-        "final_sliding_window_eval_exact stride:64 val_loss:1.90000000 val_bpb:1.12500000",
-        "final_int8_zlib_roundtrip_exact sliding val_loss:1.80000000 sliding val_bpb:1.11111111",
-        "final_sliding val_loss:1.7 val_bpb:1.5392 (stride=16, T=0.90) time:100ms",
-        "legal_ttt_exact val_loss:1.60000000 val_bpb:1.10000000",
-        "final_eval_mode:sliding_window stride:64 batch_seqs:1024",
-    ])
+    text = "\n".join(
+        [
+            "final_sliding_window_eval_exact stride:64 val_loss:1.90000000 val_bpb:1.12500000",
+            "final_int8_zlib_roundtrip_exact sliding val_loss:1.80000000 sliding val_bpb:1.11111111",
+            "final_sliding val_loss:1.7 val_bpb:1.5392 (stride=16, T=0.90) time:100ms",
+            "legal_ttt_exact val_loss:1.60000000 val_bpb:1.10000000",
+            "final_eval_mode:sliding_window stride:64 batch_seqs:1024",
+        ]
+    )
     s = parse_log(text)
     assert s.finals == {
         "final_sliding_window_eval_exact": (1.9, 1.125),
@@ -93,14 +101,16 @@ def test_variant_final_line_shapes() -> None:
 
 
 def test_pgolf_train_log_lines() -> None:
-    text = "\n".join([
-        "run_id:h run_dir:/tmp/x/runs/h",
-        "step:4/4 train_loss:7.1000 train_time:308ms step_avg:77.00ms",
-        "final_prequant val_loss:7.18010532 val_bpb:3.81832657",
-        "Total submission size int8+zlib: 326855 bytes",
-        "final_int8_zlib_roundtrip_exact val_loss:7.18016012 val_bpb:3.81835570",
-        "final_int8_zlib_roundtrip_sliding_window_exact stride:64 window:128 val_loss:7.17980770 val_bpb:3.81816829",
-    ])
+    text = "\n".join(
+        [
+            "run_id:h run_dir:/tmp/x/runs/h",
+            "step:4/4 train_loss:7.1000 train_time:308ms step_avg:77.00ms",
+            "final_prequant val_loss:7.18010532 val_bpb:3.81832657",
+            "Total submission size int8+zlib: 326855 bytes",
+            "final_int8_zlib_roundtrip_exact val_loss:7.18016012 val_bpb:3.81835570",
+            "final_int8_zlib_roundtrip_sliding_window_exact stride:64 window:128 val_loss:7.17980770 val_bpb:3.81816829",
+        ]
+    )
     s = parse_log(text)
     assert s.family == "pgolf" and s.steps == 4 and s.ms_per_step == 77.0
     assert s.finals["final_int8_zlib_roundtrip_sliding_window_exact"] == (7.1798077, 3.81816829)

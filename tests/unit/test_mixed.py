@@ -25,8 +25,19 @@ from plugins.quant.mixed import MixedConfig
 from tests.unit.test_intn import p1573_state
 
 BIG = (96, 96)  # 9,216 elements: over T1's 8,192 passthrough limit
-T1_CONTROL = ("attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes",
-              "q_gain", "skip_weight", "skip_weights", "smear", "bigram.scale")
+T1_CONTROL = (
+    "attn_scale",
+    "attn_scales",
+    "mlp_scale",
+    "mlp_scales",
+    "resid_mix",
+    "resid_mixes",
+    "q_gain",
+    "skip_weight",
+    "skip_weights",
+    "smear",
+    "bigram.scale",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -106,12 +117,18 @@ def test_t1_routing_name_by_name() -> None:
 def test_t1_int_arithmetic_matches_the_record_formula() -> None:
     sd = t1_state(1)
     qts = MixedConfig.t1().build().quantize(sd)
-    for name, bits in (("blocks.0.mlp.fc.weight", 5), ("blocks.7.attn.c_v.weight", 6), ("bigram.embed.weight", 6)):
+    for name, bits in (
+        ("blocks.0.mlp.fc.weight", 5),
+        ("blocks.7.attn.c_v.weight", 6),
+        ("bigram.embed.weight", 6),
+    ):
         qt, w, c = qts[name], sd[name].float(), 2 ** (bits - 1) - 1
         step = (w.abs().amax(dim=1) / c).half().clamp_min(torch.finfo(torch.float16).tiny)
         q = torch.clamp(torch.round(w / step.float()[:, None]), -(c + 1), c).to(torch.int8)
         # One value per int8 byte (not packed), exactly T1's q and scale.
-        assert qt.kind == "intn" and torch.equal(qt.arrays["q"], q) and torch.equal(qt.arrays["scale"], step), name
+        assert (
+            qt.kind == "intn" and torch.equal(qt.arrays["q"], q) and torch.equal(qt.arrays["scale"], step)
+        ), name
     # "int8" is the baseline's encoding, array for array.
     ref = Int8Config(passthrough_max_numel=0).build().quantize({"lm_head.weight": sd["lm_head.weight"]})
     for key in ("q", "scale"):
@@ -146,7 +163,9 @@ def test_p1573_preset_decodes_like_the_intn_quantizer() -> None:
     a, b = mixed.dequantize(mixed.quantize(sd)), intn.dequantize(intn.quantize(sd))
     for name in sd:
         assert torch.equal(a[name], b[name]), name
-    qt = mixed.quantize({"blocks.0.mlp.proj.weight": sd["blocks.0.mlp.proj.weight"]})["blocks.0.mlp.proj.weight"]
+    qt = mixed.quantize({"blocks.0.mlp.proj.weight": sd["blocks.0.mlp.proj.weight"]})[
+        "blocks.0.mlp.proj.weight"
+    ]
     assert qt.kind == "intn_packed" and qt.meta["offset"] == 15
 
 
@@ -171,8 +190,13 @@ def test_artifact_roundtrip_through_a_registry(tmp_path) -> None:
         qts = quant.quantize(sd)
         path = tmp_path / f"m{i}.pgolf"
         write_artifact(
-            path, qts, quantizer_name="mixed", quantizer_config=config_to_json(cfg),
-            compressor=ZlibConfig().build(), compressor_name="zlib", compressor_config=config_to_json(ZlibConfig()),
+            path,
+            qts,
+            quantizer_name="mixed",
+            quantizer_config=config_to_json(cfg),
+            compressor=ZlibConfig().build(),
+            compressor_name="zlib",
+            compressor_config=config_to_json(ZlibConfig()),
         )
         back, manifest = load_state_dict(path, registry)
         # JSON turns the rule pairs into lists; the Config turns them back into tuples.
@@ -196,10 +220,19 @@ def test_unknown_kind_is_refused() -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("rules", ((".mlp.", "int9"),)), ("rules", ((".mlp.", "bf16"),)), ("rules", (("", "int5"),)),
-        ("rules", ((".mlp.",),)), ("rules", [(".mlp.", "int5")]), ("default_encoding", "int1"),
-        ("passthrough_max_numel", -1), ("control_patterns", ("",)), ("keep_fp16_patterns", ["tok_emb"]),
-        ("packed", "yes"), ("allow_extra_negative", 0), ("clip_percentiles", ()), ("scale_floor", 0.0),
+        ("rules", ((".mlp.", "int9"),)),
+        ("rules", ((".mlp.", "bf16"),)),
+        ("rules", (("", "int5"),)),
+        ("rules", ((".mlp.",),)),
+        ("rules", [(".mlp.", "int5")]),
+        ("default_encoding", "int1"),
+        ("passthrough_max_numel", -1),
+        ("control_patterns", ("",)),
+        ("keep_fp16_patterns", ["tok_emb"]),
+        ("packed", "yes"),
+        ("allow_extra_negative", 0),
+        ("clip_percentiles", ()),
+        ("scale_floor", 0.0),
         ("int8_clip_quantile", 1.5),
     ],
 )

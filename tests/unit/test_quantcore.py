@@ -51,8 +51,14 @@ def _reference_stream(values: list[int], bits: int) -> bytes:
 def test_pack_hand_checked_bytes() -> None:
     # 1 | 2 << 5 | 3 << 10 = 0x0C41 -> bytes 0x41, 0x0C.
     assert pack_bits(torch.tensor([1, 2, 3], dtype=torch.uint8), 5).tolist() == [0x41, 0x0C]
-    assert packed_nbytes(8, 5) == 5 and pack_bits(torch.full((8,), 31, dtype=torch.uint8), 5).tolist() == [255] * 5
-    assert packed_nbytes(4, 6) == 3 and pack_bits(torch.full((4,), 63, dtype=torch.uint8), 6).tolist() == [255] * 3
+    assert (
+        packed_nbytes(8, 5) == 5
+        and pack_bits(torch.full((8,), 31, dtype=torch.uint8), 5).tolist() == [255] * 5
+    )
+    assert (
+        packed_nbytes(4, 6) == 3
+        and pack_bits(torch.full((4,), 63, dtype=torch.uint8), 6).tolist() == [255] * 3
+    )
     # One int6 value 0b100001 in an otherwise empty stream: the low 6 bits of byte 0.
     assert pack_bits(torch.tensor([33, 0, 0, 0], dtype=torch.uint8), 6).tolist() == [33, 0, 0]
 
@@ -227,6 +233,12 @@ def test_int8_plugin_qat_bits_agrees_with_its_quantize() -> None:
     quant = Int8Config().build()
     qts = quant.quantize(sd)
     got = {name: quant.qat_bits(name, t) for name, t in sd.items()}
-    assert got == {"blocks.0.mlp.fc.weight": 8, "cube": 8, "blocks.0.attn_scale": None, "small": None, "ids": None}
+    assert got == {
+        "blocks.0.mlp.fc.weight": 8,
+        "cube": 8,
+        "blocks.0.attn_scale": None,
+        "small": None,
+        "ids": None,
+    }
     for name in sd:
         assert (got[name] is None) == (qts[name].kind == "passthrough"), name

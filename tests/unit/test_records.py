@@ -30,10 +30,30 @@ EXPECTED = {
     "2026-03-17_NaiveBaseline": (1.2243657, "val_bpb", ["1337"], 15863489),
     "2026-03-19_SlidingWindowEval": (1.19250007, "val_bpb", ["1337"], 15874829),
     "2026-03-20_10L_Int5MLP_MuonWD04_SWA50": (1.14276, "val_loss", ["42", "1337", "2024"], 15900000),
-    "2026-03-20_Int6_MLP3x_SmearGate_BigramHash_MuonWD_SWA": (1.14581692, "val_bpb", ["1337", "42", "7"], 15862650),
-    "2026-03-21_11L_XSA4_EMA_PartialRoPE_LateQAT_1.1248": (1.12484502, "val_bpb", ["42", "1337", "2025"], 15612308),
-    "2026-03-31_ParallelResiduals_MiniDepthRecurrence": (1.10625353, "val_bpb", ["1337", "42", "2024"], 15946657),
-    "2026-04-09_SP8192_3LayerRecur_ParResid_QK525_LegalTTT": (1.081, "val_bpb", ["42", "314", "999"], 15993232),
+    "2026-03-20_Int6_MLP3x_SmearGate_BigramHash_MuonWD_SWA": (
+        1.14581692,
+        "val_bpb",
+        ["1337", "42", "7"],
+        15862650,
+    ),
+    "2026-03-21_11L_XSA4_EMA_PartialRoPE_LateQAT_1.1248": (
+        1.12484502,
+        "val_bpb",
+        ["42", "1337", "2025"],
+        15612308,
+    ),
+    "2026-03-31_ParallelResiduals_MiniDepthRecurrence": (
+        1.10625353,
+        "val_bpb",
+        ["1337", "42", "2024"],
+        15946657,
+    ),
+    "2026-04-09_SP8192_3LayerRecur_ParResid_QK525_LegalTTT": (
+        1.081,
+        "val_bpb",
+        ["42", "314", "999"],
+        15993232,
+    ),
     "2026-04-12_11L_4xMLP_RecycledCore_ParallelResid_Int5": (1.1464, "val_bpb", ["1337"], 15925822),
     "2026-03-18_Quasi10Bfrom50B_SP1024_9x512_KV4_4h_pgut3": (1.20737944, "val_bpb", ["1337"], 15810161),
     "2026-03-23_Rohan_RTX6000_Blackwell_10L_Int5MLP_Bigram10240": (1.19349046, "val_bpb", [None], 15691796),
@@ -78,7 +98,9 @@ def test_shared_flags_and_details(shared: dict) -> None:
     assert "quantized_ttt" in ttt.score_source  # family B: mean of quantized_ttt = 1.08100288
     assert ttt.ms_per_step == pytest.approx((588047 / 4550 + 588119 / 4557 + 588014 / 4555) / 3)
     # 8-dp pair of the baseline log: tokens/byte = 1.2243657 * ln2 / 2.07269931
-    assert shared["2026-03-17_NaiveBaseline"].tokens_per_byte == pytest.approx(1.2243657 * 0.6931471805599453 / 2.07269931)
+    assert shared["2026-03-17_NaiveBaseline"].tokens_per_byte == pytest.approx(
+        1.2243657 * 0.6931471805599453 / 2.07269931
+    )
 
 
 def test_truncated_tail_log_is_not_the_score_and_not_over_budget(shared: dict) -> None:
@@ -91,7 +113,9 @@ def test_truncated_tail_log_is_not_the_score_and_not_over_budget(shared: dict) -
 # ----------------------------------------------------------------------------- synthetic
 
 
-def _folder(root: Path, name: str, data: dict | str | None, logs: dict[str, str], track: str = "track_10min_16mb") -> Path:
+def _folder(
+    root: Path, name: str, data: dict | str | None, logs: dict[str, str], track: str = "track_10min_16mb"
+) -> Path:
     folder = root / track / name
     folder.mkdir(parents=True)
     if data is not None:
@@ -118,10 +142,22 @@ def _one(root: Path) -> object:
 
 
 def test_mean_val_bpb_and_bytes_from_seed_results(tmp_path: Path) -> None:
-    data = {"name": "x", "date": "2026-03-19T04:48:00Z", "mean_val_bpb": 1.2,
-            "seed_results": {"1": {"val_bpb": 1.1, "artifact_bytes": 15_000_000}, "2": {"val_bpb": 1.3, "artifact_bytes": 15_500_000}},
-            "artifact_bytes": 1}
-    _folder(tmp_path, "2026-03-01_X", data, {"train_seed1.log": _log("1.10000000"), "train_seed2.log": _log("1.30000000")})
+    data = {
+        "name": "x",
+        "date": "2026-03-19T04:48:00Z",
+        "mean_val_bpb": 1.2,
+        "seed_results": {
+            "1": {"val_bpb": 1.1, "artifact_bytes": 15_000_000},
+            "2": {"val_bpb": 1.3, "artifact_bytes": 15_500_000},
+        },
+        "artifact_bytes": 1,
+    }
+    _folder(
+        tmp_path,
+        "2026-03-01_X",
+        data,
+        {"train_seed1.log": _log("1.10000000"), "train_seed2.log": _log("1.30000000")},
+    )
     e = _one(tmp_path)
     assert (e.score_bpb, e.bytes_total, e.date) == (1.2, 15_500_000, "2026-03-19")
     assert e.score_source.startswith("mean_val_bpb") and FLAG_FEW_SEEDS in e.flags
@@ -143,8 +179,18 @@ def test_bytes_fallback_order(tmp_path: Path) -> None:
 
 
 def test_seed_dicts_and_per_seed_mean(tmp_path: Path) -> None:
-    data = {"seeds": {"42": {"val_bpb": 1.0, "val_loss": 2.0, "bytes_total": 10}, "7": {"val_bpb": 1.2, "val_loss": 2.2, "bytes_total": 30}}}
-    _folder(tmp_path, "2026-04-01_S", data, {"logs/train_seed42.txt": _log("1.00000000"), "logs/train_seed7.txt": _log("1.20000000")})
+    data = {
+        "seeds": {
+            "42": {"val_bpb": 1.0, "val_loss": 2.0, "bytes_total": 10},
+            "7": {"val_bpb": 1.2, "val_loss": 2.2, "bytes_total": 30},
+        }
+    }
+    _folder(
+        tmp_path,
+        "2026-04-01_S",
+        data,
+        {"logs/train_seed42.txt": _log("1.00000000"), "logs/train_seed7.txt": _log("1.20000000")},
+    )
     e = _one(tmp_path)
     assert e.score_bpb == pytest.approx(1.1) and e.bytes_total == 30
     assert [s.seed for s in e.seeds] == ["42", "7"] and e.seeds[0].log_file == "logs/train_seed42.txt"
@@ -167,13 +213,26 @@ def test_prequant_line_does_not_support(tmp_path: Path) -> None:
 
 
 def test_no_logs_and_val_loss_without_logs(tmp_path: Path) -> None:
-    _folder(tmp_path, "2026-03-20_V", {"val_loss": 1.14276, "run_name": "r"}, {}, track="track_non_record_16mb")
+    _folder(
+        tmp_path, "2026-03-20_V", {"val_loss": 1.14276, "run_name": "r"}, {}, track="track_non_record_16mb"
+    )
     e = _one(tmp_path)
-    assert e.flags == [FLAG_NO_LOGS] and e.score_bpb == 1.14276 and e.name == "r" and e.track == "non_record_16mb"
+    assert (
+        e.flags == [FLAG_NO_LOGS]
+        and e.score_bpb == 1.14276
+        and e.name == "r"
+        and e.track == "non_record_16mb"
+    )
 
 
 def test_val_loss_not_confirmed_is_not_a_score(tmp_path: Path) -> None:
-    _folder(tmp_path, "2026-03-20_W", {"val_loss": 1.3}, {"train.log": _log("1.20000000", loss="1.30000000")}, track="track_x")
+    _folder(
+        tmp_path,
+        "2026-03-20_W",
+        {"val_loss": 1.3},
+        {"train.log": _log("1.20000000", loss="1.30000000")},
+        track="track_x",
+    )
     e = _one(tmp_path)
     assert e.score_bpb is None and "looks like a bpb" in e.summary
 
@@ -193,33 +252,75 @@ def test_malformed_and_oversized_files_become_flags(tmp_path: Path, monkeypatch:
 def test_json_size_limit(tmp_path: Path) -> None:
     path = tmp_path / "submission.json"
     path.write_text(json.dumps({"blurb": "x" * 2000}))
-    with pytest.raises(records.RecordReadError, match="submission.json: 20.. bytes, over the 1000-byte limit"):
+    with pytest.raises(
+        records.RecordReadError, match="submission.json: 20.. bytes, over the 1000-byte limit"
+    ):
         records.read_json_limited(path, limit=1000)
 
 
 # ----------------------------------------------------------------------------- our runs
 
 
-def _run(root: Path, sub: str, run: str, bpb: float, *, seed: int, protocol: str = "full", log_bpb: float | None = None, **extra: object) -> None:
+def _run(
+    root: Path,
+    sub: str,
+    run: str,
+    bpb: float,
+    *,
+    seed: int,
+    protocol: str = "full",
+    log_bpb: float | None = None,
+    **extra: object,
+) -> None:
     d = root / sub / "runs" / run
     d.mkdir(parents=True)
-    data = {"name": sub, "protocol": protocol, "dataset_sha256": "ab" * 32, "val_bpb": bpb, "val_loss": 2 * bpb,
-            "seed": seed, "valid": True, "over_budget": False, "val_tokens": 400, "val_bytes": 1000,
-            "bytes_total": 1000, "date": "2026-11-22T05:12:02Z", "baselines": {"beats_all": True}} | extra
+    data = {
+        "name": sub,
+        "protocol": protocol,
+        "dataset_sha256": "ab" * 32,
+        "val_bpb": bpb,
+        "val_loss": 2 * bpb,
+        "seed": seed,
+        "valid": True,
+        "over_budget": False,
+        "val_tokens": 400,
+        "val_bytes": 1000,
+        "bytes_total": 1000,
+        "date": "2026-11-22T05:12:02Z",
+        "baselines": {"beats_all": True},
+    } | extra
     (d / "submission.json").write_text(json.dumps(data))
     shown = bpb if log_bpb is None else log_bpb
-    (d / "train.log").write_text(f"run_id:{run} run_dir:{d}\nfinal_int8_zlib_roundtrip_sliding_window_exact stride:64 window:128 "
-                                 f"val_loss:{2 * shown:.8f} val_bpb:{shown:.8f}\n")
+    (d / "train.log").write_text(
+        f"run_id:{run} run_dir:{d}\nfinal_int8_zlib_roundtrip_sliding_window_exact stride:64 window:128 "
+        f"val_loss:{2 * shown:.8f} val_bpb:{shown:.8f}\n"
+    )
 
 
 def test_import_runs_groups_seeds_and_flags(tmp_path: Path) -> None:
     _run(tmp_path, "a", "r1", 1.2, seed=1)
     _run(tmp_path, "a", "r2", 1.4, seed=2)
     _run(tmp_path, "a", "r3", 3.0, seed=1, protocol="smoke")
-    _run(tmp_path, "b", "r1", 1.1, seed=5, valid=False, over_budget=True, baselines={"beats_all": False}, log_bpb=1.2)
+    _run(
+        tmp_path,
+        "b",
+        "r1",
+        1.1,
+        seed=5,
+        valid=False,
+        over_budget=True,
+        baselines={"beats_all": False},
+        log_bpb=1.2,
+    )
     a_full, a_smoke, b = import_runs(tmp_path)
     assert a_full.key.startswith("a[full") and a_smoke.key.startswith("a[smoke")
     assert a_full.score_bpb == pytest.approx(1.3) and [s.seed for s in a_full.seeds] == ["1", "2"]
     assert a_full.flags == [FLAG_FEW_SEEDS] and a_smoke.flags == []
     assert a_full.tokens_per_byte == pytest.approx(0.4)
-    assert set(b.flags) == {FLAG_OVER_BUDGET, FLAG_INVALID, FLAG_BASELINES, FLAG_SCORE_UNSUPPORTED, FLAG_FEW_SEEDS}
+    assert set(b.flags) == {
+        FLAG_OVER_BUDGET,
+        FLAG_INVALID,
+        FLAG_BASELINES,
+        FLAG_SCORE_UNSUPPORTED,
+        FLAG_FEW_SEEDS,
+    }

@@ -32,7 +32,9 @@ def _entry(key: str, bpbs: list[float], tpb: float | None = SP1024_TPB) -> Entry
 def test_sp1024_margin_matches_protocol() -> None:
     # docs/protocol.md §2.4: 0.005 nats/token is about 0.00296 bpb for sp1024.
     assert nats_to_bpb(0.005, SP1024_TPB) == pytest.approx(0.00296, abs=5e-6)
-    assert nats_to_bpb(0.005, 62_021_632 / 151_080_363) == pytest.approx(0.005 / math.log(2) * 0.41052, rel=1e-4)
+    assert nats_to_bpb(0.005, 62_021_632 / 151_080_363) == pytest.approx(
+        0.005 / math.log(2) * 0.41052, rel=1e-4
+    )
 
 
 def test_conversion_roundtrip_and_formula() -> None:

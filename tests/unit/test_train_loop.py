@@ -76,7 +76,7 @@ class _Opt:
 
     def load_state_dict(self, s):
         self.sgd.load_state_dict(s["sgd"])
-        del self.scales[s["n"]:]
+        del self.scales[s["n"] :]
 
     def describe(self):
         return []
@@ -95,13 +95,32 @@ class _Hooks:
 
 def _setup(tmp_path, clock, *, iterations=1000, cap=5.0, val_every=0, warmup=0, validate_cost=0.0):
     cfg = RunConfig(
-        name="t", model=_Cfg(), optimizer=_Cfg(), quantizer=_Cfg(), compressor=_Cfg(),
-        train=TrainConfig(iterations=iterations, max_wallclock_seconds=cap, val_loss_every=val_every, warmup_steps=warmup,
-                          train_batch_tokens=16, train_seq_len=8, grad_accum_steps=1, warmdown_iters=3),
+        name="t",
+        model=_Cfg(),
+        optimizer=_Cfg(),
+        quantizer=_Cfg(),
+        compressor=_Cfg(),
+        train=TrainConfig(
+            iterations=iterations,
+            max_wallclock_seconds=cap,
+            val_loss_every=val_every,
+            warmup_steps=warmup,
+            train_batch_tokens=16,
+            train_seq_len=8,
+            grad_accum_steps=1,
+            warmdown_iters=3,
+        ),
     )
     model = _Model()
     log = RunLogger(tmp_path, 0, echo=False)
-    ctx = TrainContext(config=cfg, model=model, optimizer=_Opt(model), log=log, dist=DistInfo(0, 1, 0, torch.device("cpu"), None), autocast_dtype=None)
+    ctx = TrainContext(
+        config=cfg,
+        model=model,
+        optimizer=_Opt(model),
+        log=log,
+        dist=DistInfo(0, 1, 0, torch.device("cpu"), None),
+        autocast_dtype=None,
+    )
     vals = []
 
     def validate():
@@ -124,7 +143,10 @@ def test_stops_on_first_step_past_the_cap(tmp_path):
     # one step earlier the cap had not been reached
     assert hooks.steps == list(range(1, result.steps + 1))
     text = (tmp_path / "train.log").read_text()
-    assert f"stopping_early: wallclock_cap train_time:{result.train_time_ms:.0f}ms step:{result.steps}/1000" in text
+    assert (
+        f"stopping_early: wallclock_cap train_time:{result.train_time_ms:.0f}ms step:{result.steps}/1000"
+        in text
+    )
     assert f"step:{result.steps}/1000 val_loss:1.0000 val_bpb:2.0000" in text  # final validation
     assert vals == [result.steps]
 
@@ -172,7 +194,9 @@ def test_warmdown_reaches_zero_at_cap_and_is_one_before():
     assert lr_multiplier(5950, 595_000.0, **kw) == pytest.approx(5_000 / (100 * 595_000 / 5950))
     assert lr_multiplier(6000, 600_000.0, **kw) == 0.0
     # no cap: step-based over the last warmdown_iters
-    assert lr_multiplier(19_950, 0.0, iterations=20000, warmdown_iters=100, max_wallclock_ms=0) == pytest.approx(0.5)
+    assert lr_multiplier(
+        19_950, 0.0, iterations=20000, warmdown_iters=100, max_wallclock_ms=0
+    ) == pytest.approx(0.5)
     assert lr_multiplier(100, 0.0, iterations=20000, warmdown_iters=100, max_wallclock_ms=0) == 1.0
 
 
