@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = measure(raw, layout_from_manifest(manifest["tensors"]), args.repeat)
     print(f"artifact: {path} (written with {manifest['quantizer']['name']}+{manifest['compressor']['name']})")
     print(
-        f"machine: {platform.processor() or platform.machine()}, 1 torch thread, python {sys.version.split()[0]}\n"
+        f"machine: {platform.processor() or platform.machine()}, 1 torch thread, "
+        f"python {sys.version.split()[0]}\n"
     )
     print(markdown(rows, rep, len(raw)))
     return 0

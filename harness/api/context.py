@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from harness.api.config import RunConfig
     from harness.api.protocols import OptimizerSet
 
-JSONScalar = Union[str, int, float, bool, None]
+JSONScalar = str | int | float | bool | None
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,13 @@ a frozen Config dataclass (registered by kind and name in `harness.api.registry`
 | kind | the Config's build | returns | where it runs |
 |---|---|---|---|
 | ``arch`` | ``build(vocab_size)`` | `LanguageModel` | trained, exported, scored |
-| ``arch_component`` | ``build(model_cfg, vocab_size)`` | `ArchComponent` (an ``nn.Module``) | inside a host model |
+| ``arch_component`` | ``build(model_cfg, vocab_size)`` | `ArchComponent` (``nn.Module``) | in a host model |
 | ``activation`` | ``build()`` | `Activation` (an elementwise ``nn.Module``) | the host's MLP |
 | ``optimizer`` | ``build(model)`` | `OptimizerSet` | every training step |
 | ``schedule`` | ``build()`` | `Schedule` | every training step |
 | ``quantizer`` | ``build()`` | `Quantizer` | export and roundtrip |
 | ``compressor`` | ``build()`` | `Compressor` (maybe `LayoutAwareCompressor`) | export and roundtrip |
-| ``averaging``, ``algorithm``, ``callback`` | ``build()`` | `RunPlugin` (maybe `Stateful`) | the ``pg_*`` hooks |
+| ``averaging``, ``algorithm``, ``callback`` | ``build()`` | `RunPlugin` (maybe `Stateful`) | ``pg_*`` hooks |
 
 Validation: a Config checks its own fields in ``__post_init__``, so a bad value fails where
 it is written, with a `ConfigError` naming the field; an ``arch_component`` checks what it

@@ -398,7 +398,8 @@ def decode_intn(name: str, qt: QTensor) -> torch.Tensor:
     scale = get_array(name, qt, "scale")
     if scale.dtype != torch.float16 or tuple(scale.shape) != (rows,):
         raise ArtifactError(
-            f"tensor {name}: {qt.kind} needs {rows} fp16 steps, got scale {list(scale.shape)} {dtype_name(scale.dtype)}"
+            f"tensor {name}: {qt.kind} needs {rows} fp16 steps, "
+            f"got scale {list(scale.shape)} {dtype_name(scale.dtype)}"
         )
     q = _codes(name, qt, bits, shape, numel)
     cols = numel // rows if rows else 0
@@ -411,7 +412,8 @@ def _codes(name: str, qt: QTensor, bits: int, shape: list[int], numel: int) -> t
     if qt.kind == "intn":
         if q.dtype != torch.int8 or list(q.shape) != shape:
             raise ArtifactError(
-                f"tensor {name}: intn needs int8 q of shape {shape}, got {list(q.shape)} {dtype_name(q.dtype)}"
+                f"tensor {name}: intn needs int8 q of shape {shape}, "
+                f"got {list(q.shape)} {dtype_name(q.dtype)}"
             )
         return q.reshape(-1)
     if qt.kind != "intn_packed":
@@ -474,11 +476,13 @@ def dequantize_channels(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 
 def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
-    """Codes in -7..7 (read flattened) -> uint8 [ceil(n/2)]: element 2i low nibble, 2i+1 high, nibble q+8, odd tail padded 8."""
+    """Codes in -7..7 (read flattened) -> uint8 [ceil(n/2)]: element 2i low nibble, 2i+1 high,
+    nibble q+8, odd tail padded 8."""
     flat = q.detach().to("cpu").reshape(-1).to(torch.int16)
     if bool(((flat < -INT4_LEVELS) | (flat > INT4_LEVELS)).any()):
         raise ValueError(
-            f"pack_nibbles: codes must lie in -{INT4_LEVELS}..{INT4_LEVELS}, got {int(flat.min())}..{int(flat.max())}"
+            f"pack_nibbles: codes must lie in -{INT4_LEVELS}..{INT4_LEVELS}, "
+            f"got {int(flat.min())}..{int(flat.max())}"
         )
     nib = (flat + INT4_NIBBLE_OFFSET).to(torch.uint8)
     if nib.numel() % 2:
@@ -497,6 +501,7 @@ def unpack_nibbles(codes: torch.Tensor, count: int) -> torch.Tensor:
     nib = torch.stack([codes & 0xF, codes >> 4], dim=1).reshape(-1)[:count]
     if bool((nib == 0).any()):
         raise ValueError(
-            f"unpack_nibbles: code -8 (nibble 0) at index {int((nib == 0).nonzero()[0])}; only -7..7 are valid"
+            f"unpack_nibbles: code -8 (nibble 0) at index {int((nib == 0).nonzero()[0])}; "
+            "only -7..7 are valid"
         )
     return (nib.to(torch.int16) - INT4_NIBBLE_OFFSET).to(torch.int8)

@@ -307,7 +307,8 @@ def _load(folder: Path) -> DefaultDataset:
 
 
 def is_complete(folder: Path) -> bool:
-    """True when ``manifest.json`` parses, has this build version, and lists only present files of the right size."""
+    """True when ``manifest.json`` parses, has this build version, and lists only present files
+    of the right size."""
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         sizes = manifest["bytes"]

@@ -101,15 +101,15 @@ def _final(line: str) -> tuple[str, float | None, float] | None:
     return m.group("name"), (_num(loss.group("v")) if loss else None), float(bpb.group("v"))
 
 
-def _steps(line: str, st: _Scan) -> bool:
+def _steps(line: str, scan: _Scan) -> bool:
     m = _STOP.match(line)
     if m:
-        st.stop = (int(m.group("s")), int(m.group("n")), float(m.group("ms")))
+        scan.stop = (int(m.group("s")), int(m.group("n")), float(m.group("ms")))
         return True
     m = _STEP_A.match(line)
     if m:
         t, a = _STEP_A_TIME.search(line), _STEP_A_AVG.search(line)
-        st.last_a = (
+        scan.last_a = (
             int(m.group("s")),
             int(m.group("n")),
             float(t.group("ms")) if t else None,
@@ -120,39 +120,39 @@ def _steps(line: str, st: _Scan) -> bool:
     if m:
         t = _STEP_B_TIME.search(line)
         # Family B prints minutes with one decimal: good for the family, too coarse for timing.
-        st.last_b = (int(m.group("s")), int(m.group("n")), 60_000.0 * float(t.group("m")) if t else None)
+        scan.last_b = (int(m.group("s")), int(m.group("n")), 60_000.0 * float(t.group("m")) if t else None)
         return True
     return False
 
 
-def _facts(line: str, st: _Scan) -> None:
-    out = st.out
+def _facts(line: str, scan: _Scan) -> None:
+    out = scan.out
     if m := _TOTAL.match(line):
         out.total_bytes = int(m.group("b"))
     elif m := _CODE.match(line):
-        st.code[m.group("kind") or "plain"] = int(m.group("b"))
+        scan.code[m.group("kind") or "plain"] = int(m.group("b"))
     elif m := _PARAMS.match(line):
         out.model_params = int(m.group("p"))
     elif (m := _SEED.match(line)) and out.seed is None:
         out.seed = m.group("seed")
     elif _PGOLF.match(line):
-        st.pgolf = True
+        scan.pgolf = True
 
 
-def _finish(st: _Scan) -> LogSummary:
-    out = st.out
+def _finish(scan: _Scan) -> LogSummary:
+    out = scan.out
     out.truncated = not out.final_lines
-    out.family = "pgolf" if st.pgolf else "A" if st.last_a else "B" if st.last_b else "unknown"
+    out.family = "pgolf" if scan.pgolf else "A" if scan.last_a else "B" if scan.last_b else "unknown"
     # docs/protocol.md §9.3: when both are logged, the compressed code size is the one in the total.
-    out.code_bytes = st.code.get("compressed", st.code.get("plain", st.code.get("uncompressed")))
-    if st.stop:
-        out.steps, out.iterations, out.train_time_ms = st.stop
-    elif st.last_a:
-        out.steps, out.iterations, out.train_time_ms = st.last_a[0], st.last_a[1], st.last_a[2]
-    elif st.last_b:
-        out.steps, out.iterations, out.train_time_ms = st.last_b
-    if st.last_a and st.last_a[3] is not None:
-        out.ms_per_step = st.last_a[3]  # family A / pgolf print the running average
+    out.code_bytes = scan.code.get("compressed", scan.code.get("plain", scan.code.get("uncompressed")))
+    if scan.stop:
+        out.steps, out.iterations, out.train_time_ms = scan.stop
+    elif scan.last_a:
+        out.steps, out.iterations, out.train_time_ms = scan.last_a[0], scan.last_a[1], scan.last_a[2]
+    elif scan.last_b:
+        out.steps, out.iterations, out.train_time_ms = scan.last_b
+    if scan.last_a and scan.last_a[3] is not None:
+        out.ms_per_step = scan.last_a[3]  # family A / pgolf print the running average
     elif out.train_time_ms is not None and out.steps:
         out.ms_per_step = out.train_time_ms / out.steps  # family B: only derivable (docs/protocol.md §9.3)
     return out
@@ -160,19 +160,19 @@ def _finish(st: _Scan) -> LogSummary:
 
 def parse_log(text: str) -> LogSummary:
     """Parse one train log's text; never raises on odd content (unknown lines are skipped)."""
-    st = _Scan()
+    scan = _Scan()
     for raw in text.splitlines():
         line = clean_line(raw)
         if not line:
             continue
         hit = _final(line)
         if hit:
-            st.out.final_lines.append(hit)
-            st.out.finals[hit[0]] = (hit[1], hit[2])
+            scan.out.final_lines.append(hit)
+            scan.out.finals[hit[0]] = (hit[1], hit[2])
             continue
-        if not _steps(line, st):
-            _facts(line, st)
-    return _finish(st)
+        if not _steps(line, scan):
+            _facts(line, scan)
+    return _finish(scan)
 
 
 def decimals(value: float) -> int:

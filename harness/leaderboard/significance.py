@@ -158,7 +158,8 @@ def improvement(a: Entry, b: Entry, margin_nats: float = MARGIN_NATS) -> WelchRe
     ratio, _ = conversion_ratio(a, b)
     if ratio is None:
         raise SignificanceError(
-            f"{a.key} vs {b.key}: tokens/byte unknown for both, the {margin_nats} nat margin cannot be converted to bpb",
+            f"{a.key} vs {b.key}: tokens/byte unknown for both, "
+            f"the {margin_nats} nat margin cannot be converted to bpb",
             "tokens/byte unknown",
         )
     return welch_improvement(

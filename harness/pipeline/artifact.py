@@ -296,7 +296,8 @@ def _decompress(path: Path, compressor: Compressor, payload: bytes, raw_bytes: i
         raise ArtifactError(f"{path}: payload: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a plugin codec's own failure on corrupt input
         raise ArtifactError(
-            f"{path}: payload: compressor {type(compressor).__name__} failed on it ({type(exc).__name__}: {exc})"
+            f"{path}: payload: compressor {type(compressor).__name__} failed on it "
+            f"({type(exc).__name__}: {exc})"
         ) from None
     if not isinstance(raw, (bytes, bytearray)) or len(raw) > raw_bytes:
         raise ArtifactError(

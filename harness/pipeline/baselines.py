@@ -31,8 +31,9 @@ Why (docs/techniques.md §11.5): the published "GREEN" claim of the dancinlab d7
 (model_ce < shuffle_ce and model_ce < uniform_ce) rested on three numbers that all came
 from a 24-term atanh series that is not ln (it reads ln 256 as 4.799 and saturates
 per-token losses near 5.14), computed on windows that overlapped the training windows,
-with a "shuffle" that reversed the *targets* of one forward pass. Here every number is a true natural log on held-out data with the same
-scored targets, and the shuffled control permutes the *inputs* with a recorded seed.
+with a "shuffle" that reversed the *targets* of one forward pass. Here every number is a
+true natural log on held-out data with the same scored targets, and the shuffled control
+permutes the *inputs* with a recorded seed.
 Upstream parameter-golf reports no such baselines; this module is ours.
 """
 
@@ -245,7 +246,8 @@ def shuffled_context_sums(
 def _nll_sum(
     forward: Forward, x: torch.Tensor, y: torch.Tensor, autocast_dtype: torch.dtype | None, top_id: int
 ) -> torch.Tensor:
-    """Summed float64 cross-entropy of targets ``y`` after inputs ``x`` (as harness.pipeline.eval scores it)."""
+    """Summed float64 cross-entropy of targets ``y`` after inputs ``x`` (as harness.pipeline.eval
+    scores it)."""
     with autocast_context(x.device, autocast_dtype):
         logits = forward(x)
     if logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(x.shape) or logits.shape[-1] <= top_id:
@@ -335,7 +337,8 @@ class BaselineReport:
         }
 
     def log_line(self) -> str:
-        """``baselines: model_ce:… uniform_ce:… unigram_ce:… shuffled_ce:… seed:… unigram_tokens:… beats_all:…``."""
+        """The log line: ``baselines: model_ce:… uniform_ce:… unigram_ce:… shuffled_ce:… seed:…
+        unigram_tokens:… beats_all:…``."""
         return (
             f"baselines: model_ce:{self.model_ce:.4f} uniform_ce:{self.uniform_ce:.4f} "
             f"unigram_ce:{self.unigram_ce:.4f} shuffled_ce:{self.shuffled_ce:.4f} seed:{self.shuffle_seed} "

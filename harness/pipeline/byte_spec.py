@@ -62,7 +62,8 @@ def read_byte_tokenizer_spec(path: str | Path) -> dict[str, Any]:
     unknown = sorted(set(spec) - set(BYTE_TOKENIZER_SPEC))
     if unknown:
         raise DataError(
-            f"byte tokenizer spec {str(path)!r}: unknown field(s) {unknown}; expected only {sorted(BYTE_TOKENIZER_SPEC)}"
+            f"byte tokenizer spec {str(path)!r}: unknown field(s) {unknown}; "
+            f"expected only {sorted(BYTE_TOKENIZER_SPEC)}"
         )
     for field, expected in BYTE_TOKENIZER_SPEC.items():
         got = spec.get(field)

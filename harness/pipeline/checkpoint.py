@@ -94,7 +94,8 @@ def _encode(value: Any, tensors: list[torch.Tensor], where: str) -> Any:
         for key in value:
             if isinstance(key, bool) or not isinstance(key, (str, int)):
                 raise ArtifactError(
-                    f"checkpoint: {where} has a key {key!r} of type {type(key).__name__}; only str and int keys are stored"
+                    f"checkpoint: {where} has a key {key!r} of type {type(key).__name__}; "
+                    "only str and int keys are stored"
                 )
         return {"t": "dict", "items": [[k, _encode(v, tensors, f"{where}.{k}")] for k, v in value.items()]}
     if isinstance(value, tuple):
@@ -265,7 +266,8 @@ def _split(path: Path, blob: bytes, body_size: int | None = None) -> tuple[dict,
     start = _HEADER.size + hlen + DIGEST_BYTES
     if hlen > _MAX_HEADER or start > len(blob):
         raise ArtifactError(
-            f"{path}: checkpoint is truncated (header of {hlen} bytes + digest do not fit in {len(blob)} bytes)"
+            f"{path}: checkpoint is truncated "
+            f"(header of {hlen} bytes + digest do not fit in {len(blob)} bytes)"
         )
     try:
         header = json.loads(blob[_HEADER.size : _HEADER.size + hlen].decode("utf-8"))
@@ -280,12 +282,14 @@ def _split(path: Path, blob: bytes, body_size: int | None = None) -> tuple[dict,
     if body_size is not None:  # header only: the body's size was measured, not read
         if body_size != header["body_bytes"]:
             raise ArtifactError(
-                f"{path}: checkpoint body is {body_size} bytes, the header says {header['body_bytes']} (truncated or extended)"
+                f"{path}: checkpoint body is {body_size} bytes, "
+                f"the header says {header['body_bytes']} (truncated or extended)"
             )
         return header, body
     if len(body) != header["body_bytes"]:
         raise ArtifactError(
-            f"{path}: checkpoint body is {len(body)} bytes, the header says {header['body_bytes']} (truncated or extended)"
+            f"{path}: checkpoint body is {len(body)} bytes, "
+            f"the header says {header['body_bytes']} (truncated or extended)"
         )
     if hashlib.sha256(body).digest() != blob[start - DIGEST_BYTES : start]:
         raise ArtifactError(f"{path}: checkpoint body sha256 mismatch (the file is corrupt or was modified)")
@@ -398,7 +402,8 @@ def check_resumable(meta: dict[str, Any], path: Path, config_json: dict[str, Any
     """`ConfigError` unless the checkpoint ``meta`` comes from this config and world size."""
     if meta.get("world_size") != world_size:
         raise ConfigError(
-            f"{path}: saved with world_size {meta.get('world_size')}, resuming with {world_size}; use the same number of processes"
+            f"{path}: saved with world_size {meta.get('world_size')}, resuming with {world_size}; "
+            "use the same number of processes"
         )
     diffs = config_differences(meta.get("config", {}), config_json)
     if diffs:
@@ -531,7 +536,8 @@ class Checkpointer:
         check_resumable(meta, self.path, self.config_json, self.dist.world_size)
         if sorted(meta.get("observers", [])) != sorted(self.observers):
             raise ConfigError(
-                f"{self.path}: checkpointed plugin states {meta.get('observers')} do not match this run's {sorted(self.observers)}"
+                f"{self.path}: checkpointed plugin states {meta.get('observers')} "
+                f"do not match this run's {sorted(self.observers)}"
             )
 
     def _restore(self, ctx: TrainContext, state: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ when its peers then fail on the broken group.
 from __future__ import annotations
 
 import gc
+import importlib
 import math
 import os
 import sys
@@ -54,6 +55,12 @@ def init_distributed() -> DistInfo:
     if cuda:
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     if not dist.is_initialized():
+        # Before the group exists: the first optimizer step imports torch._dynamo lazily, which
+        # imports torch.distributed.nn.functional, whose `group=group.WORLD` defaults would then
+        # capture the live group; destroy_process_group could not free it, its gloo threads
+        # would outlive the run and abort the process at exit ("terminate called without an
+        # active exception"). Imported first, those defaults are None.
+        importlib.import_module("torch._dynamo")
         dist.init_process_group(
             backend=backend, device_id=device if cuda else None, timeout=collective_timeout()
         )

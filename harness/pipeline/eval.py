@@ -231,7 +231,8 @@ def _scored_logits(
         states = hidden(x)
         if states.dim() != 3 or tuple(states.shape[:2]) != tuple(x.shape):
             raise ConfigError(
-                f"model hidden() returned shape {tuple(states.shape)}, expected ({x.shape[0]}, {x.shape[1]}, d) "
+                f"model hidden() returned shape {tuple(states.shape)}, "
+                f"expected ({x.shape[0]}, {x.shape[1]}, d) "
                 f"(batch, length, model width)"
             )
         logits = head(states.reshape(-1, states.shape[-1]).index_select(0, scored))

@@ -22,32 +22,34 @@ from harness.pipeline.trainer import TrainContext
 from harness.pipeline.training import source_artifact
 
 
-def ship_existing_artifact(st: RunState) -> None:
+def ship_existing_artifact(run: RunState) -> None:
     """Eval-only: the shipped artifact is the loaded file itself, copied byte for byte."""
-    source = source_artifact(Path(st.config.train.load_model_path))
-    st.qname, st.cname = st.config.quantizer.build().name, st.config.compressor.build().name
-    st.artifact_path = st.run_dir / f"final_model.{st.qname}.{st.cname}.pgolf"
-    if st.dist.is_main:
-        write_atomic(st.artifact_path, source.read_bytes(), overwrite=False)
-        st.log.log(
-            f"Serialized model {st.qname}+{st.cname}: {os.path.getsize(st.artifact_path)} bytes (copied from {source})"
-        )
-    barrier(st.dist)
+    source = source_artifact(Path(run.config.train.load_model_path))
+    run.quantizer_tag, run.compressor_tag = (
+        run.config.quantizer.build().name,
+        run.config.compressor.build().name,
+    )
+    run.artifact_path = run.run_dir / f"final_model.{run.quantizer_tag}.{run.compressor_tag}.pgolf"
+    if run.dist.is_main:
+        write_atomic(run.artifact_path, source.read_bytes(), overwrite=False)
+        tag, size = f"{run.quantizer_tag}+{run.compressor_tag}", os.path.getsize(run.artifact_path)
+        run.log.log(f"Serialized model {tag}: {size} bytes (copied from {source})")
+    barrier(run.dist)
 
 
-def export(st: RunState, ctx: TrainContext) -> None:
+def export(run: RunState, ctx: TrainContext) -> None:
     """Rank 0 quantizes, compresses and writes the artifact; every rank learns its path."""
-    config, registry = st.config, st.manager.registry
+    config, registry = run.config, run.manager.registry
     # Log tags come from the built components (an "intn" quantizer calls itself int5 or int6).
-    st.qname, st.cname = config.quantizer.build().name, config.compressor.build().name
-    st.artifact_path = st.run_dir / f"final_model.{st.qname}.{st.cname}.pgolf"
-    if st.dist.is_main:
+    run.quantizer_tag, run.compressor_tag = config.quantizer.build().name, config.compressor.build().name
+    run.artifact_path = run.run_dir / f"final_model.{run.quantizer_tag}.{run.compressor_tag}.pgolf"
+    if run.dist.is_main:
         state = {k: v.detach().to("cpu").clone() for k, v in ctx.model.state_dict().items()}
-        st.manager.hook.pg_before_quantize(ctx=ctx, state_dict=state)
+        run.manager.hook.pg_before_quantize(ctx=ctx, state_dict=state)
         t0 = time.perf_counter()
         qtensors, compressor = config.quantizer.build().quantize(state), config.compressor.build()
         info = write_artifact(
-            st.artifact_path,
+            run.artifact_path,
             qtensors,
             # The manifest names registry entries (the loader looks them up); log tags may differ.
             quantizer_name=registry.name_of(config.quantizer),
@@ -63,9 +65,9 @@ def export(st: RunState, ctx: TrainContext) -> None:
             },
         )
         seconds = time.perf_counter() - t0
-        code_bytes = os.path.getsize(st.code_path)
-        tag = f"{st.qname}+{st.cname}"
-        st.log.log(
+        code_bytes = os.path.getsize(run.code_path)
+        tag = f"{run.quantizer_tag}+{run.compressor_tag}"
+        run.log.log(
             f"Serialized model {tag}: {info.bytes_on_disk} bytes (raw_payload:{info.raw_bytes} "
             f"ratio:{info.raw_bytes / max(info.bytes_on_disk, 1):.2f}x time:{seconds:.1f}s)",
             event="artifact",
@@ -73,27 +75,27 @@ def export(st: RunState, ctx: TrainContext) -> None:
             raw_bytes=info.raw_bytes,
             sha256=info.sha256,
         )
-        st.log.log(f"Code size: {code_bytes} bytes")
-        st.log.log(f"Total submission size {tag}: {info.bytes_on_disk + code_bytes} bytes")
+        run.log.log(f"Code size: {code_bytes} bytes")
+        run.log.log(f"Total submission size {tag}: {info.bytes_on_disk + code_bytes} bytes")
         _log_entropy(
-            st,
+            run,
             ctx,
             qtensors,
             info.bytes_on_disk,
             compressor.coded_class_bytes() if isinstance(compressor, LayoutAwareCompressor) else None,
         )
-    barrier(st.dist)
+    barrier(run.dist)
 
 
 def _log_entropy(
-    st: RunState, ctx: TrainContext, qtensors: dict, bytes_on_disk: int, coded: dict[str, int] | None
+    run: RunState, ctx: TrainContext, qtensors: dict, bytes_on_disk: int, coded: dict[str, int] | None
 ) -> None:
     """Order-0 bound of the written symbols per class vs the file's size (kept for the report);
     ``coded``: the bytes per class a layout-aware coder reports."""
     rep = entropy_report(qtensors, bytes_on_disk)
     lines = rep.log_lines(coded)
     for line in lines[:-1]:
-        st.log.log(line)
+        run.log.log(line)
     record = rep.as_record(coded)
-    st.log.log(lines[-1], event="entropy", bound_bytes=record["bound_bytes"], ratio=record["ratio"])
-    st.entropy = record
+    run.log.log(lines[-1], event="entropy", bound_bytes=record["bound_bytes"], ratio=record["ratio"])
+    run.entropy = record

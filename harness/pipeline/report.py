@@ -38,7 +38,7 @@ from harness.pipeline.trainer import TrainContext, TrainResult
 _HARNESS_KEYS_NOTE = "keys the harness owns; pg_report implementations may only add new keys"
 
 
-def _verdict(st: RunState, budget: Budget, eval_ms: float, eval_stopped: str | None = None) -> list[str]:
+def _verdict(run: RunState, budget: Budget, eval_ms: float, eval_stopped: str | None = None) -> list[str]:
     """Reasons the result is invalid (empty when valid), each also logged loudly.
 
     ``eval_stopped`` is the message of an evaluation stopped at the cap (already logged by
@@ -47,23 +47,25 @@ def _verdict(st: RunState, budget: Budget, eval_ms: float, eval_stopped: str | N
     invalid: list[str] = []
     if budget.over_budget:
         invalid.append(f"over budget: {budget.bytes_total} bytes > {budget.limit}")
-        st.log.log(
-            f"!!! OVER BUDGET: bytes_total:{budget.bytes_total} > limit:{budget.limit} by {-budget.headroom} bytes; "
+        run.log.log(
+            f"!!! OVER BUDGET: bytes_total:{budget.bytes_total} > limit:{budget.limit} "
+            f"by {-budget.headroom} bytes; "
             "the run is marked over_budget (nothing was deleted) !!!"
         )
-    cap_ms = 1000.0 * st.config.eval.max_eval_seconds
+    cap_ms = 1000.0 * run.config.eval.max_eval_seconds
     if eval_stopped is not None:
         invalid.append(
-            f"evaluation stopped at the cap of {st.config.eval.max_eval_seconds:g}s: {eval_stopped}"
+            f"evaluation stopped at the cap of {run.config.eval.max_eval_seconds:g}s: {eval_stopped}"
         )
     elif eval_ms > cap_ms:
-        invalid.append(f"evaluation took {eval_ms / 1000:.1f}s > cap {st.config.eval.max_eval_seconds:.0f}s")
-        st.log.log(
+        invalid.append(f"evaluation took {eval_ms / 1000:.1f}s > cap {run.config.eval.max_eval_seconds:.0f}s")
+        run.log.log(
             f"!!! EVAL OVER TIME: eval_time:{eval_ms:.0f}ms > cap {cap_ms:.0f}ms; result marked invalid !!!"
         )
-    st.log.log(
-        f"budget: bytes_code:{budget.bytes_code} bytes_model:{budget.bytes_model} bytes_total:{budget.bytes_total} "
-        f"limit:{budget.limit} headroom:{budget.headroom} status:{'OVER_BUDGET' if budget.over_budget else 'ok'}",
+    run.log.log(
+        f"budget: bytes_code:{budget.bytes_code} bytes_model:{budget.bytes_model} "
+        f"bytes_total:{budget.bytes_total} limit:{budget.limit} headroom:{budget.headroom} "
+        f"status:{'OVER_BUDGET' if budget.over_budget else 'ok'}",
         event="budget",
         bytes_code=budget.bytes_code,
         bytes_model=budget.bytes_model,
@@ -72,63 +74,63 @@ def _verdict(st: RunState, budget: Budget, eval_ms: float, eval_stopped: str | N
     return invalid
 
 
-def _baselines(st: RunState, rt: EvalResult, shuffled: float) -> dict[str, Any]:
+def _baselines(run: RunState, roundtrip: EvalResult, shuffled: float) -> dict[str, Any]:
     """Model CE next to uniform, unigram and shuffled-context CE (true ln, held-out val)."""
     rep = BaselineReport(
-        model_ce=rt.val_loss,
-        uniform_ce=uniform_ce(st.config.data.vocab_size),
-        unigram_ce=st.unigram_ce,
+        model_ce=roundtrip.val_loss,
+        uniform_ce=uniform_ce(run.config.data.vocab_size),
+        unigram_ce=run.unigram_ce,
         shuffled_ce=shuffled,
         shuffle_seed=DEFAULT_SHUFFLE_SEED,
-        unigram_tokens=st.unigram.tokens,
+        unigram_tokens=run.unigram.tokens,
     )
-    st.log.log(rep.log_line(), event="baselines", **rep.as_record())
+    run.log.log(rep.log_line(), event="baselines", **rep.as_record())
     alert = rep.alert_line()
     # A roundtrip stopped at the eval cap has no model CE: the run is already invalid for
     # that, and "does not beat the baselines" would misname the cause.
-    if alert is not None and math.isfinite(rt.val_loss):
-        st.log.log(alert)
+    if alert is not None and math.isfinite(roundtrip.val_loss):
+        run.log.log(alert)
     return rep.as_record()
 
 
-def _telemetry(st: RunState, ctx: TrainContext, res: TrainResult, device: str) -> dict[str, Any]:
+def _telemetry(run: RunState, ctx: TrainContext, res: TrainResult, device: str) -> dict[str, Any]:
     """GPU samples (n/a on CPU), train tokens/s over the timed steps, and MFU."""
-    window = st.config.train.train_seq_len
-    flops = model_flops_per_token(st.n_params, ctx.model.attention_layers, window, ctx.model.width)
+    window = run.config.train.train_seq_len
+    flops = model_flops_per_token(run.n_params, ctx.model.attention_layers, window, ctx.model.width)
     out = {
-        **st.gpu,
+        **run.gpu,
         **throughput(
             res.steps,
-            st.config.train.train_batch_tokens,
+            run.config.train.train_batch_tokens,
             res.train_time_ms,
             flops,
             device,
-            num_devices=st.dist.world_size,
+            num_devices=run.dist.world_size,
         ),
     }
-    st.log.log(telemetry_line(out), event="telemetry", **out)
+    run.log.log(telemetry_line(out), event="telemetry", **out)
     return out
 
 
 def report(
-    st: RunState, ctx: TrainContext, res: TrainResult, pre: EvalResult, scores: dict[str, Any]
+    run: RunState, ctx: TrainContext, res: TrainResult, pre: EvalResult, scores: dict[str, Any]
 ) -> dict[str, Any]:
     """Measure the budget from disk, decide validity, write submission.json."""
-    config, dist = st.config, st.dist
-    budget = measure_budget(st.code_path, st.artifact_path)
-    rt, sw = scores["roundtrip"], scores["sliding"]
-    headline = sw or rt
-    invalid = _verdict(st, budget, scores["eval_time_ms"], scores.get("eval_stopped"))
+    config, dist = run.config, run.dist
+    budget = measure_budget(run.code_path, run.artifact_path)
+    roundtrip, sliding = scores["roundtrip"], scores["sliding"]
+    headline = sliding or roundtrip
+    invalid = _verdict(run, budget, scores["eval_time_ms"], scores.get("eval_stopped"))
     device = (
         torch.cuda.get_device_name(dist.device)
         if dist.device.type == "cuda"
         else f"cpu ({platform.machine()})"
     )
     window = scoring_window(config)
-    on = f"on the {st.qname}+{st.cname} roundtrip"
+    on = f"on the {run.quantizer_tag}+{run.compressor_tag} roundtrip"
     score_method = (
         f"sliding_window stride:{config.eval.eval_stride} window:{window} {on}"
-        if sw
+        if sliding
         else f"standard seq_len:{config.train.train_seq_len} {on}"
     )
     record: dict[str, Any] = {
@@ -137,20 +139,20 @@ def report(
         "github_id": config.github_id,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "track": config.track,
-        "protocol": st.protocol,
+        "protocol": run.protocol,
         "blurb": config.blurb,
-        "run_id": st.run_id,
+        "run_id": run.run_id,
         "val_bpb": headline.val_bpb,
         "val_loss": headline.val_loss,
         "score_method": score_method,
         "pre_quant_val_bpb": pre.val_bpb,
         "pre_quant_val_loss": pre.val_loss,
-        "roundtrip_val_bpb": rt.val_bpb,
-        "roundtrip_val_loss": rt.val_loss,
-        "sliding_val_bpb": sw.val_bpb if sw else None,
-        "sliding_val_loss": sw.val_loss if sw else None,
-        "eval_stride": config.eval.eval_stride if sw else None,
-        "eval_window": window if sw else None,
+        "roundtrip_val_bpb": roundtrip.val_bpb,
+        "roundtrip_val_loss": roundtrip.val_loss,
+        "sliding_val_bpb": sliding.val_bpb if sliding else None,
+        "sliding_val_loss": sliding.val_loss if sliding else None,
+        "eval_stride": config.eval.eval_stride if sliding else None,
+        "eval_window": window if sliding else None,
         "val_tokens": headline.tokens,
         "val_bytes": headline.bytes,
         "bytes_total": budget.bytes_total,
@@ -160,7 +162,7 @@ def report(
         "over_budget": budget.over_budget,
         "valid": not invalid,
         "invalid_reasons": invalid,
-        "model_params": st.n_params,
+        "model_params": run.n_params,
         "steps": res.steps,
         "ms_per_step": res.train_time_ms / max(res.steps, 1),
         "train_time_ms": res.train_time_ms,
@@ -168,36 +170,36 @@ def report(
         "eval_time_ms": scores["eval_time_ms"],
         "seed": config.train.seed,
         "world_size": dist.world_size,
-        "grad_accum_steps": st.accum,
+        "grad_accum_steps": run.accum,
         "train_batch_tokens": config.train.train_batch_tokens,
         "train_seq_len": config.train.train_seq_len,
         "device": device,
-        "quantizer": st.qname,
-        "compressor": st.cname,
-        "dataset_sha256": st.fingerprint["dataset_sha256"],
-        "tokenizer_sha256": st.fingerprint["tokenizer_sha256"],
-        "artifact_file": st.artifact_path.name,
-        "code_file": st.code_path.name,
-        "artifact_sha256": file_sha256(st.artifact_path),
-        "code_sha256": file_sha256(st.code_path),
+        "quantizer": run.quantizer_tag,
+        "compressor": run.compressor_tag,
+        "dataset_sha256": run.fingerprint["dataset_sha256"],
+        "tokenizer_sha256": run.fingerprint["tokenizer_sha256"],
+        "artifact_file": run.artifact_path.name,
+        "code_file": run.code_path.name,
+        "artifact_sha256": file_sha256(run.artifact_path),
+        "code_sha256": file_sha256(run.code_path),
         "harness_version": harness.__version__,
         "eval_version": EVAL_VERSION,
         "torch_version": torch.__version__,
-        "wall_time_s": round(time.time() - st.wall_start, 1),
+        "wall_time_s": round(time.time() - run.wall_start, 1),
     }
-    record["baselines"] = _baselines(st, rt, scores["shuffled_ce"])
-    record["telemetry"] = _telemetry(st, ctx, res, device)
-    if st.entropy is not None:  # absent in eval-only runs, which write no artifact
-        record["entropy"] = st.entropy
+    record["baselines"] = _baselines(run, roundtrip, scores["shuffled_ce"])
+    record["telemetry"] = _telemetry(run, ctx, res, device)
+    if run.entropy is not None:  # absent in eval-only runs, which write no artifact
+        record["entropy"] = run.entropy
     extra: dict[str, Any] = {}
-    st.manager.hook.pg_report(ctx=ctx, record=extra)
+    run.manager.hook.pg_report(ctx=ctx, record=extra)
     clash = sorted(set(extra) & set(record))
     if clash:
         raise ConfigError(f"a pg_report plugin tried to set {', '.join(clash)}: {_HARNESS_KEYS_NOTE}")
     record.update(extra)
-    write_submission_json(st.run_dir / "submission.json", record)
-    st.log.log(
-        f"submission:{st.run_dir / 'submission.json'} val_bpb:{headline.val_bpb:.8f} valid:{not invalid}",
+    write_submission_json(run.run_dir / "submission.json", record)
+    run.log.log(
+        f"submission:{run.run_dir / 'submission.json'} val_bpb:{headline.val_bpb:.8f} valid:{not invalid}",
         event="done",
         val_bpb=headline.val_bpb,
         valid=not invalid,

@@ -7,8 +7,10 @@ Every line is flushed as it is written, so a crash loses nothing already logged.
 
 Both files are append-only rather than written atomically: a kill can at worst leave the
 LAST line torn (no newline), never damage earlier ones. A logger opening the files again
-(``--resume``) first cuts such a torn tail. Readers must trust only newline-terminated lines (`harness.leaderboard.records.complete_lines` drops a torn tail before
-`harness.leaderboard.logparse` sees the log; a metrics.jsonl reader should skip an unterminated last line).
+(``--resume``) first cuts such a torn tail. Readers must trust only newline-terminated lines
+(`harness.leaderboard.records.complete_lines` drops a torn tail before
+`harness.leaderboard.logparse` sees the log; a metrics.jsonl reader should skip an
+unterminated last line).
 """
 
 from __future__ import annotations

@@ -126,12 +126,14 @@ def pipeline(
         checkpoint_module().check_resume_dir(run_dir, config, dist.world_size)
     log = RunLogger(run_dir, dist.rank)
     accum = grad_accum_steps(config, dist.world_size)
-    st = RunState(config, dist, manager, log, rid, run_dir, autocast_dtype_for(dist.device), accum)
+    run_state = RunState(config, dist, manager, log, rid, run_dir, autocast_dtype_for(dist.device), accum)
     eval_only = bool(config.train.load_model_path)
     try:
-        start(st, submission_dir)
-        scorer = load_data(st)
-        ctx, result = load_trained(st) if eval_only else train(st, scorer, resume=resume is not None)
+        start(run_state, submission_dir)
+        scorer = load_data(run_state)
+        ctx, result = (
+            load_trained(run_state) if eval_only else train(run_state, scorer, resume=resume is not None)
+        )
         # Pre-quantization score of the weights that will be exported (after any averaging swap).
         pre = scorer.standard(ctx.model)
         log.log(
@@ -140,9 +142,9 @@ def pipeline(
             val_loss=pre.val_loss,
             val_bpb=pre.val_bpb,
         )
-        ship_existing_artifact(st) if eval_only else export(st, ctx)
-        scores = score_artifact(st, scorer)
-        return report(st, ctx, result, pre, scores) if dist.is_main else None
+        ship_existing_artifact(run_state) if eval_only else export(run_state, ctx)
+        scores = score_artifact(run_state, scorer)
+        return report(run_state, ctx, result, pre, scores) if dist.is_main else None
     except TrainingInterrupted:  # on purpose (train.stop_after_step): not an error
         return None
     except PgolfError as exc:

@@ -32,8 +32,9 @@ class Scorer:
         self.batch_seqs = config.eval.val_batch_size // (dist.world_size * accum) // seq
         if self.batch_seqs < 1:
             raise ConfigError(
-                f"eval.val_batch_size={config.eval.val_batch_size} is too small: it must hold one sequence of "
-                f"{seq} tokens per rank and micro-batch (world {dist.world_size} x accum {accum})"
+                f"eval.val_batch_size={config.eval.val_batch_size} is too small: "
+                f"it must hold one sequence of {seq} tokens per rank and micro-batch "
+                f"(world {dist.world_size} x accum {accum})"
             )
 
     def standard(self, model: torch.nn.Module, deadline: float | None = None) -> EvalResult:

@@ -27,9 +27,9 @@ def _unscored(mode: str, stride: int | None, window: int) -> EvalResult:
     )
 
 
-def _eval_stopped(st: RunState, scores: dict[str, Any], exc: EvalTimeLimit, skipped: list[str]) -> None:
-    cap = st.config.eval.max_eval_seconds
-    st.log.log(
+def _eval_stopped(run: RunState, scores: dict[str, Any], exc: EvalTimeLimit, skipped: list[str]) -> None:
+    cap = run.config.eval.max_eval_seconds
+    run.log.log(
         f"!!! EVAL OVER TIME: {exc}; cap {cap:g}s; skipped: {', '.join(skipped) or 'nothing'}; "
         "no score is reported and the result is marked invalid !!!",
         event="eval_over_time",
@@ -40,7 +40,7 @@ def _eval_stopped(st: RunState, scores: dict[str, Any], exc: EvalTimeLimit, skip
     scores["eval_stopped"] = str(exc)
 
 
-def score_artifact(st: RunState, scorer: Scorer) -> dict[str, Any]:
+def score_artifact(run: RunState, scorer: Scorer) -> dict[str, Any]:
     """Every rank reads the artifact back from disk, rebuilds the model and scores it.
 
     The eval clock starts before the artifact is read; ``eval.max_eval_seconds`` from then
@@ -48,13 +48,13 @@ def score_artifact(st: RunState, scorer: Scorer) -> dict[str, Any]:
     check between batches. A pass stopped there scores NaN, the later ones are skipped, and
     ``scores["eval_stopped"]`` says why (the verdict marks the run invalid).
     """
-    config, log = st.config, st.log
+    config, log = run.config, run.log
     t0 = time.perf_counter()
     deadline = t0 + config.eval.max_eval_seconds
-    state, _manifest = load_state_dict(st.artifact_path, st.manager.registry)
-    model = config.model.build(config.data.vocab_size).to(st.dist.device)
+    state, _manifest = load_state_dict(run.artifact_path, run.manager.registry)
+    model = config.model.build(config.data.vocab_size).to(run.dist.device)
     model.load_state_dict(state, strict=True)
-    tag = f"final_{st.qname}_{st.cname}_roundtrip"
+    tag = f"final_{run.quantizer_tag}_{run.compressor_tag}_roundtrip"
     stride, window = config.eval.eval_stride, scorer.window()
     scores: dict[str, Any] = {
         "roundtrip": None,
@@ -63,28 +63,28 @@ def score_artifact(st: RunState, scorer: Scorer) -> dict[str, Any]:
         "eval_stopped": None,
     }
     try:
-        rt = scorer.standard(model, deadline=deadline)
+        roundtrip = scorer.standard(model, deadline=deadline)
     except EvalTimeLimit as exc:
         scores["roundtrip"] = _unscored("standard", None, config.train.train_seq_len)
         if scorer.sliding_enabled():
             scores["sliding"] = _unscored("sliding", min(stride, window), window)
         _eval_stopped(
-            st, scores, exc, ["shuffled baseline"] + (["sliding_window"] if scorer.sliding_enabled() else [])
+            run, scores, exc, ["shuffled baseline"] + (["sliding_window"] if scorer.sliding_enabled() else [])
         )
         scores["eval_time_ms"] = 1000.0 * (time.perf_counter() - t0)
         return scores
     rt_ms = 1000.0 * (time.perf_counter() - t0)
     log.log(
-        f"{tag} {fmt_scores(rt, False)} eval_time:{rt_ms:.0f}ms",
+        f"{tag} {fmt_scores(roundtrip, False)} eval_time:{rt_ms:.0f}ms",
         event="roundtrip",
-        val_loss=rt.val_loss,
-        val_bpb=rt.val_bpb,
+        val_loss=roundtrip.val_loss,
+        val_bpb=roundtrip.val_bpb,
         eval_time_ms=rt_ms,
-        tokens=rt.tokens,
-        bytes=rt.bytes,
+        tokens=roundtrip.tokens,
+        bytes=roundtrip.bytes,
     )
-    log.log(f"{tag}_exact {fmt_scores(rt, True)}")
-    scores["roundtrip"] = rt
+    log.log(f"{tag}_exact {fmt_scores(roundtrip, True)}")
+    scores["roundtrip"] = roundtrip
     # The shuffled-context baseline is not part of the scored evaluation: timed apart.
     t_shuffle = time.perf_counter()
     model.eval()
@@ -93,35 +93,35 @@ def score_artifact(st: RunState, scorer: Scorer) -> dict[str, Any]:
         scorer.val,
         seq_len=config.train.train_seq_len,
         batch_seqs=scorer.batch_seqs,
-        device=st.dist.device,
-        autocast_dtype=st.autocast,
+        device=run.dist.device,
+        autocast_dtype=run.autocast,
         seed=DEFAULT_SHUFFLE_SEED,
-        rank=st.dist.rank,
-        world_size=st.dist.world_size,
+        rank=run.dist.rank,
+        world_size=run.dist.world_size,
     )
     shuffle_s = time.perf_counter() - t_shuffle
     if scorer.sliding_enabled():
         t1 = time.perf_counter()
         try:
-            sw = scorer.sliding(model, deadline=deadline + shuffle_s)
+            sliding = scorer.sliding(model, deadline=deadline + shuffle_s)
         except EvalTimeLimit as exc:
             scores["sliding"] = _unscored("sliding", min(stride, window), window)
-            _eval_stopped(st, scores, exc, [])
+            _eval_stopped(run, scores, exc, [])
         else:
             sw_ms = 1000.0 * (time.perf_counter() - t1)
             head = f"stride:{stride} window:{window}"
             log.log(
-                f"{tag}_sliding_window {head} {fmt_scores(sw, False)} eval_time:{sw_ms:.0f}ms",
+                f"{tag}_sliding_window {head} {fmt_scores(sliding, False)} eval_time:{sw_ms:.0f}ms",
                 event="sliding",
-                val_loss=sw.val_loss,
-                val_bpb=sw.val_bpb,
+                val_loss=sliding.val_loss,
+                val_bpb=sliding.val_bpb,
                 eval_time_ms=sw_ms,
                 stride=stride,
                 window=window,
-                tokens=sw.tokens,
-                bytes=sw.bytes,
+                tokens=sliding.tokens,
+                bytes=sliding.bytes,
             )
-            log.log(f"{tag}_sliding_window_exact {head} {fmt_scores(sw, True)}")
-            scores["sliding"] = sw
+            log.log(f"{tag}_sliding_window_exact {head} {fmt_scores(sliding, True)}")
+            scores["sliding"] = sliding
     scores["eval_time_ms"] = 1000.0 * (time.perf_counter() - t0 - shuffle_s)
     return scores

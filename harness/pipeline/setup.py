@@ -199,7 +199,8 @@ def _resume_run_dir(run_dir: Path, run_id: str | None) -> tuple[str, Path]:
     exported = sorted(run_dir.glob("*.pgolf"))
     if exported:
         raise ConfigError(
-            f"--resume {run_dir}: training already finished and exported {exported[0].name}; score it with `pgolf rescore {run_dir}`"
+            f"--resume {run_dir}: training already finished and exported {exported[0].name}; "
+            f"score it with `pgolf rescore {run_dir}`"
         )
     if run_id is not None and run_id != run_dir.name:
         raise ConfigError(
@@ -213,7 +214,8 @@ def _header_lines(
 ) -> None:
     if dist.device.type == "cuda":
         log.log(
-            f"device:cuda name:{torch.cuda.get_device_name(dist.device)} world_size:{dist.world_size} backend:{dist.backend or 'none'}"
+            f"device:cuda name:{torch.cuda.get_device_name(dist.device)} "
+            f"world_size:{dist.world_size} backend:{dist.backend or 'none'}"
         )
     else:
         log.log(
@@ -221,11 +223,13 @@ def _header_lines(
             f"world_size:{dist.world_size} backend:{dist.backend or 'none'} threads:{torch.get_num_threads()}"
         )
     log.log(
-        f"amp_dtype:{str(autocast).replace('torch.', '')} torch:{torch.__version__} python:{platform.python_version()}"
+        f"amp_dtype:{str(autocast).replace('torch.', '')} torch:{torch.__version__} "
+        f"python:{platform.python_version()}"
     )
     log.log(
         f"train_batch_tokens:{config.train.train_batch_tokens} train_seq_len:{config.train.train_seq_len} "
-        f"grad_accum_steps:{accum} iterations:{config.train.iterations} warmup_steps:{config.train.warmup_steps} "
+        f"grad_accum_steps:{accum} iterations:{config.train.iterations} "
+        f"warmup_steps:{config.train.warmup_steps} "
         f"max_wallclock_seconds:{config.train.max_wallclock_seconds:.3f} seed:{config.train.seed}"
     )
     log.log(f"config:{cfgmod.dumps(config)}")
@@ -250,8 +254,8 @@ class RunState:
     protocol: str = "smoke"
     n_params: int = 0
     artifact_path: Path | None = None
-    qname: str = ""
-    cname: str = ""
+    quantizer_tag: str = ""
+    compressor_tag: str = ""
     unigram: Any = None
     unigram_ce: float = float("nan")
     gpu: dict[str, Any] = field(default_factory=cpu_telemetry)
@@ -259,45 +263,46 @@ class RunState:
     """The export's entropy report, for ``submission.json``."""
 
 
-def start(st: RunState, submission_dir: Path) -> None:
+def start(run: RunState, submission_dir: Path) -> None:
     """Header lines, the shipped code and the resolved config, written before anything heavy."""
-    _header_lines(st.config, st.dist, st.autocast, st.log, st.accum)
-    st.log.log(f"run_id:{st.run_id} run_dir:{st.run_dir}", event="start", run_id=st.run_id)
-    st.code_path = st.run_dir / "train_gpt.py"
-    if st.dist.is_main:
-        ship_code(st.run_dir, submission_dir, st.config, st.log)
-        write_atomic(st.run_dir / "config.json", (cfgmod.dumps(st.config) + "\n").encode("utf-8"))
-    barrier(st.dist)
+    _header_lines(run.config, run.dist, run.autocast, run.log, run.accum)
+    run.log.log(f"run_id:{run.run_id} run_dir:{run.run_dir}", event="start", run_id=run.run_id)
+    run.code_path = run.run_dir / "train_gpt.py"
+    if run.dist.is_main:
+        ship_code(run.run_dir, submission_dir, run.config, run.log)
+        write_atomic(run.run_dir / "config.json", (cfgmod.dumps(run.config) + "\n").encode("utf-8"))
+    barrier(run.dist)
 
 
-def load_data(st: RunState) -> Scorer:
+def load_data(run: RunState) -> Scorer:
     """Resolve the dataset, build the byte tables and validation tokens, fingerprint them."""
-    config = st.config
-    st.data = _resolve_data(config, st.dist, st.log)
-    luts = build_byte_luts(st.data.tokenizer_path, config.data.vocab_size)
+    config = run.config
+    run.data = _resolve_data(config, run.dist, run.log)
+    luts = build_byte_luts(run.data.tokenizer_path, config.data.vocab_size)
     val_tokens = load_validation_tokens(
-        st.data.data_path,
+        run.data.data_path,
         config.train.train_seq_len,
         config.data.vocab_size,
         max_targets=config.eval.val_max_tokens,
     )
-    val_shards = list_shards(st.data.data_path, "val")
-    st.fingerprint = {
+    val_shards = list_shards(run.data.data_path, "val")
+    run.fingerprint = {
         "dataset_sha256": dataset_fingerprint(val_shards),
-        "tokenizer_sha256": tokenizer_sha256(st.data.tokenizer_path),
+        "tokenizer_sha256": tokenizer_sha256(run.data.tokenizer_path),
     }
-    full = st.dist.device.type == "cuda" and not st.data.builtin and config.eval.val_max_tokens == 0
-    st.protocol = "full" if full else "smoke"
-    st.log.log(
-        f"val_tokens:{val_tokens.numel() - 1} val_shards:{len(val_shards)} protocol:{st.protocol} "
-        f"dataset_sha256:{st.fingerprint['dataset_sha256'][:16]} tokenizer_sha256:{st.fingerprint['tokenizer_sha256'][:16]}",
+    full = run.dist.device.type == "cuda" and not run.data.builtin and config.eval.val_max_tokens == 0
+    run.protocol = "full" if full else "smoke"
+    run.log.log(
+        f"val_tokens:{val_tokens.numel() - 1} val_shards:{len(val_shards)} protocol:{run.protocol} "
+        f"dataset_sha256:{run.fingerprint['dataset_sha256'][:16]} "
+        f"tokenizer_sha256:{run.fingerprint['tokenizer_sha256'][:16]}",
         event="data",
-        data_path=str(st.data.data_path),
+        data_path=str(run.data.data_path),
         val_tokens=val_tokens.numel() - 1,
-        protocol=st.protocol,
-        **st.fingerprint,
+        protocol=run.protocol,
+        **run.fingerprint,
     )
-    if st.dist.is_main:  # the unigram baseline: token frequencies of the training split
-        st.unigram = train_unigram(st.data.data_path, config.data.vocab_size)
-        st.unigram_ce = unigram_ce(st.unigram.probs, val_tokens)
-    return Scorer(config, st.dist, luts, val_tokens, st.autocast, st.accum)
+    if run.dist.is_main:  # the unigram baseline: token frequencies of the training split
+        run.unigram = train_unigram(run.data.data_path, config.data.vocab_size)
+        run.unigram_ce = unigram_ce(run.unigram.probs, val_tokens)
+    return Scorer(config, run.dist, luts, val_tokens, run.autocast, run.accum)

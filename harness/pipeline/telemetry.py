@@ -250,7 +250,8 @@ def train_tokens_per_second(steps: int, train_batch_tokens: int, train_time_ms: 
     """
     if steps < 0 or train_batch_tokens < 0 or not train_time_ms >= 0:
         raise ConfigError(
-            f"throughput needs steps, train_batch_tokens, train_time_ms >= 0, got {steps}, {train_batch_tokens}, {train_time_ms}"
+            f"throughput needs steps, train_batch_tokens, train_time_ms >= 0, "
+            f"got {steps}, {train_batch_tokens}, {train_time_ms}"
         )
     if steps == 0 or train_time_ms == 0:
         return NA

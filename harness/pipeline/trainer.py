@@ -156,8 +156,8 @@ class Trainer:
         metrics = self.validate()
         avg = train_ms / max(step, 1)
         self.ctx.log.log(
-            f"step:{step}/{self.cfg.iterations} val_loss:{metrics['val_loss']:.4f} val_bpb:{metrics['val_bpb']:.4f} "
-            f"train_time:{train_ms:.0f}ms step_avg:{avg:.2f}ms",
+            f"step:{step}/{self.cfg.iterations} val_loss:{metrics['val_loss']:.4f} "
+            f"val_bpb:{metrics['val_bpb']:.4f} train_time:{train_ms:.0f}ms step_avg:{avg:.2f}ms",
             event="val",
             step=step,
             train_time_ms=train_ms,
@@ -248,7 +248,8 @@ class Trainer:
                     step=step,
                 )
                 raise TrainingDiverged(
-                    f"training loss became {loss_value} at step {step}; run aborted, files written so far are kept"
+                    f"training loss became {loss_value} at step {step}; "
+                    "run aborted, files written so far are kept"
                 )
             agreed_ms = self._agreed_time(now_ms)
             stop_now = stop_at is None and self.max_ms > 0 and agreed_ms >= self.max_ms
@@ -268,7 +269,8 @@ class Trainer:
                         step=step,
                     )
                     raise TrainingInterrupted(
-                        f"stopped after step {step} (train.stop_after_step); checkpoint saved in {ctx.run_dir}"
+                        f"stopped after step {step} (train.stop_after_step); "
+                        f"checkpoint saved in {ctx.run_dir}"
                     )
         if self.checkpointer is not None and self.ckpt_every_ms > 0 and last_ckpt_step != step:
             self._save(self._state(step, train_ms, agreed_ms, stop_at))

@@ -69,33 +69,33 @@ def _describe_model(model: torch.nn.Module, log: RunLogger) -> None:
         log.log(line)
 
 
-def train(st: RunState, scorer: Scorer, resume: bool = False) -> tuple[TrainContext, TrainResult]:
+def train(run: RunState, scorer: Scorer, resume: bool = False) -> tuple[TrainContext, TrainResult]:
     """Build the model, optimizers and observers; prime, train, and let plugins finish.
 
     With checkpoints on (or ``resume``), a `Checkpointer` saves the training state in the
     run folder; ``resume`` restores it after priming and training continues from its step.
     """
-    config, dist = st.config, st.dist
+    config, dist = run.config, run.dist
     seed_everything(config.train.seed)
     model = config.model.build(config.data.vocab_size).to(dist.device)
-    st.n_params = sum(p.numel() for p in model.parameters())
-    st.log.log(f"model_params:{st.n_params}", event="model", model_params=st.n_params)
-    _describe_model(model, st.log)
+    run.n_params = sum(p.numel() for p in model.parameters())
+    run.log.log(f"model_params:{run.n_params}", event="model", model_params=run.n_params)
+    _describe_model(model, run.log)
     optimizer = config.optimizer.build(model)
     for line in optimizer.describe():
-        st.log.log(line)
-    observers = register_run_plugins(st.manager, config)
+        run.log.log(line)
+    observers = register_run_plugins(run.manager, config)
     ctx = TrainContext(
         config=config,
         model=model,
         optimizer=optimizer,
-        log=st.log,
+        log=run.log,
         dist=dist,
-        autocast_dtype=st.autocast,
-        run_dir=st.run_dir,
+        autocast_dtype=run.autocast,
+        run_dir=run.run_dir,
     )
     loader = DistributedTokenLoader(
-        st.data.data_path, dist.rank, dist.world_size, dist.device, config.data.vocab_size
+        run.data.data_path, dist.rank, dist.world_size, dist.device, config.data.vocab_size
     )
 
     def validate() -> dict[str, float]:
@@ -104,10 +104,10 @@ def train(st: RunState, scorer: Scorer, resume: bool = False) -> tuple[TrainCont
 
     # Before compilation and priming, so plugins that attach parametrizations or buffers
     # (late QAT) are compiled in and their switches are tensors, not baked Python flags.
-    st.manager.hook.pg_train_start(ctx=ctx)
+    run.manager.hook.pg_train_start(ctx=ctx)
     wants_ckpt = resume or config.train.checkpoint_every_minutes > 0 or config.train.stop_after_step > 0
     ckpt = (
-        checkpoint_module().Checkpointer(st.run_dir, config, dist, loader=loader, observers=observers)
+        checkpoint_module().Checkpointer(run.run_dir, config, dist, loader=loader, observers=observers)
         if wants_ckpt
         else None
     )
@@ -116,17 +116,18 @@ def train(st: RunState, scorer: Scorer, resume: bool = False) -> tuple[TrainCont
         train_model=wrap_for_training(model, config, dist),
         loader=loader,
         validate=validate,
-        hooks=st.manager.hook,
+        hooks=run.manager.hook,
         checkpointer=ckpt,
     )
     trainer.prime()
     if ckpt is not None and ckpt.stateless:
-        st.log.log(
-            f"checkpoint: plugins without checkpoint state (a resume restarts them): {', '.join(ckpt.stateless)}"
+        run.log.log(
+            "checkpoint: plugins without checkpoint state (a resume restarts them): "
+            f"{', '.join(ckpt.stateless)}"
         )
     start = ckpt.load(ctx) if resume else None  # after priming, which resets what it touched
     if start is not None:
-        st.log.log(
+        run.log.log(
             f"resume: step:{start['step']} train_time:{start['train_ms']:.0f}ms from {ckpt.path}",
             event="resume",
             step=start["step"],
@@ -142,8 +143,8 @@ def train(st: RunState, scorer: Scorer, resume: bool = False) -> tuple[TrainCont
         result = trainer.run(resume=start)
     finally:
         if sampler is not None:
-            st.gpu = sampler.stop()
-    st.manager.hook.pg_train_end(ctx=ctx)
+            run.gpu = sampler.stop()
+    run.manager.hook.pg_train_end(ctx=ctx)
     return ctx, result
 
 
@@ -163,29 +164,32 @@ def source_artifact(path: Path) -> Path:
     return path
 
 
-def load_trained(st: RunState) -> tuple[TrainContext, TrainResult]:
+def load_trained(run: RunState) -> tuple[TrainContext, TrainResult]:
     """Eval-only: rebuild the model from an existing artifact; no training step runs."""
-    config = st.config
+    config = run.config
     source = source_artifact(Path(config.train.load_model_path))
-    state, manifest = load_state_dict(source, st.manager.registry)
+    state, manifest = load_state_dict(source, run.manager.registry)
     names = (manifest["quantizer"]["name"], manifest["compressor"]["name"])
-    expected = (st.manager.registry.name_of(config.quantizer), st.manager.registry.name_of(config.compressor))
+    expected = (
+        run.manager.registry.name_of(config.quantizer),
+        run.manager.registry.name_of(config.compressor),
+    )
     if names != expected:
         raise ConfigError(
             f"{source} was written by quantizer/compressor {names}, but this submission uses {expected}"
         )
-    model = config.model.build(config.data.vocab_size).to(st.dist.device)
+    model = config.model.build(config.data.vocab_size).to(run.dist.device)
     model.load_state_dict(state, strict=True)
-    st.n_params = sum(p.numel() for p in model.parameters())
-    st.log.log(f"model_params:{st.n_params}", event="model", model_params=st.n_params)
-    st.log.log(f"eval_only: loaded {source} (no training)", event="eval_only", source=str(source))
+    run.n_params = sum(p.numel() for p in model.parameters())
+    run.log.log(f"model_params:{run.n_params}", event="model", model_params=run.n_params)
+    run.log.log(f"eval_only: loaded {source} (no training)", event="eval_only", source=str(source))
     ctx = TrainContext(
         config=config,
         model=model,
         optimizer=None,
-        log=st.log,
-        dist=st.dist,
-        autocast_dtype=st.autocast,
-        run_dir=st.run_dir,
+        log=run.log,
+        dist=run.dist,
+        autocast_dtype=run.autocast,
+        run_dir=run.run_dir,
     )
     return ctx, TrainResult(steps=0, train_time_ms=0.0, stopped_early=False, last_val=None)

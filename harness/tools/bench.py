@@ -207,7 +207,8 @@ class SyntheticLoader:
         local = global_tokens // grad_accum_steps
         if local <= 0 or local % seq_len:
             raise ConfigError(
-                f"{global_tokens} tokens over {grad_accum_steps} micro-batches is not a multiple of seq_len {seq_len}"
+                f"{global_tokens} tokens over {grad_accum_steps} micro-batches "
+                f"is not a multiple of seq_len {seq_len}"
             )
         tokens = torch.randint(0, self.vocab_size, (local + 1,), generator=self.gen)
         x, y = tokens[:-1].reshape(-1, seq_len), tokens[1:].reshape(-1, seq_len)
@@ -410,7 +411,8 @@ def load_results(path: Path) -> dict[str, dict[str, Any]]:
             or not all(_positive(stats.get(k)) for k in ("median", "mean"))
         ):
             raise ConfigError(
-                f"benchmark results {path}: benchmarks[{i}] needs a 'name' and 'stats' with positive 'median' and 'mean'"
+                f"benchmark results {path}: benchmarks[{i}] needs a 'name' "
+                "and 'stats' with positive 'median' and 'mean'"
             )
         if name in out:
             raise ConfigError(f"benchmark results {path}: benchmark {name!r} appears twice")
@@ -494,8 +496,10 @@ def summary_lines(current: Mapping[str, Mapping[str, Any]]) -> list[str]:
         ratio = info.get("plugin_overhead_ratio")
         verdict = "ok" if isinstance(ratio, (int, float)) and ratio < OVERHEAD_LIMIT else "OVER LIMIT"
         lines.append(
-            f"plugin overhead: harness step / hand-written step = {ratio:.3f} (limit {OVERHEAD_LIMIT}, {verdict}; "
-            f"medians {info.get('harness_median_ms', float('nan')):.2f} ms vs {info.get('reference_median_ms', float('nan')):.2f} ms "
+            f"plugin overhead: harness step / hand-written step = {ratio:.3f} "
+            f"(limit {OVERHEAD_LIMIT}, {verdict}; "
+            f"medians {info.get('harness_median_ms', float('nan')):.2f} ms "
+            f"vs {info.get('reference_median_ms', float('nan')):.2f} ms "
             f"over {info.get('rounds', '?')} interleaved rounds)"
             if isinstance(ratio, (int, float))
             else "plugin overhead: no ratio recorded"
@@ -512,7 +516,8 @@ def summary_lines(current: Mapping[str, Mapping[str, Any]]) -> list[str]:
             lines.append(
                 f"  {bench['name']}: {info['windows_per_s']:.1f} windows/s -> full validation "
                 f"({info.get('full_val_windows', '?')} windows of {FULL_WINDOW} at stride {FULL_STRIDE}) "
-                f"~{info['projected_full_val_s'] / 3600:.1f} h on this device for the {info.get('model', 'benchmark')} model"
+                f"~{info['projected_full_val_s'] / 3600:.1f} h on this device "
+                f"for the {info.get('model', 'benchmark')} model"
             )
     return lines
 
@@ -585,7 +590,8 @@ def bench_cpu(
         return 0 if rc == 0 else 1
     bad = regressions(rows)
     print(
-        f"compared with {baseline_path}: {len(bad)} of {len(rows)} regressed by more than {threshold:g}% (median)"
+        f"compared with {baseline_path}: {len(bad)} of {len(rows)} "
+        f"regressed by more than {threshold:g}% (median)"
     )
     if rc != 0:
         print(f"benchmark suite failed: pytest exit status {rc}")
@@ -600,7 +606,8 @@ def require_cuda() -> torch.device:
     if not torch.cuda.is_available():
         raise ConfigError(
             "pgolf bench --gpu needs a CUDA device, and torch.cuda.is_available() is False "
-            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); run `pgolf bench` for the CPU suite"
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); "
+            "run `pgolf bench` for the CPU suite"
         )
     return torch.device("cuda", torch.cuda.current_device())
 
@@ -723,7 +730,8 @@ def bench_gpu(out_dir: Path = GPU_DIR, *, warm: int = 3, timed: int = 10, slidin
             torch.cuda.empty_cache()
         t, s = results[name]["train"], results[name]["sliding"]
         print(
-            f"{name}: {t['ms_per_step_median']:.1f} ms/step (min {t['ms_per_step_min']:.1f}) at {t['global_batch_tokens']} "
+            f"{name}: {t['ms_per_step_median']:.1f} ms/step (min {t['ms_per_step_min']:.1f}) "
+            f"at {t['global_batch_tokens']} "
             f"tokens x{t['grad_accum_steps']} accum, peak {t['peak_memory_allocated_mib']:.0f} MiB; sliding "
             f"{s['windows_per_s']:.1f} windows/s -> full val ~{s['projected_full_val_s']:.0f} s",
             flush=True,

@@ -53,7 +53,8 @@ BUNDLE_FORMAT_VERSION = 1
 BUNDLED_PACKAGES: tuple[str, ...] = ("harness", "plugins")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 ORIGIN_PREFIX = "<pgolf-bundle>/"
-"""Prefix of every embedded module's ``__file__``. It is not a real path, so nothing on disk is read by mistake."""
+"""Prefix of every embedded module's ``__file__``. It is not a real path, so nothing on disk
+is read by mistake."""
 
 # The bootstrap, which runs in the bundle's ``__main__`` namespace. It reads
 # ``_pgolf_sources`` ({module: (origin, source)}) and ``__pgolf_bundle__``, which come
@@ -356,7 +357,8 @@ def _render(name: str, version: str, modules: dict[str, _Module], main_source: s
         _BOOTSTRAP,
         f"_pgolf_install(_pgolf_sources, {BUNDLED_PACKAGES!r}, ({main_origin!r}, _pgolf_main_source))\n",
         "del _pgolf_install, _pgolf_sources\n",
-        f'exec(compile(_pgolf_main_source, "{ORIGIN_PREFIX}{main_origin}", "exec", dont_inherit=True), globals())\n',
+        f'exec(compile(_pgolf_main_source, "{ORIGIN_PREFIX}{main_origin}", '
+        '"exec", dont_inherit=True), globals())\n',
     ]
     return "".join(out)
 
@@ -364,7 +366,10 @@ def _render(name: str, version: str, modules: dict[str, _Module], main_source: s
 def _self_extracting(text: str) -> str:
     """Wrap ``text`` as one lzma+base85 line that execs it in the same globals (upstream's shape)."""
     packed = base64.b85encode(lzma.compress(text.encode(), preset=9 | lzma.PRESET_EXTREME)).decode("ascii")
-    return f'import lzma,base64;exec(compile(lzma.decompress(base64.b85decode("{packed}")),"{ORIGIN_PREFIX}train_gpt.py","exec"))\n'
+    return (
+        "import lzma,base64;exec(compile(lzma.decompress("
+        f'base64.b85decode("{packed}")),"{ORIGIN_PREFIX}train_gpt.py","exec"))\n'
+    )
 
 
 def _check_target(submission_file: Path, out_path: Path) -> None:

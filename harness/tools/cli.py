@@ -60,7 +60,8 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     info = bundle_submission(Path(args.submission), out, compress=args.compress)
     print(
-        f"bundled {len(info.modules)} modules into {info.path}: {info.bytes} bytes, {info.lines} lines, sha256 {info.sha256[:16]}"
+        f"bundled {len(info.modules)} modules into {info.path}: {info.bytes} bytes, "
+        f"{info.lines} lines, sha256 {info.sha256[:16]}"
     )
     return 0
 
@@ -87,7 +88,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
         print(f"tokenizer: {model}")
     tok = models[0] if len(models) == 1 else "<one of the tokenizers above>"
     print(
-        f"run with: DATA_PATH={path} TOKENIZER_PATH={tok} torchrun --standalone --nproc_per_node=8 harness/run.py submissions/<name>"
+        f"run with: DATA_PATH={path} TOKENIZER_PATH={tok} "
+        "torchrun --standalone --nproc_per_node=8 harness/run.py submissions/<name>"
     )
     return 0
 

@@ -21,6 +21,10 @@ code. This module automates that review:
 
 Nothing in the run folder is written. Exit codes for the CLI (`verify_main`): 0 every check
 passed, 1 a check failed, and a `ConfigError` (status 2) when the folder is not a run folder.
+
+Longer than 400 lines because it is one command (``pgolf verify``) whose checks above read the
+same run folder and fill one report; split apart, a reviewer would have to read several modules
+to know what a passing verify means.
 """
 
 from __future__ import annotations
@@ -262,7 +266,8 @@ def _check_bytes(report: VerifyReport, record: dict[str, Any], code: Path, artif
     report.add(
         "over_budget",
         claimed_over is over,
-        f"submission.json over_budget: claimed {claimed_over!r}, measured {over} ({total} vs limit {BYTE_LIMIT})",
+        f"submission.json over_budget: claimed {claimed_over!r}, "
+        f"measured {over} ({total} vs limit {BYTE_LIMIT})",
     )
 
 
@@ -321,7 +326,8 @@ def _check_components(report: VerifyReport, record: dict[str, Any], artifact: Pa
         report.add(
             f"artifact_{kind}",
             claimed == tag,
-            f"{artifact.name} manifest {kind} {spec['name']!r} (tag {tag!r}); submission.json {kind}: claimed {claimed!r}",
+            f"{artifact.name} manifest {kind} {spec['name']!r} (tag {tag!r}); "
+            f"submission.json {kind}: claimed {claimed!r}",
         )
 
 
@@ -369,7 +375,8 @@ def _set_value(key: str, value: Any) -> str:
 
 
 def _child_env() -> dict[str, str]:
-    """The caller's environment (PGOLF_CACHE_DIR included) minus anything that re-sizes or re-routes the run."""
+    """The caller's environment (PGOLF_CACHE_DIR included) minus anything that re-sizes or
+    re-routes the run."""
     drop = set(ENV_OVERRIDES) | set(_DROPPED_ENV)
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PYTHONUNBUFFERED"] = "1"
@@ -447,7 +454,8 @@ def _compare_scores(report: VerifyReport, record: dict[str, Any], fresh: dict[st
         ""
         if fresh.get("device") == record.get("device")
         else (
-            f" [claimed on {record.get('device')!r}, re-run on {fresh.get('device')!r}: the bound assumes the same device]"
+            f" [claimed on {record.get('device')!r}, re-run on {fresh.get('device')!r}: "
+            "the bound assumes the same device]"
         )
     )
     for key in SCORE_KEYS:
@@ -456,7 +464,8 @@ def _compare_scores(report: VerifyReport, record: dict[str, Any], fresh: dict[st
         report.add(
             key,
             ok,
-            f"submission.json {key}: claimed {claimed!r}, re-measured {measured!r} (tolerance {BPB_TOLERANCE:g}){'' if ok else where}",
+            f"submission.json {key}: claimed {claimed!r}, re-measured {measured!r} "
+            f"(tolerance {BPB_TOLERANCE:g}){'' if ok else where}",
         )
     for key in COUNT_KEYS:
         claimed, measured = record[key], fresh.get(key)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import importlib
 import math
 
 import numpy as np
@@ -11,8 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from harness.errors import ConfigError
-from harness.registry import Registry
+from harness.api.errors import ConfigError
+from harness.api.registry import Registry
 from plugins.optim import muon
 from plugins.optim.muon import MuonConfig, momentum_at, newton_schulz5
 
@@ -253,8 +255,19 @@ def _run_steps(model: nn.Module, opt: muon.MuonOptimizerSet) -> None:
 
 def _dist_worker(rank: int, out_dir: str) -> None:
     torch.set_num_threads(1)
+    # Import torch._dynamo before the group exists. Optimizer.step imports it lazily, and it
+    # pulls in torch.distributed.nn.functional, whose defaults `group=group.WORLD` are evaluated
+    # at import: imported after init_process_group they capture the live gloo group, so
+    # destroy_process_group cannot free it and its worker threads outlive the worker. A worker
+    # thread still dropping the last all_reduce's tensor then needs the GIL while the
+    # interpreter finalizes, and the process aborts ("terminate called without an active
+    # exception"). Imported first, those defaults are None and the group dies (threads joined)
+    # in destroy_process_group below.
+    importlib.import_module("torch._dynamo")
+
     # A file rendezvous: no TCP port that another process could take between pick and bind.
     dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=2)
+    finished = False
     try:
         model = toy()
         opt = MuonConfig(weight_decay=0.1).build(model)
@@ -262,9 +275,17 @@ def _dist_worker(rank: int, out_dir: str) -> None:
         muon_opt = opt.optimizers["muon"]
         owned = [i for i, p in enumerate(muon_opt.param_groups[0]["params"]) if p in muon_opt.state]
         arrays = {n: p.detach().numpy() for n, p in model.named_parameters()}
-        np.savez(f"{out_dir}/rank{rank}.npz", __owned__=np.array(owned), **arrays)
+        finished = True
     finally:
+        # As harness.pipeline.distributed.shutdown: after a clean finish meet the peer so no
+        # rank tears its transport down while the other still talks to it (skipped after a
+        # failure: the peer may never arrive), collect garbage, then destroy the group.
+        if finished:
+            dist.barrier()
+        gc.collect()
         dist.destroy_process_group()
+    # Written only once this rank left the group cleanly; the parent reads it after both exit.
+    np.savez(f"{out_dir}/rank{rank}.npz", __owned__=np.array(owned), **arrays)
 
 
 @pytest.mark.dist
