@@ -66,9 +66,9 @@ def build_config() -> RunConfig:
         optimizer=MuonConfig(),
         quantizer=Int8Config(),
         compressor=ZlibConfig(level=9),
-        train=TrainConfig(iterations=6, train_batch_tokens=1024, train_seq_len=128, grad_accum_steps=GRAD_ACCUM,
-                          warmup_steps=2, warmdown_iters=3, train_log_every=1, val_loss_every=3,
-                          max_wallclock_seconds=600.0),
+        train=TrainConfig(iterations=6, train_batch_tokens=1024, train_seq_len=128,
+                          grad_accum_steps=GRAD_ACCUM, warmup_steps=2, warmdown_iters=3,
+                          train_log_every=1, val_loss_every=3, max_wallclock_seconds=600.0),
         eval=EvalConfig(val_batch_size=1024, val_max_tokens=1024, eval_stride=64, eval_batch_seqs=8),
         cpu_profile={},
     )

@@ -63,6 +63,9 @@ class LanguageModel(Protocol):
     def width(self) -> int:
         """The residual stream's width (model dimension)."""
 
+    def describe(self) -> list[str]:
+        """Lines for the run header (components, effective depth, attention backend)."""
+
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) int64 ids -> (B, T, V) logits (after any softcap)."""
 

@@ -64,8 +64,7 @@ def wrap_for_training(model: torch.nn.Module, config: RunConfig, dist: DistInfo)
 
 def _describe_model(model: torch.nn.Module, log: RunLogger) -> None:
     """The architecture's own header lines (components, effective depth, attention backend)."""
-    describe = getattr(model, "describe", None)
-    for line in describe() if callable(describe) else []:
+    for line in model.describe():
         log.log(line)
 
 

@@ -234,7 +234,8 @@ class ByteGPT(nn.Module):
         if seqlen > self.cfg.block_size:
             raise ConfigError(
                 f"byte_gpt: input length {seqlen} exceeds block_size={self.cfg.block_size} "
-                "(the position embedding has block_size rows); raise model.block_size or shorten the sequences"
+                "(the position embedding has block_size rows); "
+                "raise model.block_size or shorten the sequences"
             )
         pos = torch.arange(seqlen, device=input_ids.device)
         x = self.drop(self.tok_emb(input_ids) + self.pos_emb(pos)[None])
@@ -269,7 +270,8 @@ class ByteGPT(nn.Module):
         """One header line for the run log."""
         c = self.cfg
         return [
-            f"byte_gpt: d_model:{c.d_model} n_layers:{c.n_layers} n_heads:{c.n_heads} block_size:{c.block_size} "
+            f"byte_gpt: d_model:{c.d_model} n_layers:{c.n_layers} n_heads:{c.n_heads} "
+            f"block_size:{c.block_size} "
             f"mlp_ratio:{c.mlp_ratio} dropout:{c.dropout:g} grad_checkpointing:{c.grad_checkpointing} "
             f"in_proj_init:{c.in_proj_init} attention:sdpa_causal"
         ]

@@ -138,7 +138,8 @@ def layout_of(state_dict: dict[str, torch.Tensor]) -> ClmLayout:
     ec, ro = state_dict.get("ec.weight"), state_dict.get("readout.weight")
     if ec is None or ro is None or ec.ndim != 3:
         raise ConfigError(
-            "clm_export: the state dict has no 3-D ec.weight and readout.weight; only conv_moe models can be exported"
+            "clm_export: the state dict has no 3-D ec.weight and readout.weight; "
+            "only conv_moe models can be exported"
         )
     layout = ClmLayout(
         d_model=int(ec.shape[0]),
@@ -214,7 +215,8 @@ class _Reader:
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
             raise ArtifactError(
-                f"{self.path}: truncated at offset {self.pos}: {what} needs {n} bytes, {len(self.data) - self.pos} left"
+                f"{self.path}: truncated at offset {self.pos}: "
+                f"{what} needs {n} bytes, {len(self.data) - self.pos} left"
             )
         chunk = self.data[self.pos : self.pos + n]
         self.pos += n
@@ -249,7 +251,8 @@ def _layout_from_blocks(path: Path, blocks: list[np.ndarray]) -> ClmLayout:
     trunk = len(blocks) - experts - 3
     if d == 0 or blocks[0].shape[1] % d or trunk < 0:
         raise ArtifactError(
-            f"{path}: block dims {[b.shape for b in blocks]} are not a CLMConvMoE (ec, trunk, experts, router, readout)"
+            f"{path}: block dims {[b.shape for b in blocks]} "
+            "are not a CLMConvMoE (ec, trunk, experts, router, readout)"
         )
     return ClmLayout(
         d_model=d, kernel=blocks[0].shape[1] // d, trunk_layers=trunk, experts=experts, vocab_size=vocab
@@ -315,7 +318,8 @@ class ClmExport:
             clm_matches_artifact=matches,
         )
         ctx.log.log(
-            f"clm_export:{info.path.name} bytes:{info.bytes} sha256:{info.sha256[:16]} matches_artifact:{matches}",
+            f"clm_export:{info.path.name} bytes:{info.bytes} sha256:{info.sha256[:16]} "
+            f"matches_artifact:{matches}",
             event="clm_export",
             bytes=info.bytes,
             sha256=info.sha256,

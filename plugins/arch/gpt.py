@@ -162,7 +162,8 @@ def _validate(cfg: GPTConfig) -> None:
     )
     if not is_plugin and act not in MLP_ACTIVATIONS:
         raise ConfigError(
-            f"gpt.mlp_activation: expected one of {MLP_ACTIVATIONS} or an activation plugin Config, got {act!r}"
+            f"gpt.mlp_activation: expected one of {MLP_ACTIVATIONS} or an activation plugin Config, "
+            f"got {act!r}"
         )
     if not cfg.logit_softcap > 0:
         raise ConfigError(f"gpt.logit_softcap: expected > 0, got {cfg.logit_softcap}")

@@ -153,7 +153,8 @@ class SWA:
 
     @hookimpl
     def pg_report(self, ctx: TrainContext, record: dict[str, Any]) -> None:
-        """``swa_snapshots`` and ``averaging`` (the averaging applied, if any: same value from every averager)."""
+        """``swa_snapshots`` and ``averaging`` (the averaging applied, if any: same value from every
+        averager)."""
         if not self.cfg.enabled:
             return
         record["swa_snapshots"] = self.count

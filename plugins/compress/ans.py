@@ -6,9 +6,9 @@ per-tensor order-0 coder of the comma compression challenge's PR #136. Library:
 ``constriction.stream.stack.AnsCoder`` (32-bit words, 24-bit probabilities) with
 ``stream.model.Categorical``, imported at build time.
 
-With the harness's layout hint (`harness.pipeline.entropy_report.Segment`) each array is coded as symbols: packed
-int5 streams as 5-bit codes (re-packed with `harness.api.quantization.pack_bits` on decode; a stream whose
-codes do not re-pack exactly is coded as bytes), everything else as bytes. Arrays of at least
+With the harness's layout hint (`harness.pipeline.entropy_report.Segment`) each array is coded as symbols:
+packed int5 streams as 5-bit codes (re-packed with `harness.api.quantization.pack_bits` on decode; a stream
+whose codes do not re-pack exactly is coded as bytes), everything else as bytes. Arrays of at least
 ``own_table_min_symbols`` symbols get their own frequency table, smaller ones share their class's;
 a one-symbol table costs no coded bits. Without a layout the input is one byte stream.
 
@@ -230,12 +230,14 @@ def _check_segment(seg: Segment, size: int) -> None:
         )
     if seg.offset + seg.nbytes > size:
         raise ArtifactError(
-            f"ans layout: segment {seg.name!r} ends at {seg.offset + seg.nbytes}, past the data ({size} bytes)"
+            f"ans layout: segment {seg.name!r} ends at {seg.offset + seg.nbytes}, "
+            f"past the data ({size} bytes)"
         )
     need = seg.count if seg.bits == 8 else packed_nbytes(seg.count, seg.bits)
     if need != seg.nbytes:
         raise ArtifactError(
-            f"ans layout: segment {seg.name!r}: {seg.count} {seg.bits}-bit symbols take {need} bytes, not {seg.nbytes}"
+            f"ans layout: segment {seg.name!r}: {seg.count} {seg.bits}-bit symbols "
+            f"take {need} bytes, not {seg.nbytes}"
         )
 
 

@@ -134,7 +134,8 @@ class AdamWOptimizerSet:
         for group in self.optimizer.param_groups:
             numel = sum(p.numel() for p in group["params"])
             lines.append(
-                f"optimizer:adamw group:{group['name']} lr:{group['base_lr']:g} betas:{tuple(group['betas'])} "
+                f"optimizer:adamw group:{group['name']} lr:{group['base_lr']:g} "
+                f"betas:{tuple(group['betas'])} "
                 f"eps:{group['eps']:g} weight_decay:{group['weight_decay']:g} fused:{fused} "
                 f"tensors:{len(group['params'])} params:{numel}"
             )

@@ -71,7 +71,8 @@ class Int4Config:
             )
         if self.passthrough_dtype not in _PASSTHROUGH_DTYPES:
             raise ConfigError(
-                f"int4 passthrough_dtype: expected one of {', '.join(_PASSTHROUGH_DTYPES)}, got {self.passthrough_dtype!r}"
+                f"int4 passthrough_dtype: expected one of {', '.join(_PASSTHROUGH_DTYPES)}, "
+                f"got {self.passthrough_dtype!r}"
             )
 
     def build(self) -> Int4Quantizer:
@@ -129,7 +130,8 @@ def _dequantize_one(name: str, qt: QTensor) -> torch.Tensor:
         return decode_passthrough(name, qt)
     if qt.kind != "int4_channel":
         raise ArtifactError(
-            f"int4 quantizer cannot decode tensor {name}: unknown kind {qt.kind!r} (expected int4_channel or passthrough)"
+            f"int4 quantizer cannot decode tensor {name}: unknown kind {qt.kind!r} "
+            "(expected int4_channel or passthrough)"
         )
     shape = qt.meta.get("shape")
     if not isinstance(shape, list) or len(shape) < 2 or not all(type(d) is int and d >= 0 for d in shape):
@@ -139,7 +141,8 @@ def _dequantize_one(name: str, qt: QTensor) -> torch.Tensor:
     codes, scale = get_array(name, qt, "codes"), get_array(name, qt, "scale")
     if scale.dtype != torch.float32 or tuple(scale.shape) != (shape[0],):
         raise ArtifactError(
-            f"tensor {name}: int4_channel needs {shape[0]} fp32 scales, got {list(scale.shape)} {dtype_name(scale.dtype)}"
+            f"tensor {name}: int4_channel needs {shape[0]} fp32 scales, "
+            f"got {list(scale.shape)} {dtype_name(scale.dtype)}"
         )
     count = 1
     for d in shape:

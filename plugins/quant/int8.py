@@ -42,7 +42,8 @@ class Int8Config:
     """Settings of the baseline int8 export (upstream constants by default)."""
 
     passthrough_max_numel: int = 65_536
-    """Float tensors with at most this many elements are kept as float (upstream INT8_KEEP_FLOAT_MAX_NUMEL)."""
+    """Float tensors with at most this many elements are kept as float
+    (upstream INT8_KEEP_FLOAT_MAX_NUMEL)."""
     clip_quantile: float = INT8_CLIP_Q
     """Quantile of |w| used as the clip value, per row or per tensor (upstream INT8_CLIP_Q)."""
     control_patterns: tuple[str, ...] = BASELINE_CONTROL_PATTERNS

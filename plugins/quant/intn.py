@@ -54,14 +54,16 @@ P1573_CLIP_PERCENTILES = (0.999, 0.9995, 0.9999, 1.0)
 
 @dataclass(frozen=True, kw_only=True)
 class IntNConfig:
-    """Settings of the intN quantizer (``p1573()`` gives the record's search and floor; see the module docstring)."""
+    """Settings of the intN quantizer (``p1573()`` gives the record's search and floor; see the module
+    docstring)."""
 
     bits: int = 5
     """Bit width of the block matrices: levels -c..c with c = 2**(bits-1) - 1 (15 for int5)."""
     packed: bool = True
     """Store intN codes as a little-endian bit stream (P1573) instead of one int8 per value (T1)."""
     clip_percentiles: tuple[float, ...] = (1.0,)
-    """Candidate row quantiles of |w| for the clip; the one with the lowest tensor MSE wins (1.0 = row max; P1573 searches 0.999, 0.9995, 0.9999, 1.0)."""
+    """Candidate row quantiles of |w| for the clip; the one with the lowest tensor MSE wins (1.0 = row max;
+    P1573 searches 0.999, 0.9995, 0.9999, 1.0)."""
     scale_floor: float | None = None
     """Lower bound of the row step (P1573 uses 1/15); None = no floor (T1)."""
     allow_extra_negative: bool = False
@@ -92,7 +94,8 @@ class IntNConfig:
             raise ConfigError(f"intn passthrough_max_numel: expected an integer >= 0, got {n!r}")
         if self.passthrough_dtype not in _PASSTHROUGH_DTYPES:
             raise ConfigError(
-                f"intn passthrough_dtype: expected one of {', '.join(_PASSTHROUGH_DTYPES)}, got {self.passthrough_dtype!r}"
+                f"intn passthrough_dtype: expected one of {', '.join(_PASSTHROUGH_DTYPES)}, "
+                f"got {self.passthrough_dtype!r}"
             )
         pats = self.embed_patterns
         if not isinstance(pats, tuple) or not all(isinstance(p, str) and p for p in pats):

@@ -76,13 +76,15 @@ class MixedConfig:
     """Settings of the mixed-precision quantizer (T1's routing by default)."""
 
     rules: tuple[tuple[str, str], ...] = T1_RULES
-    """(name substring, encoding) pairs checked in order; encodings: int2..int7 (intN), int8 (baseline), fp16, fp32."""
+    """(name substring, encoding) pairs checked in order; encodings: int2..int7 (intN), int8 (baseline),
+    fp16, fp32."""
     passthrough_max_numel: int = 8_192
     """Float tensors with at most this many elements are stored fp16 whatever their name (T1: 8,192)."""
     control_patterns: tuple[str, ...] = T1_CONTROL_PATTERNS
     """Larger float tensors whose name contains one of these are stored fp32."""
     keep_fp16_patterns: tuple[str, ...] = ("tok_emb", "blocks.8.attn.c_k")
-    """Larger float tensors whose name contains one of these are stored fp16 (T1's FP16_KEEP_NAME_PATTERNS)."""
+    """Larger float tensors whose name contains one of these are stored fp16
+    (T1's FP16_KEEP_NAME_PATTERNS)."""
     default_encoding: str = "int8"
     """Encoding of large float tensors no rule matches."""
     packed: bool = False

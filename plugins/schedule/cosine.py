@@ -37,7 +37,8 @@ class CosineConfig:
     min_scale: float = 0.0
     """Multiplier reached at the end of the run, in [0, peak_scale]."""
     peak_scale: float = 1.0
-    """Multiplier where the cosine starts (progress 0), in [min_scale, 1]; the byte-GPT reference uses 0.95."""
+    """Multiplier where the cosine starts (progress 0), in [min_scale, 1]; the byte-GPT reference uses
+    0.95."""
     decay_after_warmup: bool = False
     """False: the cosine spans the whole run and the warm-up ramp caps it (min of the two).
     True (byte-GPT reference): the ramp alone sets the first warmup_steps steps and the
@@ -54,7 +55,8 @@ class CosineConfig:
             raise ConfigError(f"cosine.min_scale: expected a value in [0, 1], got {self.min_scale!r}")
         if not self.min_scale <= self.peak_scale <= 1.0:
             raise ConfigError(
-                f"cosine.peak_scale: expected a value in [min_scale={self.min_scale!r}, 1], got {self.peak_scale!r}"
+                f"cosine.peak_scale: expected a value in [min_scale={self.min_scale!r}, 1], "
+                f"got {self.peak_scale!r}"
             )
         if not isinstance(self.decay_after_warmup, bool):
             raise ConfigError(f"cosine.decay_after_warmup: expected a bool, got {self.decay_after_warmup!r}")

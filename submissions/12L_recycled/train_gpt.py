@@ -67,7 +67,8 @@ def build_config() -> RunConfig:
         name="12L_recycled",
         author="PR #1573 (12L RecycledCore Int5), rebuilt on pgolf",
         github_id="",
-        blurb="12L + recycled layers 3,4, XSA4, VE, value residual, gated attn, BigramHash2048, int5 GPTQ-lite + lzma",
+        blurb="12L + recycled layers 3,4, XSA4, VE, value residual, gated attn, BigramHash2048, "
+        "int5 GPTQ-lite + lzma",
         model=model,
         optimizer=p1573_optimizer(),
         quantizer=IntNConfig.p1573(),

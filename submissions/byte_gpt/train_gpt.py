@@ -48,7 +48,8 @@ def build_config() -> RunConfig:
         name="byte_gpt",
         author="dancinlab Lane-G ref ByteGPT recipe, rebuilt on pgolf",
         github_id="",
-        blurb="Byte-level (V=256) pre-LN GPT 12x384, learned positions, tied head; AdamW + warmup/cosine; int6 + lzma",
+        blurb="Byte-level (V=256) pre-LN GPT 12x384, learned positions, tied head; "
+        "AdamW + warmup/cosine; int6 + lzma",
         model=ladder("16mb"),
         optimizer=AdamWConfig(lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, decay_all=True),
         # int6 per row (row max, no floor) for every matrix; the tied embedding/head stays fp16.

@@ -44,7 +44,8 @@ def build_config() -> RunConfig:
         name="conv_moe",
         author="dancinlab CLMConvMoE (clm-v1-d768), rebuilt causal on pgolf",
         github_id="",
-        blurb="byte-level causal conv + soft 2-expert conv MoE, d1024 x 6 dilated trunk, int4 per-channel QAT + lzma",
+        blurb="byte-level causal conv + soft 2-expert conv MoE, d1024 x 6 dilated trunk, "
+        "int4 per-channel QAT + lzma",
         data=DataConfig(vocab_size=256, default_variant="bytes"),
         model=ConvMoEConfig(d_model=1024, experts=2, kernel=3, trunk_layers=6, norm="causal_ln"),
         optimizer=AdamWConfig(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0),

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.api.protocols import QTensor
+from harness.api.protocols import LanguageModel, QTensor
 from harness.pipeline.plugin_manager import full_manager
 
 REGISTRY = full_manager(entrypoints=False).registry
@@ -39,6 +39,17 @@ def test_arch_forward_backward(name):
     loss = F.cross_entropy(logits.reshape(-1, VOCAB), x.roll(-1, 1).reshape(-1))
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("arch"))
+def test_arch_implements_the_language_model_protocol(name):
+    """Every architecture exposes what the harness reads without probing: depth and width for
+    MFU, its header lines, and hidden/logits for the sliding window's fast path."""
+    model = tiny_arch_config(REGISTRY.get("arch", name).config_cls).build(VOCAB)
+    assert isinstance(model, LanguageModel)
+    assert isinstance(model.attention_layers, int) and model.attention_layers >= 0
+    assert isinstance(model.width, int) and model.width > 0
+    assert all(isinstance(line, str) for line in model.describe())
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("optimizer"))

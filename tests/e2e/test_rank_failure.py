@@ -101,7 +101,8 @@ def test_raising_rank_stops_the_job_and_is_named(tmp_path, default_dataset):
     proc, ended = _torchrun(_submission(tmp_path / "sub", "raise", stamp))
     elapsed = _seconds_to_exit(stamp, ended)
     print(
-        f"[rank-failure raise] exit code {proc.returncode}, {elapsed:.1f} s from the failure to the job's exit"
+        f"[rank-failure raise] exit code {proc.returncode}, "
+        f"{elapsed:.1f} s from the failure to the job's exit"
     )
     assert proc.returncode != 0
     assert elapsed < EXIT_BOUND_S, proc.stderr[-3000:]

@@ -37,7 +37,8 @@ RESUMABLE = (
         "        cpu_profile={},\n",
         "        cpu_profile={},\n"
         "        schedule=StepWarmdownConfig(warmdown_iters=5),\n"
-        "        plugins=(SWAConfig(start_frac=0.9, every=1), EMAConfig(decay=0.9), LateQATConfig(threshold=0.9)),\n",
+        "        plugins=(SWAConfig(start_frac=0.9, every=1), EMAConfig(decay=0.9), "
+        "LateQATConfig(threshold=0.9)),\n",
     )
     .replace(
         "from plugins.arch.gpt import GPTConfig\n",

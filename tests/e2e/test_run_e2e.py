@@ -103,7 +103,8 @@ def test_log_lines_follow_upstream_format(finished_run):
         r"^final_int8_zlib_roundtrip val_loss:\d+\.\d{4} val_bpb:\d+\.\d{4} eval_time:\d+ms$", log, re.M
     )
     m = re.search(
-        r"^final_int8_zlib_roundtrip_sliding_window_exact stride:64 window:128 val_loss:(\d+\.\d{8}) val_bpb:(\d+\.\d{8})$",
+        r"^final_int8_zlib_roundtrip_sliding_window_exact stride:64 window:128 "
+        r"val_loss:(\d+\.\d{8}) val_bpb:(\d+\.\d{8})$",
         log,
         re.M,
     )

@@ -52,6 +52,7 @@ def tiny_sets(name: str) -> list[str]:
     return TINY_MODEL[name] + [item for item in TINY if not item.startswith("model.")]
 
 
+README = ROOT / "README.md"
 UPSTREAM_PARAMS = {"baseline": 17_059_912, "10L_int5mlp": 25_517_137, "12L_recycled": 29_406_940}
 
 
@@ -65,14 +66,33 @@ def _losses(text: str) -> list[str]:
     return re.findall(r"^step:\d+/\d+ train_loss:(\S+)", text, flags=re.M)
 
 
-@pytest.mark.parametrize("name", SUBMISSIONS)
-def test_submission_param_count_matches_upstream(name):
-    if name not in UPSTREAM_PARAMS:
-        pytest.skip(f"{name} has no upstream parameter count on record")
+def _param_count(name: str) -> int:
     config = build_submission_config(ROOT / "submissions" / name)
     with torch.device("meta"):
         model = config.model.build(config.data.vocab_size)
-    assert sum(p.numel() for p in model.parameters()) == UPSTREAM_PARAMS[name]
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(UPSTREAM_PARAMS))
+def test_submission_param_count_matches_upstream(name):
+    assert _param_count(name) == UPSTREAM_PARAMS[name]
+
+
+def _readme_params() -> dict[str, int]:
+    """The params column of the README's submissions table."""
+    rows = re.findall(
+        r"^\| `submissions/([^`]+)` \|[^|]*\| ([\d,]+) \|", README.read_text(encoding="utf-8"), re.M
+    )
+    return {name: int(count.replace(",", "")) for name, count in rows}
+
+
+@pytest.mark.parametrize("name", SUBMISSIONS)
+def test_submission_param_count_matches_the_readme(name):
+    """Every submission, the byte models included (they have no upstream count), builds the
+    parameter count the README's table states."""
+    documented = _readme_params()
+    assert name in documented, f"the README's submissions table has no row for {name}"
+    assert _param_count(name) == documented[name]
 
 
 @pytest.mark.parametrize("name", SUBMISSIONS)

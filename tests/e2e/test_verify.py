@@ -150,8 +150,8 @@ def test_edited_bytes_model_fails_with_the_cli_contract(copy_of):
         status = verify_main(copy_of, timeout_s=600, out=lines.append)
     assert status == 1
     assert (
-        f"FAIL bytes_model: submission.json bytes_model: claimed {real - 1}, measured {real} (size of {ARTIFACT} on disk)"
-        in lines
+        f"FAIL bytes_model: submission.json bytes_model: claimed {real - 1}, measured {real} "
+        f"(size of {ARTIFACT} on disk)" in lines
     )
     assert "ok val_bpb:" in "\n".join(lines)
 

@@ -327,7 +327,8 @@ class Tally:
         kinds = ", ".join(f"{k}={v}" for k, v in sorted(self.kinds.items()))
         return (
             f"[fuzz] {self.name}: {total} inputs; outcomes: {outs}; mutations: {kinds}; "
-            f"slowest {self.slowest_s * 1000:.0f} ms; python peak {self.py_peak / 2**20:.1f} MiB ({self.peak_kind})"
+            f"slowest {self.slowest_s * 1000:.0f} ms; "
+            f"python peak {self.py_peak / 2**20:.1f} MiB ({self.peak_kind})"
         )
 
 

@@ -1,5 +1,5 @@
-"""Fuzz the leaderboard's readers (`harness.leaderboard.records`, `harness.leaderboard.logparse`) and its Markdown
-renderer with mutated copies of every real ``submission.json`` and train log (upstream
+"""Fuzz the leaderboard's readers (`harness.leaderboard.records`, `harness.leaderboard.logparse`) and its
+Markdown renderer with mutated copies of every real ``submission.json`` and train log (upstream
 records in ``../shared/data/records`` and our own ``submissions/*/runs/*``).
 
 Contract: `import_records` turns an unreadable file into a flag on its entry (never an

@@ -74,7 +74,8 @@ SERVER = textwrap.dedent(
         def artifact(i):
             codes = VERSIONS[i % 2][0]
             art = work / f"model_{n + i}.pgolf"
-            q = {"w": QTensor(kind="int8_rowwise", arrays={"q": codes, "scale": torch.ones(256)}, meta={"v": i % 2})}
+            arrays = {"q": codes, "scale": torch.ones(256)}
+            q = {"w": QTensor(kind="int8_rowwise", arrays=arrays, meta={"v": i % 2})}
             write_artifact(art, q, quantizer_name="int8", quantizer_config={}, compressor=compressor,
                            compressor_name="zlib", compressor_config={"level": 1}, extras={"v": i % 2})
             for old in prev or [p for p in work.glob("model_*.pgolf") if p != art]:
@@ -86,7 +87,9 @@ SERVER = textwrap.dedent(
             lambda i: write_submission_json(work / "submission.json", VERSIONS[i % 2][1]),
             lambda i: write_checkpoint(work / "checkpoint.pgck", VERSIONS[i % 2][2], {"v": i % 2}),
             lambda i: bundle_submission(sub, work / "train_gpt.py"),
-            lambda i: write_atomic(work / "config.json", json.dumps({"v": i % 2, "pad": "c" * (4000 * (i % 2))}).encode()),
+            lambda i: write_atomic(
+                work / "config.json", json.dumps({"v": i % 2, "pad": "c" * (4000 * (i % 2))}).encode()
+            ),
         ]
         first = n % len(steps)  # each writer starts with another kind, so early kills hit every kind
         steps = steps[first:] + steps[:first]
@@ -246,7 +249,8 @@ def test_sigkill_at_random_points_leaves_only_whole_files(tmp_path, monkeypatch)
         for kind in ("model_", "submission.json", "checkpoint.pgck", "train_gpt.py")
     }
     print(
-        f"kills:{kills} files_checked:{checked} temp_files_left:{temps} mid_write_kills:{mid_write} failures:0"
+        f"kills:{kills} files_checked:{checked} temp_files_left:{temps} "
+        f"mid_write_kills:{mid_write} failures:0"
     )
     assert kills == KILLS and checked > 3 * KILLS
     assert sum(mid_write.values()) >= 3, mid_write  # some kills did land inside a write (typically 5-40)

@@ -110,7 +110,10 @@ def test_save_rewrites_the_baseline_and_refuses_unreadable_output(tmp_path, monk
             r"benchmarks\[0\].*positive 'median'",
         ),
         (
-            '{"benchmarks": [{"name": "x", "stats": {"median": 1, "mean": 1}}, {"name": "x", "stats": {"median": 1, "mean": 1}}]}',
+            (
+                '{"benchmarks": [{"name": "x", "stats": {"median": 1, "mean": 1}}, '
+                '{"name": "x", "stats": {"median": 1, "mean": 1}}]}'
+            ),
             "'x' appears twice",
         ),
     ],

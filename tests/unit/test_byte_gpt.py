@@ -291,7 +291,8 @@ def test_count_params_matches_the_built_model(cfg):
 
 @pytest.mark.parametrize(
     ("rung", "expected"),
-    # 3B: the card's number; 85m: the Lane-G ref card's 85.6M; 16mb: 12 x (12·384² + 13·384) + 384·(256 + 512 + 2).
+    # 3B: the card's number; 85m: the Lane-G ref card's 85.6M;
+    # 16mb: 12 x (12·384² + 13·384) + 384·(256 + 512 + 2).
     [("3b", 3_149_030_400), ("85m", 85_645_824), ("16mb", 12 * (12 * 384**2 + 13 * 384) + 384 * 770)],
 )
 def test_ladder_param_counts_on_meta(rung, expected):

@@ -1,5 +1,5 @@
-"""harness.pipeline.entropy_report: symbol reading, tensor classes, order-0 bounds checked against hand-computed
-entropies, the layout handed to compressors, and the report a run logs and writes."""
+"""harness.pipeline.entropy_report: symbol reading, tensor classes, order-0 bounds checked against
+hand-computed entropies, the layout handed to compressors, and the report a run logs and writes."""
 
 from __future__ import annotations
 
@@ -122,7 +122,10 @@ def test_log_lines_and_record():
     rep = entropy_report(_hand_state(), compressed_bytes=10)
     lines = rep.log_lines({"mlp": 2})
     assert len(lines) == len(rep.classes) + 1
-    pattern = r"entropy class:(\w+) symbols:\d+ alphabet:\d+ bits_per_symbol:\d+\.\d{4} bound_bytes:\d+( coded_bytes:\d+)?"
+    pattern = (
+        r"entropy class:(\w+) symbols:\d+ alphabet:\d+ bits_per_symbol:\d+\.\d{4} "
+        r"bound_bytes:\d+( coded_bytes:\d+)?"
+    )
     assert all(re.fullmatch(pattern, line) for line in lines[:-1])
     assert "class:mlp" in lines[2] and lines[2].endswith("coded_bytes:2")
     assert re.fullmatch(

@@ -108,7 +108,8 @@ def test_pgolf_train_log_lines() -> None:
             "final_prequant val_loss:7.18010532 val_bpb:3.81832657",
             "Total submission size int8+zlib: 326855 bytes",
             "final_int8_zlib_roundtrip_exact val_loss:7.18016012 val_bpb:3.81835570",
-            "final_int8_zlib_roundtrip_sliding_window_exact stride:64 window:128 val_loss:7.17980770 val_bpb:3.81816829",
+            "final_int8_zlib_roundtrip_sliding_window_exact stride:64 window:128 "
+            "val_loss:7.17980770 val_bpb:3.81816829",
         ]
     )
     s = parse_log(text)

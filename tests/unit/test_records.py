@@ -207,7 +207,10 @@ def test_over_budget_unsupported_and_missing_seed_logs(tmp_path: Path) -> None:
 
 
 def test_prequant_line_does_not_support(tmp_path: Path) -> None:
-    log = "final_prequant val_loss:2.0 val_bpb:1.18980000\nfinal_int6_roundtrip_exact val_loss:2.1 val_bpb:1.25000000\n"
+    log = (
+        "final_prequant val_loss:2.0 val_bpb:1.18980000\n"
+        "final_int6_roundtrip_exact val_loss:2.1 val_bpb:1.25000000\n"
+    )
     _folder(tmp_path, "2026-04-03_P", {"val_bpb": 1.1898}, {"train.log": log}, track="track_non_record_16mb")
     assert _one(tmp_path).flags == [FLAG_SCORE_UNSUPPORTED]
 
