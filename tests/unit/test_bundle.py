@@ -335,7 +335,7 @@ def test_string_literals_round_trip_adversarial_text(tmp_path: Path) -> None:
 def test_compressed_bundle_runs_and_prints_the_same(toy: Path, tmp_path: Path) -> None:
     plain = bundle_submission(toy / "submissions/toy", tmp_path / "plain/train_gpt.py", root=toy)
     packed = bundle_submission(
-        toy / "submissions/toy", tmp_path / "packed/train_gpt.py", root=toy, compress=True
+        toy / "submissions/toy", tmp_path / "packed/train_gpt.py", root=toy, compress=True, minify=False
     )
     text = packed.path.read_text()
     assert text.startswith("import lzma,base64;exec(compile(lzma.decompress(base64.b85decode(")
@@ -347,9 +347,29 @@ def test_compressed_bundle_runs_and_prints_the_same(toy: Path, tmp_path: Path) -
     assert got_packed == got_plain
     assert got_packed["marker"]["submission"] == "toy"
     again = bundle_submission(
-        toy / "submissions/toy", tmp_path / "again/train_gpt.py", root=toy, compress=True
+        toy / "submissions/toy", tmp_path / "again/train_gpt.py", root=toy, compress=True, minify=False
     )
     assert again.path.read_bytes() == packed.path.read_bytes()
+
+
+def test_minified_bundle_behaves_the_same_and_is_smaller(toy: Path, tmp_path: Path) -> None:
+    """The shipped form (compress=True minifies by default) computes exactly what the readable
+    bundle does, awkward string literals included; only the embedded source text differs."""
+    plain = bundle_submission(toy / "submissions/toy", tmp_path / "plain/train_gpt.py", root=toy)
+    golfed = bundle_submission(
+        toy / "submissions/toy", tmp_path / "golfed/train_gpt.py", root=toy, compress=True
+    )
+    unminified = bundle_submission(
+        toy / "submissions/toy", tmp_path / "unmin/train_gpt.py", root=toy, compress=True, minify=False
+    )
+    assert golfed.bytes < unminified.bytes
+    got_plain, got_golfed = _run_json(plain.path, tmp_path), _run_json(golfed.path, tmp_path)
+    for got in (got_plain, got_golfed):
+        got.pop("main_file")
+    assert got_golfed.pop("marker") == {**got_plain.pop("marker"), "minified": True}
+    assert got_golfed.pop("tricky_source") != got_plain.pop("tricky_source")  # docstring and comments gone
+    assert got_golfed == got_plain
+    assert got_golfed["tricky_text"] == TRICKY_VALUE
 
 
 def test_traceback_shows_bundled_source_lines(toy: Path, tmp_path: Path) -> None:
