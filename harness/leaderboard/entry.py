@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Flags (stable strings: they appear in the rendered tables and in tests).
-FLAG_OVER_BUDGET = "over_16mb"
+FLAG_OVER_BUDGET = "over_budget"
 FLAG_SCORE_UNSUPPORTED = "score_not_in_logs"
 FLAG_SEEDS_WITHOUT_LOGS = "seeds_claimed_logs_missing"
 FLAG_FEW_SEEDS = "fewer_than_3_seeds"

@@ -36,10 +36,29 @@ _CODE = re.compile(rf"^Code size(?:\s*\((?P<kind>compressed|uncompressed)\))?:\s
 _PARAMS = re.compile(rf"^model_params:\s*(?P<p>{_INT})")
 _SEED = re.compile(rf"^\s*seed:\s*(?P<seed>{_INT})\s*$")
 _PGOLF = re.compile(r"^run_id:\S+\s+run_dir:")
+_EVAL_MODE = re.compile(r"^final_eval_mode:\s*(?P<mode>\S+)")
+_DECIMALS = re.compile(r"\.(\d+)")
+
+PROTOCOLS = ("ttt", "sliding", "roundtrip")
+"""Evaluation protocols of a final score line, best first: test-time training, sliding window,
+plain (roundtrip) evaluation of the artifact (docs/protocol.md §10.3)."""
 
 # Pre-quantization numbers are not a submission's score (docs/protocol.md §8.3: DGAttention's
 # claimed value was the pre-quant one), so they never count as support.
 _NOT_A_SCORE = ("prequant", "pre_quant")
+
+
+@dataclass(frozen=True)
+class ScoreLine:
+    """One final score line of a log, with the evaluation protocol it reports."""
+
+    name: str
+    loss: float | None
+    bpb: float
+    protocol: str
+    """One of `PROTOCOLS` (see `classify`)."""
+    decimals: int
+    """Decimals the line printed for val_bpb (8 on ``_exact`` lines, often 4 otherwise)."""
 
 
 @dataclass
@@ -56,6 +75,8 @@ class LogSummary:
     ms_per_step: float | None = None
     total_bytes: int | None = None
     """The LAST ``Total submission size …: N bytes`` line (earlier ones are raw fp32 totals)."""
+    scores: list[ScoreLine] = field(default_factory=list)
+    """Every final line that can be a score (pre-quantization lines left out), in order."""
     code_bytes: int | None = None
     model_params: int | None = None
     seed: str | None = None
@@ -75,6 +96,11 @@ class _Scan:
     last_b: tuple[int, int, float | None] | None = None
     code: dict[str, int] = field(default_factory=dict)
     pgolf: bool = False
+    eval_mode: str = ""
+    """The last ``final_eval_mode:`` value (legacy scripts print sliding-window results under
+    roundtrip names after ``final_eval_mode:sliding_window``)."""
+    protocol_of: dict[str, str] = field(default_factory=dict)
+    """Protocol of each rounded line, inherited by its ``<name>_exact`` twin."""
 
 
 def clean_line(raw: str) -> str | None:
@@ -88,6 +114,53 @@ def clean_line(raw: str) -> str | None:
 def _num(text: str) -> float | None:
     value = float(text)
     return value if math.isfinite(value) else None
+
+
+def classify(name: str, rest: str, eval_mode: str = "", inherited: str | None = None) -> str | None:
+    """The protocol of a final line named ``name`` with the text ``rest`` after the name:
+    None for a pre-quantization line; "ttt" when the name or the text says ``ttt``; "sliding"
+    when it says ``sliding`` or gives a ``stride:``; else what its rounded twin was (an
+    ``_exact`` line repeats the line before it with 8 decimals), "sliding" after a
+    ``final_eval_mode:sliding_window`` line, and "roundtrip" otherwise. The name alone is
+    not trusted: ``final_int8_zlib_roundtrip_exact`` was reprinted with sliding-window and
+    TTT numbers (docs/protocol.md §9.3)."""
+    low, text = name.lower(), rest.lower()
+    if any(tag in low for tag in _NOT_A_SCORE):
+        return None
+    if "ttt" in low or "ttt" in text:
+        return "ttt"
+    if "sliding" in low or "sliding" in text or "stride:" in text:
+        return "sliding"
+    if inherited:
+        return inherited
+    return "sliding" if eval_mode.startswith("sliding") else "roundtrip"
+
+
+def _score_line(line: str, hit: tuple[str, float | None, float], scan: _Scan) -> ScoreLine | None:
+    name, loss, bpb = hit
+    rest = line[len(name) :]
+    base = name.removesuffix("_exact") if name.endswith("_exact") else None
+    protocol = classify(name, rest, scan.eval_mode, scan.protocol_of.get(base) if base else None)
+    if protocol is None:
+        return None
+    scan.protocol_of[name] = protocol
+    text = _VAL_BPB.search(line)
+    digits = _DECIMALS.search(text.group("v")) if text else None
+    return ScoreLine(name, loss, bpb, protocol, len(digits.group(1)) if digits else 0)
+
+
+def final_score(summary: LogSummary, protocol: str) -> ScoreLine | None:
+    """The log's final score for ``protocol``: its last ``_exact`` line of that protocol, else
+    its last line of that protocol (a log holding two runs reports the second)."""
+    lines = [s for s in summary.scores if s.protocol == protocol]
+    exact = [s for s in lines if s.name.endswith("_exact")]
+    return (exact or lines or [None])[-1]
+
+
+def protocols(summary: LogSummary) -> list[str]:
+    """The protocols this log has a score line for, best first (`PROTOCOLS` order)."""
+    found = {s.protocol for s in summary.scores}
+    return [p for p in PROTOCOLS if p in found]
 
 
 def _final(line: str) -> tuple[str, float | None, float] | None:
@@ -169,6 +242,12 @@ def parse_log(text: str) -> LogSummary:
         if hit:
             scan.out.final_lines.append(hit)
             scan.out.finals[hit[0]] = (hit[1], hit[2])
+            score = _score_line(line, hit, scan)
+            if score is not None:
+                scan.out.scores.append(score)
+            continue
+        if m := _EVAL_MODE.match(line):
+            scan.eval_mode = m.group("mode").lower()
             continue
         if not _steps(line, scan):
             _facts(line, scan)

@@ -45,7 +45,7 @@ def _entry(key: str, bpbs: list[float], **kw: object) -> Entry:
 def _entries() -> list[Entry]:
     return [
         _entry("slow", [1.2300, 1.2310, 1.2290]),
-        _entry("fast", [1.2200, 1.2205, 1.2195], flags=["over_16mb"]),
+        _entry("fast", [1.2200, 1.2205, 1.2195], flags=["over_budget"]),
         _entry("single", [1.2250]),
         _entry("other_data", [1.0], dataset_sha256=SHA_B),
         _entry("smoke_run", [3.4], protocol="smoke", dataset_sha256=None),
@@ -104,7 +104,7 @@ def test_tables_sections_and_order(tmp_path: Path) -> None:
     assert names == ["fast", "single", "slow", "other\\_data", "smoke\\_run", "rec", "nonrec"]
     assert "| 1.0979 |" in readme  # half-up on the decimal value
     assert "| 15,000,000 | 1,000 | 55.56 |" in readme
-    assert "over\\_16mb" in readme
+    assert "over\\_budget" in readme
 
 
 def test_csv_and_json_full_precision(tmp_path: Path) -> None:

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.leaderboard.logparse import matches, parse_log, round_half_up, support
+from harness.leaderboard.logparse import (
+    classify,
+    final_score,
+    matches,
+    parse_log,
+    protocols,
+    round_half_up,
+    support,
+)
 
 RECORDS = Path(__file__).resolve().parents[2] / "../shared/data/records"
 
@@ -140,3 +148,58 @@ def test_real_logs_parse() -> None:
     tail = RECORDS / "track_non_record_16mb/2026-03-23_Rohan_RTX6000_Blackwell_10L_Int5MLP_Bigram10240"
     cut = parse_log((tail / "train_rtx6000_65m_b131k_s32_eb512_tail.log").read_text())
     assert cut.truncated and cut.total_bytes == 16180242 and cut.steps == 20330
+
+
+PROTOCOL_LINES = """\
+final_prequant val_loss:2.0 val_bpb:1.10000000
+final_int6_roundtrip val_loss:1.9400 val_bpb:1.1500 eval_time:6000ms
+final_int6_roundtrip_exact val_loss:1.94000000 val_bpb:1.15000000
+final_int6_sliding_window val_loss:1.8990 val_bpb:1.1200 stride:64 eval_time:72000ms
+final_int6_sliding_window_exact val_loss:1.89900000 val_bpb:1.12000000
+final_int8_zlib_roundtrip_exact val_loss:1.89900000 val_bpb:1.12000000
+final_int8_zlib_roundtrip val_loss:1.8800 val_bpb:1.1100 eval_mode:online_ttt eval_time:0ms
+final_int8_zlib_roundtrip_exact val_loss:1.88000000 val_bpb:1.11000000
+"""
+
+
+def test_score_lines_carry_their_protocol() -> None:
+    s = parse_log(PROTOCOL_LINES)
+    got = [(x.name, x.protocol, x.bpb, x.decimals) for x in s.scores]
+    assert got == [  # the prequant line is never a score
+        ("final_int6_roundtrip", "roundtrip", 1.15, 4),
+        ("final_int6_roundtrip_exact", "roundtrip", 1.15, 8),
+        ("final_int6_sliding_window", "sliding", 1.12, 4),
+        ("final_int6_sliding_window_exact", "sliding", 1.12, 8),
+        ("final_int8_zlib_roundtrip_exact", "roundtrip", 1.12, 8),  # a legacy reprint, name kept
+        ("final_int8_zlib_roundtrip", "ttt", 1.11, 4),  # eval_mode:online_ttt
+        ("final_int8_zlib_roundtrip_exact", "ttt", 1.11, 8),  # the _exact twin inherits ttt
+    ]
+    assert protocols(s) == ["ttt", "sliding", "roundtrip"]
+    assert final_score(s, "ttt").decimals == 8 and final_score(s, "sliding").bpb == 1.12
+
+
+def test_legacy_eval_mode_and_sliding_words_make_sliding_lines() -> None:
+    legacy = parse_log(
+        "final_eval_mode:sliding_window stride:64 batch_seqs:32\n"
+        "final_int8_zlib_roundtrip val_loss:1.9299 val_bpb:1.1430 eval_time:168222ms\n"
+        "final_int8_zlib_roundtrip_exact val_loss:1.92987577 val_bpb:1.14298416\n"
+    )
+    assert [x.protocol for x in legacy.scores] == ["sliding", "sliding"]
+    worded = parse_log("final_int8_zlib_roundtrip_exact sliding val_loss:2.021 sliding val_bpb:1.19700000\n")
+    assert [(x.protocol, x.bpb, x.loss) for x in worded.scores] == [("sliding", 1.197, 2.021)]
+    b = parse_log(
+        "quantized val_loss:2.84 val_bpb:1.0990\nquantized_ttt_phased val_loss:2.79 val_bpb:1.0800\n"
+    )
+    assert [x.protocol for x in b.scores] == ["roundtrip", "ttt"]
+    assert classify("final_sliding", " val_loss:2.98 val_bpb:1.1568 (stride=16, T=0.90)") == "sliding"
+    assert classify("legal_ttt_exact", " val_bpb:1.1") == "ttt" and classify("final_prequant", "") is None
+
+
+def test_final_score_prefers_the_last_exact_line_of_a_protocol() -> None:
+    two_runs = parse_log(
+        "final_sliding_window_eval_exact stride:256 val_loss:2.04 val_bpb:1.20840424\n"
+        "final_sliding_window_eval stride:64 val_loss:1.9637 val_bpb:1.1630\n"
+        "final_sliding_window_eval_exact stride:64 val_loss:1.96369923 val_bpb:1.16301431\n"
+        "final_sliding_window_eval stride:32 val_loss:1.9600 val_bpb:1.1600\n"
+    )
+    assert final_score(two_runs, "sliding").bpb == 1.16301431 and final_score(two_runs, "ttt") is None
