@@ -1,25 +1,25 @@
 """Render the leaderboard from `harness.leaderboard.entry.Entry` objects: ``README.md`` (tables in the
-column style of the openai/parameter-golf README, docs/protocol.md §10.1), ``leaderboard.csv`` and
-``leaderboard.json`` (pandas / json) and ``bpb.png`` (matplotlib, Agg).
+column style of the openai/parameter-golf README, docs/protocol.md §10.1, and links to the plots),
+``leaderboard.csv`` and ``leaderboard.json`` (pandas / json) and the plots of
+`harness.leaderboard.plots` (``bpb_vs_bytes.png``, ``progression.png``, ``seed_spread.png``;
+matplotlib, Agg).
 
 The output is a pure function of the entries, so a committed ``leaderboard/`` can be checked
 against regeneration (docs/pitfalls.md §3: the upstream leaderboard was rebuilt by hand, late and
 with disputes). Rows are sorted by (table, dataset fingerprint, score, key); scores are rounded
-half-up on their decimal value (docs/protocol.md §10.1); nothing carries a timestamp; the PNG is
-written without the "Software" metadata at a fixed size and DPI. Every string is
+half-up on their decimal value (docs/protocol.md §10.1); nothing carries a timestamp; the PNGs are
+written without the "Software" metadata at fixed sizes, fonts and DPI. Every string is
 Markdown/HTML-escaped and length-capped, because names and summaries come from files anyone
 can submit. Nothing here reads, imports or runs submission code: `regenerate` takes entries
 from `harness.leaderboard.records.import_runs`, which reads JSON and logs only.
 
-Longer than 400 lines because every output (README tables, CSV, JSON, PNG) is rendered from the
+Longer than 400 lines because every output (README tables, CSV, JSON, PNGs) is rendered from the
 same sorted, rounded and escaped rows; keeping them in one module keeps the rounding, ordering
 and escaping rules in one place, so the outputs cannot disagree.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import io
 import json
 import math
 import statistics
@@ -38,7 +38,11 @@ MAX_CELL_CHARS = 200
 OUR_TABLES = ("full", "smoke")
 """Tables always rendered for our runs, even when empty."""
 RECORD_TRACK = "10min_16mb"
-FILES = ("README.md", "leaderboard.csv", "leaderboard.json", "bpb.png")
+PLOT_FILES = ("bpb_vs_bytes.png", "progression.png", "seed_spread.png")
+"""Written by `harness.leaderboard.plots` (the same names, in this order, as its ``FILES``)."""
+FILES = ("README.md", "leaderboard.csv", "leaderboard.json") + PLOT_FILES
+OBSOLETE_FILES = ("bpb.png",)
+"""Files earlier versions wrote: removed from the output folder so no stale plot stays behind."""
 COLUMNS = (
     "Run",
     "Score",
@@ -53,8 +57,6 @@ COLUMNS = (
     "vs. prev",
     "Flags",
 )
-PNG_SIZE_IN = (10.0, 4.0)
-PNG_DPI = 100
 
 _TABLE_TITLES = {
     "full": "Our runs — full protocol",
@@ -129,6 +131,11 @@ def section_of(entry: Entry) -> str:
     """Entries are ranked only against entries with the same dataset fingerprint."""
     sha = (entry.dataset_sha256 or "").strip().lower()
     return sha[:12] if sha else "unrecorded"
+
+
+def table_title(table: str) -> str:
+    """The heading of a table (also the title of its plot panels)."""
+    return _TABLE_TITLES.get(table, f"Protocol {table}")
 
 
 def _table_order(table: str) -> tuple[int, str]:
@@ -234,16 +241,43 @@ _LEGEND = [
 ]
 
 
+_PLOTS = {
+    "bpb_vs_bytes.png": (
+        "Score against bytes",
+        "val_bpb against bytes_total in MB (1 MB = 1,000,000 bytes), the dashed line is the "
+        "16,000,000-byte cap; one panel per table, every point labelled with its run.",
+    ),
+    "progression.png": (
+        "Record progression",
+        "every score by date, the step line is the best so far (one per table and fingerprint); "
+        "our runs and upstream records in separate panels.",
+    ),
+    "seed_spread.png": (
+        "Per-seed spread",
+        "one column per entry with two or more seeds, sorted by mean: the seeds as dots, "
+        "their mean as a bar.",
+    ),
+}
+
+
 def render_markdown(rows: list[Row], title: str) -> str:
-    """The README: a legend, then one table per protocol/track, one section per fingerprint."""
-    lines = [f"# {escape_md(title)}", ""] + [f"* {x}" for x in _LEGEND] + [""]
+    """The README: a legend, then one table per protocol/track, one section per fingerprint, then
+    the plots (`PLOT_FILES`) as images with a line each on what they show. The plots section is
+    fixed text: no submitted string reaches it, so its links are the README's only ones."""
+    lines = [f"# {escape_md(title)}", ""] + [f"* {x}" for x in _LEGEND]
+    lines += [
+        "* Plots (section Plots at the end): "
+        + ", ".join(f"`{n}` ({a.lower()})" for n, (a, _) in _PLOTS.items()),
+        "",
+    ]
     if not rows:
         lines += ["No runs have been committed yet: the tables below are empty.", ""]
     tables = list(OUR_TABLES) + [t for t in dict.fromkeys(r.table for r in rows) if t not in OUR_TABLES]
     for table in tables:
-        lines += _table_md(
-            _TABLE_TITLES.get(table, f"Protocol {table}"), [r for r in rows if r.table == table]
-        )
+        lines += _table_md(table_title(table), [r for r in rows if r.table == table])
+    lines += ["## Plots", ""]
+    for name, (alt, what) in _PLOTS.items():
+        lines += [f"[![{alt}]({name})]({name})", "", f"`{name}`: {what}", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -363,54 +397,18 @@ def write_json(rows: list[Row], path: Path, title: str, root: Path | None = None
     write_atomic(path, (text + "\n").encode("utf-8"))
 
 
-# ----------------------------------------------------------------------------- bpb.png
+# ----------------------------------------------------------------------------- plots
 
 
-def _date(text: str) -> _dt.date | None:
-    try:
-        return _dt.date.fromisoformat(text[:10])
-    except (TypeError, ValueError):
-        return None
+def write_pngs(rows: list[Row], out_dir: Path) -> list[Path]:
+    """The plots of `harness.leaderboard.plots` (``PLOT_FILES``), written into ``out_dir``."""
+    from harness.leaderboard import plots
 
-
-def _plot_label(group: tuple[str, str]) -> str:
-    # Labels come from submitted JSON: keep plain characters so mathtext ("$") cannot kick in.
-    text = f"{group[0][:40]} {group[1][:8]}"
-    return "".join(c if c.isascii() and (c.isalnum() or c in " :-.") else "?" for c in text)
-
-
-def _plot_series(ax: Any, rows: list[Row], x_of: Any, xlabel: str) -> None:
-    # One series per (table, fingerprint): only those are comparable with each other.
-    for group in dict.fromkeys((r.table, r.section) for r in rows):
-        pts = [(x_of(r), r.entry.score_bpb, r.std or 0.0) for r in rows if (r.table, r.section) == group]
-        pts = [p for p in pts if p[0] is not None and _finite(p[1]) is not None]
-        if pts:
-            xs, ys, es = zip(*pts, strict=True)
-            ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=3, label=_plot_label(group))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("val_bpb (lower is better)")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    else:
-        ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes)
-
-
-def write_png(rows: list[Row], path: Path) -> None:
-    """bpb.png: score against date and against bytes, one point per entry, seed std as error
-    bars. Figure API + Agg canvas (no pyplot global state); no Software/date metadata."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=PNG_SIZE_IN, dpi=PNG_DPI)
-    FigureCanvasAgg(fig)
-    ax_date, ax_bytes = fig.subplots(1, 2)
-    _plot_series(ax_date, rows, lambda r: _date(r.entry.date), "date")
-    _plot_series(ax_bytes, rows, lambda r: r.entry.bytes_total, "artifact bytes")
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=PNG_DPI, metadata={"Software": None})
-    write_atomic(path, buf.getvalue())
+    paths = []
+    for name, data in plots.render_pngs(rows).items():
+        write_atomic(out_dir / name, data)
+        paths.append(out_dir / name)
+    return paths
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -419,17 +417,20 @@ def write_png(rows: list[Row], path: Path) -> None:
 def render(
     entries: list[Entry], out_dir: Path, *, title: str = DEFAULT_TITLE, root: Path | None = None
 ) -> list[Path]:
-    """Write README.md, leaderboard.csv, leaderboard.json and bpb.png into ``out_dir``
-    (created if needed) and return their paths. Deterministic: the same entries give
-    byte-identical files. ``root``: paths in the entries are written relative to it."""
+    """Write `FILES` (README.md, leaderboard.csv, leaderboard.json and the plots) into ``out_dir``
+    (created if needed), remove `OBSOLETE_FILES` there, and return the paths written.
+    Deterministic: the same entries give byte-identical files. ``root``: paths in the entries
+    are written relative to it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = build_rows(entries)
-    paths = [out_dir / name for name in FILES]
+    paths = [out_dir / name for name in FILES[:3]]
     write_atomic(paths[0], render_markdown(rows, title).encode("utf-8"))
     write_csv(rows, paths[1], root)
     write_json(rows, paths[2], title, root)
-    write_png(rows, paths[3])
+    paths += write_pngs(rows, out_dir)
+    for name in OBSOLETE_FILES:
+        (out_dir / name).unlink(missing_ok=True)
     return paths
 
 

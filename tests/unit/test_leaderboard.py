@@ -1,4 +1,4 @@
-"""Tests for harness.leaderboard.render: byte-identical regeneration (PNG included), escaping of
+"""Tests for harness.leaderboard.render: byte-identical regeneration (PNGs included), escaping of
 hostile strings, table/section layout and ordering, half-up rounding (docs/protocol.md §10.1's
 1.09785 -> 1.0979), the significance column against scipy, the empty "no runs yet" output,
 and that the GitHub workflow parses as YAML."""
@@ -76,8 +76,9 @@ def test_render_is_byte_identical(tmp_path: Path) -> None:
     for p, q in zip(first, second, strict=True):
         assert p.stat().st_size > 0
         assert p.read_bytes() == q.read_bytes(), p.name
-    assert first[3].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert b"Software" not in first[3].read_bytes() and b"matplotlib" not in first[3].read_bytes()
+    for png in first[3:]:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert b"Software" not in png.read_bytes() and b"matplotlib" not in png.read_bytes()
 
 
 def test_tables_sections_and_order(tmp_path: Path) -> None:
@@ -94,6 +95,7 @@ def test_tables_sections_and_order(tmp_path: Path) -> None:
         "### Dataset fingerprint unrecorded",
         "## Upstream records — non-record / unlimited compute",
         "### Dataset fingerprint unrecorded",
+        "## Plots",
     ]
     names = [
         ln.split("|")[1].strip()
@@ -173,7 +175,10 @@ def test_hostile_strings_render_inert(tmp_path: Path) -> None:
     lines = _table_lines(readme)
     assert len({_unescaped_pipes(ln) for ln in lines}) == 1  # no cell breaks out of its column
     assert not any(ln.startswith("| injected") for ln in readme.splitlines())
-    assert "](" not in readme.replace("\\](", "")
+    tables, plots_section = readme.split("\n## Plots\n")
+    assert "](" not in tables.replace("\\](", "")
+    # The plots section is fixed text: its only links are the generated images.
+    assert plots_section == render([], tmp_path / "empty", title="t")[0].read_text().split("\n## Plots\n")[1]
     evil_line = next(ln for ln in lines if "script" in ln)
     assert "x" * 250 not in evil_line and "…" in evil_line
 
@@ -203,7 +208,7 @@ def test_empty_leaderboard(tmp_path: Path) -> None:
     assert "Upstream records" not in readme  # upstream tables only when records are given
     assert pd.read_csv(paths[1]).empty and "score_bpb" in paths[1].read_text()
     assert json.loads(paths[2].read_text())["entries"] == []
-    assert paths[3].read_bytes()[:4] == b"\x89PNG"
+    assert [p.read_bytes()[:4] for p in paths[3:]] == [b"\x89PNG"] * 3
 
 
 def test_workflow_parses() -> None:
