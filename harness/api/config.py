@@ -132,20 +132,32 @@ class RunConfig:
 
 
 def cpu_smoke_profile(
-    *, batch_tokens: int = 8192, val_tokens: int = 16384, seq_len: int = 1024, eval_batch_seqs: int = 32
+    *,
+    batch_tokens: int = 8192,
+    val_tokens: int = 16384,
+    seq_len: int = 1024,
+    eval_batch_seqs: int = 32,
+    steps: int | None = None,
+    cap_s: float = 150.0,
 ) -> dict[str, Any]:
     """The CPU smoke overrides, sized by the few numbers that differ between models.
 
     Sized for 2 CPU cores (about 550 train tokens/s for the 9x512 baseline under bf16
     autocast, 2,600 eval tokens/s; a sliding window at stride 64 costs window/64 forward
     tokens per scored token), so a default main job ends in < 10 min. Rows of ``seq_len``
-    tokens for training and evaluation, a 150 s cap, no compile priming, no periodic val.
+    tokens for training and evaluation, no compile priming, no periodic val.
+
+    ``steps``: a step budget (``train.iterations``), so a smoke run trains the same steps,
+    and writes the same bytes, however loaded the machine is; ``cap_s`` is then only a safety
+    net. Pair it with a step-counted schedule in the submission's profile (the default
+    warmdown is re-estimated from the wallclock). Without ``steps``, training stops at the
+    ``cap_s`` wallclock cap.
     """
-    return {
+    profile: dict[str, Any] = {
         "train.train_batch_tokens": batch_tokens,
         "train.train_seq_len": seq_len,
         "train.grad_accum_steps": 1,
-        "train.max_wallclock_seconds": 150.0,
+        "train.max_wallclock_seconds": cap_s,
         "train.warmup_steps": 0,
         "train.warmdown_iters": 10,
         "train.train_log_every": 5,
@@ -155,6 +167,9 @@ def cpu_smoke_profile(
         "eval.val_max_tokens": val_tokens,
         "eval.eval_batch_seqs": eval_batch_seqs,
     }
+    if steps is not None:
+        profile["train.iterations"] = steps
+    return profile
 
 
 CPU_SMOKE_PROFILE: dict[str, Any] = cpu_smoke_profile()
@@ -192,9 +207,21 @@ def valid_keys(config: Any, prefix: str = "") -> list[str]:
         value = getattr(config, f.name)
         if is_dataclass(value) and not isinstance(value, type):
             keys.extend(valid_keys(value, f"{prefix}{f.name}."))
-        elif f.name not in ("plugins", "cpu_profile", "schedule"):  # components, not values
+        elif f.name == "plugins" and isinstance(value, tuple):
+            for plugin in value:  # addressed by module name: plugins.ema.decay
+                if is_dataclass(plugin) and not isinstance(plugin, type):
+                    keys.extend(valid_keys(plugin, f"{prefix}plugins.{plugin_key(plugin)}."))
+        elif f.name == "schedule":  # a component: only a schedule Config replaces it (cpu_profile)
+            keys.append(prefix + f.name)
+        elif f.name not in ("plugins", "cpu_profile"):  # components, not values
             keys.append(prefix + f.name)
     return keys
+
+
+def plugin_key(plugin: Any) -> str:
+    """The name a ``RunConfig.plugins`` entry is addressed by in overrides: its module's name
+    (``plugins.averaging.ema`` -> ``ema``), which is also its registered name."""
+    return type(plugin).__module__.rsplit(".", 1)[-1]
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -257,6 +284,18 @@ def apply_overrides(config: Any, overrides: Mapping[str, Any], source: str = "--
 
 def _set_one(obj: Any, path: list[str], value: Any, key: str) -> Any:
     head = path[0]
+    if head == "schedule" and len(path) == 1 and isinstance(obj, RunConfig):
+        if value is not None and not (is_dataclass(value) and callable(getattr(value, "build", None))):
+            raise ConfigError(
+                f"{key}: expected a schedule Config (set it in a submission's cpu_profile) or None, "
+                f"got {value!r}"
+            )
+        return replace(obj, schedule=value)
+    if head == "plugins" and isinstance(obj, RunConfig):
+        plugins = tuple(
+            _set_one(p, path[2:], value, key) if plugin_key(p) == path[1] else p for p in obj.plugins
+        )
+        return replace(obj, plugins=plugins)
     if len(path) > 1:
         return replace(obj, **{head: _set_one(getattr(obj, head), path[1:], value, key)})
     annotation = typing.get_type_hints(type(obj)).get(head, Any)

@@ -29,6 +29,15 @@ from plugins.averaging.swa import SWAConfig
 from plugins.compress.zstd import ZstdConfig
 from plugins.optim.muon import t1_optimizer
 from plugins.quant.mixed import MixedConfig
+from plugins.schedule.step_warmdown import StepWarmdownConfig
+
+# 2 CPU cores: half-size batches, 40 steps (the 360 s cap is a safety net), a step-counted LR
+# schedule with a 5-step warm-up and an 8k-token validation subset.
+CPU_SMOKE = cpu_smoke_profile(
+    batch_tokens=4096, val_tokens=8192, eval_batch_seqs=16, steps=40, cap_s=360.0
+) | {
+    "schedule": StepWarmdownConfig(warmup_steps=5, warmdown_iters=15),
+}
 
 # The PR #560 settings as environment variables (upstream names); see the docstring.
 PR560_ENV = {
@@ -71,7 +80,7 @@ def build_config() -> RunConfig:
             val_loss_every=500,
         ),
         eval=EvalConfig(eval_seq_len=2048, eval_stride=64, eval_batch_seqs=32),
-        cpu_profile=cpu_smoke_profile(batch_tokens=4096, val_tokens=8192, eval_batch_seqs=16),
+        cpu_profile=CPU_SMOKE,
     )
 
 

@@ -10,12 +10,20 @@ Run: torchrun --standalone --nproc_per_node=8 harness/run.py submissions/baselin
 
 from __future__ import annotations
 
-from harness.api.config import RunConfig, TrainConfig
+from harness.api.config import RunConfig, TrainConfig, cpu_smoke_profile
 from harness.pipeline.runner import run
 from plugins.arch.gpt import GPTConfig
 from plugins.compress.zlib import ZlibConfig
 from plugins.optim.muon import MuonConfig
 from plugins.quant.int8 import Int8Config
+from plugins.schedule.step_warmdown import StepWarmdownConfig
+
+# 2 CPU cores: 40 steps of 4,096 tokens (the 360 s cap is a safety net), a step-counted LR
+# schedule with a 5-step warm-up, so the smoke run learns the same way however loaded the
+# machine is.
+CPU_SMOKE = cpu_smoke_profile(batch_tokens=4096, steps=40, cap_s=360.0) | {
+    "schedule": StepWarmdownConfig(warmup_steps=5, warmdown_iters=15),
+}
 
 
 def build_config() -> RunConfig:
@@ -34,6 +42,7 @@ def build_config() -> RunConfig:
         train=TrainConfig(
             train_batch_tokens=524_288, train_seq_len=1024, warmdown_iters=1200, warmup_steps=20
         ),
+        cpu_profile=CPU_SMOKE,
     )
 
 

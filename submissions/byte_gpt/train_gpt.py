@@ -33,12 +33,15 @@ from plugins.quant.mixed import MixedConfig
 from plugins.schedule.cosine import CosineConfig
 
 # 2 CPU cores: ~600 train and ~1,300 eval bytes/s for the 16mb shape under bf16 autocast.
-# Eval costs ~10x val_tokens forwards (two standard passes + the stride-64 window at 8x):
-# 16k validation bytes, 150 s of training and the ~20 s lzma export ran in 4.6 min in all.
-# A smoke run is ~12 steps: a 2-step LR warm-up there instead of 100, or it never leaves warm-up.
+# Eval costs ~10x val_tokens forwards (two standard passes + the stride-64 window at 8x).
+# A smoke run is 40 steps (the 360 s cap is a safety net), its cosine counted in steps, not
+# wallclock, so it learns the same way on a loaded machine: a 5-step LR warm-up instead of 100.
 CPU_SMOKE = {
-    **cpu_smoke_profile(batch_tokens=4096, val_tokens=16384, seq_len=512, eval_batch_seqs=16),
-    "schedule.warmup_steps": 2,
+    **cpu_smoke_profile(
+        batch_tokens=4096, val_tokens=16384, seq_len=512, eval_batch_seqs=16, steps=40, cap_s=360.0
+    ),
+    "schedule.warmup_steps": 5,
+    "schedule.use_wallclock": False,
 }
 
 

@@ -32,10 +32,14 @@ from plugins.arch.conv_moe import ConvMoEConfig
 from plugins.compress.lzma import LzmaConfig
 from plugins.optim.adamw import AdamWConfig
 from plugins.quant.int4 import Int4Config
+from plugins.schedule.step_warmdown import StepWarmdownConfig
 
-# 2 CPU cores under bf16 autocast: ~400 train bytes/s at this size (5 s per 4 rows of 512),
-# so 30 steps in the 150 s cap; with an 8k-byte validation subset the run takes 3.5 minutes.
-CPU_SMOKE = cpu_smoke_profile(batch_tokens=2048, val_tokens=8192, seq_len=512, eval_batch_seqs=8)
+# 2 CPU cores under bf16 autocast: ~400-700 train bytes/s at this size (3-5 s per 4 rows of
+# 512), so 40 steps (the 360 s cap is a safety net) with a step-counted LR schedule; with an
+# 8k-byte validation subset the run takes about 4 minutes.
+CPU_SMOKE = cpu_smoke_profile(
+    batch_tokens=2048, val_tokens=8192, seq_len=512, eval_batch_seqs=8, steps=40, cap_s=360.0
+) | {"schedule": StepWarmdownConfig(warmup_steps=5, warmdown_iters=15)}
 
 
 def build_config() -> RunConfig:

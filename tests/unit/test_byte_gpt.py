@@ -521,9 +521,8 @@ def test_submission_pipeline_runs_on_sp1024_data(tmp_path, default_dataset):
     assert record["sliding_val_bpb"] is not None and math.isfinite(record["val_bpb"])
     events = [json.loads(line) for line in (sub / "runs" / "t" / "metrics.jsonl").read_text().splitlines()]
     lr = {e["step"]: e["lr_scale"] for e in events if e.get("event") == "train"}
-    # The CPU smoke profile shortens the 100-step warm-up to 2 steps: step 1 runs at 1/2, then
-    # the cosine restarts at (at most) the 0.95 peak.
-    assert lr[1] == pytest.approx(1 / 2) and lr[3] <= 0.95 + 1e-9
+    # The CPU smoke profile shortens the 100-step warm-up to 5 steps: step k runs at k/5.
+    assert [lr[k] for k in (1, 2, 3)] == pytest.approx([1 / 5, 2 / 5, 3 / 5])
     log = (sub / "runs" / "t" / "train.log").read_text()
     assert "byte_gpt: d_model:64 n_layers:2" in log and "optimizer:adamw group:decay" in log
     too_long = dict(sets, **{"train.train_seq_len": "256"})
