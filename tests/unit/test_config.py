@@ -11,6 +11,7 @@ from harness.api.config import (
     TrainConfig,
     apply_overrides,
     component_modules,
+    cpu_smoke_profile,
     env_overrides,
     parse_set_args,
     resolve,
@@ -134,3 +135,30 @@ def test_parse_set_args():
 
 def test_component_modules_are_the_config_modules():
     assert component_modules(_cfg()) == [__name__]
+
+
+def test_run_plugins_are_overridden_by_module_name():
+    from plugins.averaging.ema import EMAConfig
+    from plugins.averaging.swa import SWAConfig
+
+    cfg = _cfg(plugins=(SWAConfig(every=50), EMAConfig(decay=0.997)))
+    assert {"plugins.ema.apply", "plugins.ema.decay", "plugins.swa.every"} <= set(valid_keys(cfg))
+    out = apply_overrides(cfg, {"plugins.ema.apply": "false", "plugins.swa.every": "5"})
+    assert out.plugins == (SWAConfig(every=5), EMAConfig(decay=0.997, apply=False))
+    with pytest.raises(ConfigError, match="plugins.ema.bogus"):
+        apply_overrides(cfg, {"plugins.ema.bogus": "1"})
+    with pytest.raises(ConfigError, match="ema"):  # the plugin's own validation still runs
+        apply_overrides(cfg, {"plugins.ema.decay": "1.5"})
+
+
+def test_a_profile_may_replace_the_schedule_with_a_config_only():
+    from plugins.schedule.step_warmdown import StepWarmdownConfig
+
+    cfg = _cfg()
+    sched = StepWarmdownConfig(warmup_steps=5, warmdown_iters=15)
+    assert apply_overrides(cfg, {"schedule": sched}, "cpu profile").schedule == sched
+    with pytest.raises(ConfigError, match="expected a schedule Config"):
+        apply_overrides(cfg, {"schedule": "cosine"})
+    profile = cpu_smoke_profile(steps=40, cap_s=360.0)
+    assert profile["train.iterations"] == 40 and profile["train.max_wallclock_seconds"] == 360.0
+    assert "train.iterations" not in cpu_smoke_profile()  # without a step budget: the cap decides
