@@ -626,6 +626,11 @@ class _Run:
     note: str = ""
 
 
+def _is_seed_summary(data: dict) -> bool:
+    """A multi-seed summary (``seed_results`` and no ``seed`` of its own), not a run."""
+    return isinstance(data.get("seed_results"), dict) and "seed" not in data
+
+
 def _read_run(path: Path) -> _Run:
     data = read_json_limited(path)
     log_path = path.parent / "train.log"
@@ -730,6 +735,8 @@ def import_runs(submissions_dir: Path) -> list[Entry]:
     groups: dict[tuple[str, str, str], list[_Run]] = {}
     for path in sorted(Path(submissions_dir).glob("*/runs/*/submission.json")):
         run = _read_run(path)
+        if _is_seed_summary(run.data):
+            continue  # `pgolf run --seeds` writes it; its seeds are runs of their own here
         groups.setdefault(_group_key(run), []).append(run)
     names = [k[0] for k in groups]
     entries = []

@@ -344,20 +344,37 @@ def _harness_version(root: Path) -> str:
     return __version__
 
 
-def _render(
-    name: str, version: str, modules: dict[str, _Module], main_source: str, minify: bool = False
-) -> str:
-    """The bundle's text: header, embedded sources, marker, bootstrap, and the exec of the
-    submission. ``minify``: embed minified sources (``sources_sha256`` still names the
-    sources as written, so a bundle says which code it was made from)."""
+def _prepare(
+    name: str, modules: dict[str, _Module], main_source: str, minify: bool
+) -> tuple[dict[str, str], str, str]:
+    """The sources to embed ({module: source}, the submission's source) and ``sources_sha256``.
+    ``minify``: the embedded sources are minified (the sha256 still names the sources as
+    written, so a bundle says which code it was made from). Shared with `bundle_report`."""
     names = sorted(modules)
     sources = {n: (_read_source(m.path) if m.path is not None else "") for n, m in modules.items()}
     main_origin = f"submissions/{name}/train_gpt.py"
     sha = _sources_sha256([(modules[n].origin, sources[n]) for n in names] + [(main_origin, main_source)])
-    marker = {"format": BUNDLE_FORMAT_VERSION, "submission": name, "modules": names, "sources_sha256": sha}
     if minify:
         sources = {n: minify_source(s, modules[n].origin) for n, s in sources.items()}
         main_source = minify_source(main_source, main_origin)
+    return sources, main_source, sha
+
+
+def _assemble(
+    name: str,
+    version: str,
+    modules: dict[str, _Module],
+    sources: dict[str, str],
+    main_source: str,
+    sha: str,
+    minified: bool,
+) -> str:
+    """The bundle's text from the sources `_prepare` returned (or variants of them: `bundle_report`
+    swaps one source for "" to measure what it costs)."""
+    names = sorted(modules)
+    main_origin = f"submissions/{name}/train_gpt.py"
+    marker = {"format": BUNDLE_FORMAT_VERSION, "submission": name, "modules": names, "sources_sha256": sha}
+    if minified:
         marker["minified"] = True
     listing = "".join(f"  {n}\n" for n in names)
     out = [
@@ -380,6 +397,16 @@ def _render(
         '"exec", dont_inherit=True), globals())\n',
     ]
     return "".join(out)
+
+
+def _render(
+    name: str, version: str, modules: dict[str, _Module], main_source: str, minify: bool = False
+) -> str:
+    """The bundle's text: header, embedded sources, marker, bootstrap, and the exec of the
+    submission. ``minify``: embed minified sources (``sources_sha256`` still names the
+    sources as written, so a bundle says which code it was made from)."""
+    sources, main_source, sha = _prepare(name, modules, main_source, minify)
+    return _assemble(name, version, modules, sources, main_source, sha, minify)
 
 
 def _self_extracting(text: str) -> str:

@@ -18,6 +18,10 @@ from harness.pipeline.flags import add_run_flags, run_flags
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.seeds is not None:
+        from harness.tools.seeds import run_seeds
+
+        return run_seeds(args)
     argv = [str(args.submission), *run_flags(args).argv()]
     if args.nproc > 1:
         run_py = Path(__file__).resolve().parents[1] / "run.py"
@@ -56,6 +60,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_bundle(args: argparse.Namespace) -> int:
     from harness.tools.bundle import bundle_submission
 
+    if args.report:  # prints the per-module costs of the shipped bundle; writes nothing
+        from harness.tools.bundle_report import bundle_report, format_report
+
+        print(format_report(bundle_report(Path(args.submission))), end="")  # default-data modules
+        return 0
     out = args.output or (Path(args.submission) / "dist" / "train_gpt.py")
     out.parent.mkdir(parents=True, exist_ok=True)
     info = bundle_submission(Path(args.submission), out, compress=args.compress)
@@ -186,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a submission (in-process, or torchrun with --nproc > 1)")
     r.add_argument("submission", type=Path)
     r.add_argument("--nproc", type=int, default=1, help="processes (torchrun --nproc_per_node)")
+    r.add_argument(
+        "--seeds",
+        default=None,
+        metavar="S1,S2,...",
+        help="one run per seed (run id <run-id>_seed<S>), then runs/<run-id>_summary/submission.json",
+    )
     add_run_flags(r)
     r.set_defaults(func=_cmd_run)
 
@@ -197,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("submission", type=Path)
     b.add_argument("-o", "--output", type=Path, default=None, help="default: <submission>/dist/train_gpt.py")
     b.add_argument("--compress", action="store_true", help="lzma+base85 self-extracting bundle")
+    b.add_argument(
+        "--report", action="store_true", help="print each module's cost in shipped bytes (writes nothing)"
+    )
     b.set_defaults(func=_cmd_bundle)
 
     d = sub.add_parser("data", help="build the default dataset or download the challenge data")

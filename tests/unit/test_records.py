@@ -382,3 +382,17 @@ def test_import_runs_groups_seeds_and_flags(tmp_path: Path) -> None:
         FLAG_SCORE_UNSUPPORTED,
         FLAG_FEW_SEEDS,
     }
+
+
+def test_a_multi_seed_summary_is_not_counted_as_a_run(tmp_path: Path) -> None:
+    """`pgolf run --seeds` writes runs/<base>_summary/submission.json; the leaderboard counts
+    the seed runs themselves, once each, and the summary not at all."""
+    _run(tmp_path, "a", "s_seed1", 1.2, seed=1)
+    _run(tmp_path, "a", "s_seed2", 1.4, seed=2)
+    summary = tmp_path / "a" / "runs" / "s_summary"
+    summary.mkdir(parents=True)
+    (summary / "submission.json").write_text(
+        json.dumps({"name": "a", "val_bpb": 1.3, "seeds": [1, 2], "seed_results": {"1": {}, "2": {}}})
+    )
+    (entry,) = import_runs(tmp_path)
+    assert entry.key == "a" and entry.score_bpb == pytest.approx(1.3) and len(entry.seeds) == 2
