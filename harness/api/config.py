@@ -218,6 +218,11 @@ def valid_keys(config: Any, prefix: str = "") -> list[str]:
     return keys
 
 
+def is_component_config(value: Any) -> bool:
+    """A component's Config: a dataclass instance with a ``build`` method."""
+    return is_dataclass(value) and not isinstance(value, type) and callable(getattr(value, "build", None))
+
+
 def plugin_key(plugin: Any) -> str:
     """The name a ``RunConfig.plugins`` entry is addressed by in overrides: its module's name
     (``plugins.averaging.ema`` -> ``ema``), which is also its registered name."""
@@ -285,7 +290,7 @@ def apply_overrides(config: Any, overrides: Mapping[str, Any], source: str = "--
 def _set_one(obj: Any, path: list[str], value: Any, key: str) -> Any:
     head = path[0]
     if head == "schedule" and len(path) == 1 and isinstance(obj, RunConfig):
-        if value is not None and not (is_dataclass(value) and callable(getattr(value, "build", None))):
+        if value is not None and not is_component_config(value):
             raise ConfigError(
                 f"{key}: expected a schedule Config (set it in a submission's cpu_profile) or None, "
                 f"got {value!r}"
@@ -326,10 +331,10 @@ def resolve(
         raise ConfigError(f"build_config() must return a RunConfig, got {type(config).__name__}")
     for name in _COMPONENT_FIELDS:
         value = getattr(config, name)
-        if not is_dataclass(value) or not callable(getattr(value, "build", None)):
+        if not is_component_config(value):
             raise ConfigError(f"RunConfig.{name} must be a component Config with build(), got {value!r}")
     for value in ([config.schedule] if config.schedule is not None else []) + list(config.plugins):
-        if not is_dataclass(value) or not callable(getattr(value, "build", None)):
+        if not is_component_config(value):
             raise ConfigError(
                 f"RunConfig.schedule/plugins entries must be Configs with build(), got {value!r}"
             )

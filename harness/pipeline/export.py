@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import harness
+from harness.api.context import TrainContext
 from harness.api.fileio import write_atomic
 from harness.api.protocols import LayoutAwareCompressor
 from harness.pipeline.artifact import config_to_json, write_artifact
@@ -18,18 +19,23 @@ from harness.pipeline.distributed import (
 )
 from harness.pipeline.entropy_report import entropy_report
 from harness.pipeline.setup import RunState
-from harness.pipeline.trainer import TrainContext
 from harness.pipeline.training import source_artifact
 
 
-def ship_existing_artifact(run: RunState) -> None:
-    """Eval-only: the shipped artifact is the loaded file itself, copied byte for byte."""
-    source = source_artifact(Path(run.config.train.load_model_path))
+def _name_artifact(run: RunState) -> None:
+    """The log tags and the artifact's path. Tags come from the built components (an "intn"
+    quantizer calls itself int5 or int6); the manifest names registry entries instead."""
     run.quantizer_tag, run.compressor_tag = (
         run.config.quantizer.build().name,
         run.config.compressor.build().name,
     )
     run.artifact_path = run.run_dir / f"final_model.{run.quantizer_tag}.{run.compressor_tag}.pgolf"
+
+
+def ship_existing_artifact(run: RunState) -> None:
+    """Eval-only: the shipped artifact is the loaded file itself, copied byte for byte."""
+    source = source_artifact(Path(run.config.train.load_model_path))
+    _name_artifact(run)
     if run.dist.is_main:
         write_atomic(run.artifact_path, source.read_bytes(), overwrite=False)
         tag, size = f"{run.quantizer_tag}+{run.compressor_tag}", os.path.getsize(run.artifact_path)
@@ -40,9 +46,7 @@ def ship_existing_artifact(run: RunState) -> None:
 def export(run: RunState, ctx: TrainContext) -> None:
     """Rank 0 quantizes, compresses and writes the artifact; every rank learns its path."""
     config, registry = run.config, run.manager.registry
-    # Log tags come from the built components (an "intn" quantizer calls itself int5 or int6).
-    run.quantizer_tag, run.compressor_tag = config.quantizer.build().name, config.compressor.build().name
-    run.artifact_path = run.run_dir / f"final_model.{run.quantizer_tag}.{run.compressor_tag}.pgolf"
+    _name_artifact(run)
     if run.dist.is_main:
         state = {k: v.detach().to("cpu").clone() for k, v in ctx.model.state_dict().items()}
         run.manager.hook.pg_before_quantize(ctx=ctx, state_dict=state)

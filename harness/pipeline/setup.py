@@ -73,7 +73,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _new_run_id() -> str:
+def new_run_id() -> str:
+    """A fresh run id: the UTC time and 6 random hex digits (``20261201T120000Z_1a2b3c``)."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}_{uuid.uuid4().hex[:6]}"
 
@@ -88,11 +89,11 @@ def submission_dir_of_main() -> Path:
 DEFAULT_DATASET_MODULE = "harness.datasets.default"
 
 
-def modules_reached_by_name(config: RunConfig) -> tuple[str, ...]:
-    """Modules this run imports by name (never statically, so the pipeline imports no
-    dataset builder) that its bundle must embed: the default dataset's builder when the run
-    uses the built-in default data."""
-    return () if config.data.data_path else (DEFAULT_DATASET_MODULE,)
+def modules_reached_by_name(data_path: str | None) -> tuple[str, ...]:
+    """Modules a run imports by name (never statically, so the pipeline imports no dataset
+    builder) that its bundle must embed: the default dataset's builder when the run has no
+    ``data.data_path`` of its own and so uses the built-in default data."""
+    return () if data_path else (DEFAULT_DATASET_MODULE,)
 
 
 def ship_code(run_dir: Path, submission_dir: Path, config: RunConfig, log: RunLogger) -> Path:
@@ -106,7 +107,7 @@ def ship_code(run_dir: Path, submission_dir: Path, config: RunConfig, log: RunLo
     # Imported by name so the bundler's import scan leaves it out of every bundle: a
     # bundle ships itself and never needs the bundler (saves its bytes in every submission).
     bundler = importlib.import_module("harness.tools.bundle")
-    compress, extra = config.compress_code, modules_reached_by_name(config)
+    compress, extra = config.compress_code, modules_reached_by_name(config.data.data_path)
     if compress:  # the readable twin is for reviewers; only train_gpt.py ships and counts
         readable = bundler.bundle_submission(
             submission_dir, run_dir / "train_gpt_readable.py", extra_modules=extra
@@ -171,7 +172,7 @@ def prepare_run_dir(
 ) -> tuple[str, Path]:
     if resume is not None:
         return _resume_run_dir(Path(resume), run_id)
-    rid = run_id or os.environ.get("RUN_ID") or _new_run_id()
+    rid = run_id or os.environ.get("RUN_ID") or new_run_id()
     rid = broadcast_str(rid, dist)
     run_dir = submission_dir / "runs" / rid
     if dist.is_main:

@@ -53,6 +53,8 @@ from harness.tools.minify import minify_source
 
 BUNDLE_FORMAT_VERSION = 1
 BUNDLED_PACKAGES: tuple[str, ...] = ("harness", "plugins")
+LZMA_PRESET = 9 | lzma.PRESET_EXTREME
+"""The self-extracting wrapper's lzma preset (`harness.tools.bundle_report` measures with it too)."""
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 ORIGIN_PREFIX = "<pgolf-bundle>/"
 """Prefix of every embedded module's ``__file__``. It is not a real path, so nothing on disk
@@ -344,7 +346,7 @@ def _harness_version(root: Path) -> str:
     return __version__
 
 
-def _prepare(
+def prepare_sources(
     name: str, modules: dict[str, _Module], main_source: str, minify: bool
 ) -> tuple[dict[str, str], str, str]:
     """The sources to embed ({module: source}, the submission's source) and ``sources_sha256``.
@@ -360,7 +362,7 @@ def _prepare(
     return sources, main_source, sha
 
 
-def _assemble(
+def assemble(
     name: str,
     version: str,
     modules: dict[str, _Module],
@@ -369,7 +371,7 @@ def _assemble(
     sha: str,
     minified: bool,
 ) -> str:
-    """The bundle's text from the sources `_prepare` returned (or variants of them: `bundle_report`
+    """The bundle's text from the sources `prepare_sources` returned (or variants of them: `bundle_report`
     swaps one source for "" to measure what it costs)."""
     names = sorted(modules)
     main_origin = f"submissions/{name}/train_gpt.py"
@@ -405,13 +407,13 @@ def _render(
     """The bundle's text: header, embedded sources, marker, bootstrap, and the exec of the
     submission. ``minify``: embed minified sources (``sources_sha256`` still names the
     sources as written, so a bundle says which code it was made from)."""
-    sources, main_source, sha = _prepare(name, modules, main_source, minify)
-    return _assemble(name, version, modules, sources, main_source, sha, minify)
+    sources, main_source, sha = prepare_sources(name, modules, main_source, minify)
+    return assemble(name, version, modules, sources, main_source, sha, minify)
 
 
-def _self_extracting(text: str) -> str:
+def self_extracting(text: str) -> str:
     """Wrap ``text`` as one lzma+base85 line that execs it in the same globals (upstream's shape)."""
-    packed = base64.b85encode(lzma.compress(text.encode(), preset=9 | lzma.PRESET_EXTREME)).decode("ascii")
+    packed = base64.b85encode(lzma.compress(text.encode(), preset=LZMA_PRESET)).decode("ascii")
     return (
         "import lzma,base64;exec(compile(lzma.decompress("
         f'base64.b85decode("{packed}")),"{ORIGIN_PREFIX}train_gpt.py","exec"))\n'
@@ -461,7 +463,7 @@ def bundle_submission(
     minify = compress if minify is None else minify
     text = _render(name, _harness_version(root), modules, _read_source(entry), minify=minify)
     if compress:
-        text = _self_extracting(text)
+        text = self_extracting(text)
     data = text.encode("utf-8")
     write_atomic(out_path, data)
     return BundleInfo(

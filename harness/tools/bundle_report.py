@@ -46,7 +46,6 @@ from harness.tools import bundle as _bundle
 
 MAIN_ROW = "<main>"
 """Row name of the submission's own ``train_gpt.py``."""
-_PRESET = 9 | lzma.PRESET_EXTREME  # the bundle's (harness.tools.bundle._self_extracting)
 
 
 def _packed_size(text: str) -> int:
@@ -54,9 +53,11 @@ def _packed_size(text: str) -> int:
     is cut to 1 MiB for inputs that fit in it (the xz header has the same size, and nothing
     in the input is out of reach): preset 9's 64 MiB take ~20 ms to set up per call."""
     data = text.encode("utf-8")
-    filters = [{"id": lzma.FILTER_LZMA2, "preset": _PRESET, "dict_size": 1 << 20}]
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": _bundle.LZMA_PRESET, "dict_size": 1 << 20}]
     packed = (
-        lzma.compress(data, filters=filters) if len(data) < 1 << 20 else lzma.compress(data, preset=_PRESET)
+        lzma.compress(data, filters=filters)
+        if len(data) < 1 << 20
+        else lzma.compress(data, preset=_bundle.LZMA_PRESET)
     )
     return len(base64.b85encode(packed))
 
@@ -134,11 +135,9 @@ def definition_costs(minified_source: str) -> list[DefinitionCost]:
 def default_extra_modules(data_path: str | None = None) -> tuple[str, ...]:
     """The modules a run embeds by name (`harness.pipeline.setup.modules_reached_by_name`):
     the default dataset's builder unless the run has its own ``data_path``."""
-    if data_path:
-        return ()
-    from harness.pipeline.setup import DEFAULT_DATASET_MODULE  # imported here: it pulls in torch
+    from harness.pipeline.setup import modules_reached_by_name  # imported here: it pulls in torch
 
-    return (DEFAULT_DATASET_MODULE,)
+    return modules_reached_by_name(data_path)
 
 
 def bundle_report(
@@ -160,11 +159,11 @@ def bundle_report(
     version = _bundle._harness_version(root)
     main_source = _bundle._read_source(entry)
     readable = _bundle._render(name, version, modules, main_source, minify=False)
-    sources, main_min, sha = _bundle._prepare(name, modules, main_source, minify=True)
+    sources, main_min, sha = _bundle.prepare_sources(name, modules, main_source, minify=True)
 
     def shipped(srcs: dict[str, str], main: str) -> int:
-        text = _bundle._assemble(name, version, modules, srcs, main, sha, True)
-        return len(_bundle._self_extracting(text).encode("utf-8"))
+        text = _bundle.assemble(name, version, modules, srcs, main, sha, True)
+        return len(_bundle.self_extracting(text).encode("utf-8"))
 
     # One compress per variant; lzma releases the GIL, so threads run them side by side (each
     # preset-9 compressor holds ~0.7 GB, hence few workers).

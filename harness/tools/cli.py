@@ -22,23 +22,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from harness.tools.seeds import run_seeds
 
         return run_seeds(args)
-    argv = [str(args.submission), *run_flags(args).argv()]
+    argv = run_flags(args).argv()
     if args.nproc > 1:
-        run_py = Path(__file__).resolve().parents[1] / "run.py"
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={args.nproc}",
-            str(run_py),
-            *argv,
-        ]
+        cmd = run_command(args.submission, argv, args.nproc)
         print("+ " + " ".join(cmd), flush=True)
         return subprocess.call(cmd)
     from harness.run import main as run_main
 
-    return run_main(argv)
+    return run_main([str(args.submission), *argv])
+
+
+def run_command(submission: Path, argv: list[str], nproc: int) -> list[str]:
+    """``harness/run.py SUBMISSION ARGV`` as a command, under torchrun when ``nproc`` > 1."""
+    run_py = Path(__file__).resolve().parents[1] / "run.py"
+    launcher = (
+        ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else []
+    )
+    return [sys.executable, *launcher, str(run_py), str(submission), *argv]
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

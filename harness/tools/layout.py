@@ -16,7 +16,6 @@ no static arrow points back and no bundle carries it unless the configuration as
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,28 +76,31 @@ def source_files(root: Path = ROOT) -> list[Path]:
     return files + sorted((root / "submissions").glob("*/train_gpt.py"))
 
 
-def violations(root: Path = ROOT) -> list[str]:
-    """One line per import that points against `ALLOWED`."""
-    bad = []
+def layer_imports(root: Path = ROOT) -> list[tuple[Path, int, str, str, str]]:
+    """(file, line, importer layer, imported layer, imported module) for every import between
+    project modules."""
+    out = []
     for path in source_files(root):
         src = "submissions" if path.parts[-3] == "submissions" else layer_of(module_name(path, root))
         for line, target in static_imports(path):
             dst = layer_of(target)
-            if src is not None and dst is not None and dst not in ALLOWED[src]:
-                bad.append(f"{path.relative_to(root)}:{line}: {src} imports {dst} ({target})")
-    return bad
+            if src is not None and dst is not None:
+                out.append((path, line, src, dst, target))
+    return out
 
 
-def edges(root: Path = ROOT) -> dict[tuple[str, str], int]:
-    """(importer layer, imported layer) -> number of imports, across layers only."""
-    count: dict[tuple[str, str], int] = defaultdict(int)
-    for path in source_files(root):
-        src = "submissions" if path.parts[-3] == "submissions" else layer_of(module_name(path, root))
-        for _, target in static_imports(path):
-            dst = layer_of(target)
-            if src and dst and dst != src:
-                count[(src, dst)] += 1
-    return dict(count)
+def violations(root: Path = ROOT) -> list[str]:
+    """One line per import that points against `ALLOWED`."""
+    return [
+        f"{path.relative_to(root)}:{line}: {src} imports {dst} ({target})"
+        for path, line, src, dst, target in layer_imports(root)
+        if dst not in ALLOWED[src]
+    ]
+
+
+def edges(root: Path = ROOT) -> set[tuple[str, str]]:
+    """(importer layer, imported layer) pairs across layers."""
+    return {(src, dst) for _, _, src, dst, _ in layer_imports(root) if src != dst}
 
 
 def drawing(root: Path = ROOT) -> str:

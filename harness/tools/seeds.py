@@ -33,7 +33,6 @@ Upstream spells the mean ``val_bpb`` (not ``mean_val_bpb``) in every multi-seed 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import math
 import os
@@ -41,15 +40,16 @@ import re
 import statistics
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 from harness.api.config import parse_set_args
 from harness.api.errors import ConfigError
 from harness.api.fileio import write_atomic
+from harness.pipeline.flags import RunFlags
+from harness.pipeline.setup import new_run_id
+from harness.tools.cli import run_command
 
-RUN_PY = Path(__file__).resolve().parents[1] / "run.py"
 SUMMARY_KEYS_FROM_FIRST = ("name", "author", "github_id", "date", "track", "blurb")
 _INT = re.compile(r"[+-]?\d+")
 
@@ -70,34 +70,9 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _base_run_id(run_id: str | None) -> str:
-    if run_id:
-        return run_id
-    if os.environ.get("RUN_ID"):
-        return os.environ["RUN_ID"]
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}_{uuid.uuid4().hex[:6]}"
-
-
 def seed_run_id(base: str, seed: int) -> str:
     """The run id of one seed's run."""
     return f"{base}_seed{seed}"
-
-
-def _command(submission: Path, argv: list[str], nproc: int) -> list[str]:
-    """One seed's process: ``harness/run.py`` (as `pgolf run` runs it), under torchrun when nproc > 1."""
-    if nproc > 1:
-        return [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={nproc}",
-            str(RUN_PY),
-            str(submission),
-            *argv,
-        ]
-    return [sys.executable, str(RUN_PY), str(submission), *argv]
 
 
 def _std(values: list[float]) -> float | None:
@@ -179,7 +154,7 @@ def run_seeds(args: argparse.Namespace) -> int:
     if not submission.exists():
         raise ConfigError(f"submission {submission} does not exist")
     folder = submission.resolve() if submission.is_dir() else submission.resolve().parent
-    base = _base_run_id(args.run_id)
+    base = args.run_id or os.environ.get("RUN_ID") or new_run_id()
     runs = folder / "runs"
     summary_dir = runs / f"{base}_summary"
     taken = [runs / seed_run_id(base, s) for s in seeds] + [summary_dir]
@@ -192,9 +167,8 @@ def run_seeds(args: argparse.Namespace) -> int:
     records: list[tuple[int, dict[str, Any]]] = []
     for n, seed in enumerate(seeds, 1):
         rid = seed_run_id(base, seed)
-        argv = [x for key, value in sets.items() for x in ("--set", f"{key}={value}")]
-        argv += ["--set", f"train.seed={seed}", "--run-id", rid]
-        cmd = _command(submission, argv, args.nproc)
+        argv = RunFlags({**sets, "train.seed": str(seed)}, rid, None).argv()
+        cmd = run_command(submission, argv, args.nproc)
         print(f"=== seed {seed} ({n}/{len(seeds)}): run {rid}", flush=True)
         print("+ " + " ".join(cmd), flush=True)
         rc = subprocess.call(cmd)
