@@ -3,7 +3,8 @@
 Also runs as ``python harness/run.py submissions/<name>`` (one process). Loads the
 submission's ``build_config()`` and hands it to `harness.pipeline.runner.run`. Extra arguments:
 ``--set KEY=VALUE`` (repeatable, type-checked), ``--run-id ID`` and ``--resume RUN_DIR``
-(continue an interrupted run from its ``checkpoint.pgck``, in the same folder).
+(continue an interrupted run from its ``checkpoint.pgck``, in the same folder). A failure ends
+with one ``error:`` line (`harness.pipeline.failure`): status 2, or 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ def _fix_sys_path() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the submission, return the exit status."""
-    from harness.api.errors import PgolfError
     from harness.pipeline.distributed import already_reported
+    from harness.pipeline.failure import report_failure
     from harness.pipeline.flags import add_run_flags, run_flags
     from harness.pipeline.runner import run
     from harness.pipeline.submission import build_submission_config
@@ -37,10 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         config = build_submission_config(args.submission)
         folder = args.submission.resolve() if args.submission.is_dir() else args.submission.resolve().parent
         run(config, submission_dir=folder, sets=flags.sets, run_id=flags.run_id, resume=flags.resume)
-    except PgolfError as exc:
-        if not already_reported(exc):  # a multi-rank run already printed it with the rank
-            print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as exc:  # one `error:` line (a rank may have printed it)
+        return report_failure(exc, already_reported(exc))
     return 0
 
 

@@ -6,7 +6,12 @@ environment variables read are the upstream `train_gpt.py` names (ENV_OVERRIDES)
 bundled submission behaves like the baseline script.
 
 Resolution order: the submission's ``build_config()`` -> the CPU smoke profile (only when
-no CUDA device is present) -> upstream environment variables -> ``--set`` overrides.
+no CUDA device is present) -> the overrides a shipped bundle recorded from its run ->
+upstream environment variables -> ``--set`` overrides; all applied at once, then checked.
+
+Longer than 400 lines because it is the one definition of a run's settings: the dataclasses,
+the dotted-key grammar that addresses their fields and the resolution order every entry point
+uses; split apart, the key grammar and the fields it addresses would drift.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
+from harness.api.config_checks import check_run_config
 from harness.api.errors import ConfigError
 
 
@@ -92,6 +98,11 @@ class EvalConfig:
     """Cap on the final evaluation time; exceeding it marks the result invalid."""
     val_max_tokens: int = 0
     """Score only the first N validation targets (smoke profile); 0 = the whole split."""
+    adapter: Any = None
+    """An ``adapter`` Config: score-first test-time training after the sliding pass, whose
+    score becomes the headline (`harness.pipeline.adaptation`); None = no TTT."""
+    ttt_chunk_tokens: int = 32_768
+    """Targets per chunk of the TTT walk: each chunk is scored, then handed to the adapter."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,6 +206,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "EVAL_STRIDE": "eval.eval_stride",
     "EVAL_BATCH_SEQS": "eval.eval_batch_seqs",
     "LOAD_MODEL_PATH": "train.load_model_path",
+    "TTT_CHUNK_TOKENS": "eval.ttt_chunk_tokens",
 }
 
 _COMPONENT_FIELDS = ("model", "optimizer", "quantizer", "compressor")
@@ -206,6 +218,8 @@ def valid_keys(config: Any, prefix: str = "") -> list[str]:
     for f in fields(config):
         value = getattr(config, f.name)
         if is_dataclass(value) and not isinstance(value, type):
+            if f.name in ("adapter", "schedule"):  # eval.adapter=none turns TTT off; a profile
+                keys.append(prefix + f.name)  # may replace a set schedule with another kind
             keys.extend(valid_keys(value, f"{prefix}{f.name}."))
         elif f.name == "plugins" and isinstance(value, tuple):
             for plugin in value:  # addressed by module name: plugins.ema.decay
@@ -277,34 +291,69 @@ def apply_overrides(config: Any, overrides: Mapping[str, Any], source: str = "--
     """Return a copy of ``config`` with dotted ``overrides`` applied, type-checked.
 
     Unknown keys raise ``ConfigError`` listing the valid keys; ``source`` names where the
-    overrides came from (``--set``, ``environment``, ``cpu profile``) in messages.
+    overrides came from (``--set``, ``environment``, ``cpu profile``) in messages. Every Config
+    is rebuilt once with all of its new values, so fields checked together (``num_heads`` and
+    ``num_kv_heads``) may be changed together.
     """
+    _check_keys(config, overrides, source)
+    return _apply_tree(config, _nest(overrides))
+
+
+def _check_keys(config: Any, overrides: Mapping[str, Any], source: str) -> None:
     valid = valid_keys(config)
-    for key, value in overrides.items():
+    for key in overrides:
         if key not in valid:
             raise ConfigError(f"unknown config key {key!r} (from {source}); valid keys: {', '.join(valid)}")
-        config = _set_one(config, key.split("."), value, key)
-    return config
 
 
-def _set_one(obj: Any, path: list[str], value: Any, key: str) -> Any:
-    head = path[0]
-    if head == "schedule" and len(path) == 1 and isinstance(obj, RunConfig):
-        if value is not None and not is_component_config(value):
-            raise ConfigError(
-                f"{key}: expected a schedule Config (set it in a submission's cpu_profile) or None, "
-                f"got {value!r}"
+def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"model.a": 1, "model.b": 2}`` -> ``{"model": {"a": ("model.a", 1), "b": ("model.b", 2)}}``."""
+    tree: dict[str, Any] = {}
+    for key, value in overrides.items():
+        *heads, leaf = key.split(".")
+        node = tree
+        for head in heads:
+            node = node.setdefault(head, {})
+        node[leaf] = (key, value)
+    return tree
+
+
+def _apply_tree(obj: Any, tree: dict[str, Any]) -> Any:
+    changes: dict[str, Any] = {}
+    hints = typing.get_type_hints(type(obj))
+    for head, sub in tree.items():
+        if head == "plugins" and isinstance(obj, RunConfig):
+            changes[head] = tuple(
+                _apply_tree(p, sub[plugin_key(p)]) if plugin_key(p) in sub else p for p in obj.plugins
             )
-        return replace(obj, schedule=value)
-    if head == "plugins" and isinstance(obj, RunConfig):
-        plugins = tuple(
-            _set_one(p, path[2:], value, key) if plugin_key(p) == path[1] else p for p in obj.plugins
+        elif isinstance(sub, dict):
+            changes[head] = _apply_tree(getattr(obj, head), sub)
+        elif head == "schedule" and isinstance(obj, RunConfig):
+            key, value = sub
+            if value is not None and not is_component_config(value):
+                raise ConfigError(
+                    f"{key}: expected a schedule Config (set it in a submission's cpu_profile) or None, "
+                    f"got {value!r}"
+                )
+            changes[head] = value
+        elif head == "adapter" and isinstance(obj, EvalConfig):
+            changes[head] = _adapter_value(*sub)
+        else:
+            key, value = sub
+            changes[head] = _coerce(value, hints.get(head, Any), key)
+    return replace(obj, **changes) if changes else obj
+
+
+def _adapter_value(key: str, value: Any) -> Any:
+    """``eval.adapter`` is set whole only to an adapter Config or to None (``none`` turns TTT off)."""
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+        return None
+    if not is_component_config(value):
+        raise ConfigError(
+            f"{key}: expected an adapter Config (set it in the submission or its cpu_profile) or None, "
+            f"got {value!r}; its fields are set as {key}.<field>"
         )
-        return replace(obj, plugins=plugins)
-    if len(path) > 1:
-        return replace(obj, **{head: _set_one(getattr(obj, head), path[1:], value, key)})
-    annotation = typing.get_type_hints(type(obj)).get(head, Any)
-    return replace(obj, **{head: _coerce(value, annotation, key)})
+    return value
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
@@ -324,9 +373,16 @@ def parse_set_args(items: list[str]) -> dict[str, str]:
 
 
 def resolve(
-    config: RunConfig, *, cuda: bool, environ: Mapping[str, str], sets: Mapping[str, str]
+    config: RunConfig,
+    *,
+    cuda: bool,
+    environ: Mapping[str, str],
+    sets: Mapping[str, str],
+    recorded: Mapping[str, str] | None = None,
 ) -> RunConfig:
-    """Apply the CPU profile (without CUDA), the environment, then ``--set``, in that order."""
+    """Apply the CPU profile (without CUDA), the overrides a shipped bundle recorded, the
+    environment, then ``--set``, in that order (a later source wins a key), all at once; then
+    check the values that only make sense together (`harness.api.config_checks`)."""
     if not isinstance(config, RunConfig):
         raise ConfigError(f"build_config() must return a RunConfig, got {type(config).__name__}")
     for name in _COMPONENT_FIELDS:
@@ -338,15 +394,25 @@ def resolve(
             raise ConfigError(
                 f"RunConfig.schedule/plugins entries must be Configs with build(), got {value!r}"
             )
-    if not cuda:
-        config = apply_overrides(config, config.cpu_profile, "cpu profile")
-    config = apply_overrides(config, env_overrides(environ), "environment")
-    return apply_overrides(config, sets, "--set")
+    _adapter_value("eval.adapter", config.eval.adapter)
+    sources = [
+        ("cpu profile", config.cpu_profile if not cuda else {}),
+        ("the shipped train_gpt.py", recorded or {}),
+        ("environment", env_overrides(environ)),
+        ("--set", sets),
+    ]
+    merged: dict[str, Any] = {}
+    for source, overrides in sources:
+        _check_keys(config, overrides, source)
+        merged.update(overrides)
+    config = _apply_tree(config, _nest(merged))
+    check_run_config(config)
+    return config
 
 
 def component_modules(config: RunConfig) -> list[str]:
     """Modules defining the run's components: the plugins a run (and its bundle) registers."""
-    optional = [config.schedule] if config.schedule is not None else []
+    optional = [c for c in (config.schedule, config.eval.adapter) if c is not None]
     configs = [getattr(config, n) for n in _COMPONENT_FIELDS] + optional + list(config.plugins)
     seen: dict[str, None] = {}
     for cfg in configs:

@@ -18,7 +18,7 @@ import torch
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from harness.api.config import RunConfig
-    from harness.api.protocols import OptimizerSet
+    from harness.api.protocols import CalibrationData, OptimizerSet
 
 JSONScalar = str | int | float | bool | None
 
@@ -79,3 +79,6 @@ class TrainContext:
     notes: dict[str, JSONScalar] = field(default_factory=dict)
     """JSON values a plugin leaves for its own later hooks or the report (``late_qat_step``);
     checkpointed, so they survive ``--resume``. Keys are prefixed with the plugin's name."""
+    calibration: CalibrationData | None = None
+    """Training batches for calibration, set by the export before ``pg_before_quantize`` (rank
+    0 only; None before then and on other ranks): the one way a plugin may read tokens there."""

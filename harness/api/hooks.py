@@ -20,15 +20,19 @@ the model's extension points (``on_*``, called by the host model, see
     pg_train_start(ctx)                   # before compile, DDP and priming
     # (resume: each Stateful plugin's load_state_dict(state) runs here)
     for step in 1..N:                     # the timed loop
+        model.on_train_progress(...)      #   late switches (protocols.TrainingProgress)
         model(ids)                        #   on_embed, on_post_embed, on_recycle, on_value,
-                                          #   on_qk, on_attn_out fire inside every forward
+                                          #   on_qk, on_attn_out, on_skip fire inside every forward
         optimizer.step(...)
         pg_step_end(ctx)                  # once per optimizer step, no host sync
     pg_train_end(ctx)                     # averaging swaps its weights in
     # export (harness.pipeline.export), rank 0
     pg_before_quantize(ctx, state_dict)   # prune or calibrate the float state in place
+    quantizer.calibrate(model, data)      # a CalibratedQuantizer only (GPTQ); train batches
     # quantize, compress, write the artifact
     # score (harness.pipeline.scoring): no hook runs
+    adapter.start(model, session)         # only with eval.adapter (score-first TTT), then after
+    adapter.adapt(chunk)                  #   each scored chunk but the last: scored tokens only
     # report (harness.pipeline.report), rank 0
     pg_report(ctx, record)                # add keys to submission.json, never change one
 
@@ -121,7 +125,8 @@ def pg_before_quantize(ctx: TrainContext, state_dict: dict[str, Any]) -> None:
     """Called with the float state dict right before quantization (rank 0 only).
 
     Calibration or pruning plugins may modify tensors of ``state_dict`` in place. They may
-    not read validation data.
+    not read validation data: ``ctx.calibration`` supplies training batches (train shards
+    only; asking it for validation data raises ``ConfigError``).
     """
 
 

@@ -12,9 +12,10 @@ a frozen Config dataclass (registered by kind and name in `harness.api.registry`
 | ``activation`` | ``build()`` | `Activation` (an elementwise ``nn.Module``) | the host's MLP |
 | ``optimizer`` | ``build(model)`` | `OptimizerSet` | every training step |
 | ``schedule`` | ``build()`` | `Schedule` | every training step |
-| ``quantizer`` | ``build()`` | `Quantizer` | export and roundtrip |
+| ``quantizer`` | ``build()`` | `Quantizer` (maybe `CalibratedQuantizer`) | export and roundtrip |
 | ``compressor`` | ``build()`` | `Compressor` (maybe `LayoutAwareCompressor`) | export and roundtrip |
 | ``averaging``, ``algorithm``, ``callback`` | ``build()`` | `RunPlugin` (maybe `Stateful`) | ``pg_*`` hooks |
+| ``adapter`` | ``build()`` | `Adapter` | score-first test-time training, after the sliding pass |
 
 Validation: a Config checks its own fields in ``__post_init__``, so a bad value fails where
 it is written, with a `ConfigError` naming the field; an ``arch_component`` checks what it
@@ -26,7 +27,7 @@ of these places.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -34,6 +35,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from harness.api.adaptation import AdaptSession, ScoredChunk
     from harness.api.layout import Segment
 
 
@@ -126,6 +128,50 @@ class Quantizer(Protocol):
         when it keeps the tensor in floating point. QAT plugins fake-quantize exactly these."""
 
 
+class CalibrationData(Protocol):
+    """Training tokens for whatever runs before quantization (GPTQ Hessians, pruning
+    statistics). The harness builds it from the train shards alone, with a sampler of its own
+    (the training stream is not touched); it has no way to reach validation tokens, and asking
+    for them is refused (docs/protocol.md §7.1: calibrating on validation text is illegal)."""
+
+    def batches(self, count: int, *, split: str = "train") -> Iterator[torch.Tensor]:
+        """``count`` batches of (rows, seq_len) int64 token ids on the run's device, each the
+        shape of one training micro-batch of this rank. ``split`` other than "train" raises
+        ``ConfigError``."""
+
+
+@runtime_checkable
+class CalibratedQuantizer(Quantizer, Protocol):
+    """A quantizer that reads the trained model's activations before ``quantize`` (GPTQ).
+
+    The export calls ``calibrate`` once on rank 0, with the model in eval mode, under
+    ``torch.no_grad`` and the run's autocast, then ``quantize`` on the same object. Quantizers
+    without the method are called as before.
+    """
+
+    def calibrate(self, model: LanguageModel, data: CalibrationData) -> str:
+        """Collect statistics from ``data`` through ``model``; returns one line for the run log."""
+
+
+class Adapter(Protocol):
+    """Eval-time adaptation (score-first TTT). Built by an ``adapter`` Config: ``cfg.build()``.
+
+    The harness owns the walk (`harness.pipeline.adaptation`): it scores each chunk of the
+    validation stream under ``torch.no_grad`` and commits the score before it calls
+    ``adapt`` with that chunk's tokens, so an adapter can only learn from scored tokens and
+    can never change a committed score. Its time counts toward the evaluation cap.
+    """
+
+    name: str
+
+    def start(self, model: torch.nn.Module, session: AdaptSession) -> None:
+        """Called once before the first chunk with the model being scored (build optimizers)."""
+
+    def adapt(self, chunk: ScoredChunk) -> None:
+        """Update ``model`` from the scored ``chunk``; called in train mode, with grad enabled,
+        after every chunk but the last. Forward hooks on the model are refused."""
+
+
 class Schedule(Protocol):
     """LR multiplier per step. Built by a ``schedule`` Config: ``cfg.build()``."""
 
@@ -213,7 +259,10 @@ class ArchComponent(Protocol):
     1. ``attach(model)``: once at build, before the init pass: add per-layer parameters or
        set block flags.
     2. ``layer_plan(num_layers) -> tuple[int, ...]``: once at build: the virtual layer order
-       (at most one component may plan layers).
+       (at most one component may plan layers). The planner's attributes ``unet_over_plan``
+       (True: the U-Net skips span the halves of the virtual order, PR #1493; default: the
+       physical halves, recycled passes in between) and ``active`` (False: the host runs the
+       plain order 0..L-1, read every forward) say how the host runs it.
     3. ``on_embed(ids, x) -> x``: on the token embedding, before its RMSNorm (BigramHash).
     4. ``on_post_embed(ids, x) -> x``: after that RMSNorm, before x0 is kept (SmearGate).
     5. ``on_recycle(x, k) -> x``: before recycled pass k (RecycledCore).
@@ -225,10 +274,36 @@ class ArchComponent(Protocol):
        attention temperature (`plugins.arch.qk_temperature`).
     8. ``on_attn_out(y, *, attn, h, v, layer, recycled, state) -> y``: on the per-head
        attention output (B, T, H, Dh) before the output projection (XSA, gated attention).
-    9. ``describe() -> list[str]``: once at build: log lines for the run header.
+    9. ``on_skip(x, skip, index) -> x``: where decoder position ``index`` takes its U-Net
+       skip, ``skip`` already weighted by the host's ``skip_weights[index]``: returns the
+       merged stream in place of the host's ``x + skip`` (at most one component; skip gates).
+    10. ``describe() -> list[str]``: once at build: log lines for the run header.
+
+    Outside the forward, ``on_train_progress(step, elapsed_ms, *, iterations,
+    max_wallclock_ms) -> list[str]`` fires before every training step with the arguments the
+    LR schedule gets (see `TrainingProgress`): a component that changes the forward during
+    training (a late switch) decides here and returns log lines saying what changed.
     """
 
     slot: str
+
+
+@runtime_checkable
+class TrainingProgress(Protocol):
+    """A model whose forward changes during training (a late switch such as depth
+    recurrence turned on at 35% of training). The trainer calls ``on_train_progress`` before
+    every training step with the arguments the LR schedule gets (steps done, the rank-agreed
+    training time, ``iterations``, the cap; ``max_wallclock_ms <= 0`` means no cap), and
+    once before the loop, so a resumed run recomputes the same state from its step and clock.
+    A freshly built model is in its end-of-training state (what eval-only runs and re-scoring
+    rebuild); compile priming also runs that state when the call at the end of training
+    reports a change. Must not sync the device.
+    """
+
+    def on_train_progress(
+        self, step: int, elapsed_ms: float, *, iterations: int, max_wallclock_ms: float
+    ) -> list[str]:
+        """Set the forward for the next step; log lines for what changed (empty: nothing)."""
 
 
 # Parameter names routed to the scalar Adam group and kept fp32 by the baseline int8

@@ -19,7 +19,9 @@ What lives here, and where each piece comes from (docs/techniques.md §8):
 * ``encode_int8`` / ``decode_int8``: the baseline's complete int8 encoding (per row for
   2-D tensors, one fp32 step otherwise), used by the ``int8`` and ``mixed`` plugins.
 * ``encode_intn`` / ``decode_intn``: intN tensors as ``QTensor`` (one value per int8
-  byte, T1's layout, or bit-packed, P1573's), used by the ``intn`` and ``mixed`` plugins.
+  byte, T1's layout, or bit-packed, P1573's), used by the ``intn`` and ``mixed`` plugins;
+  ``store_intn`` stores codes chosen elsewhere (the ``gptq`` plugin) in the same kinds, and
+  ``decode_intn_or_passthrough`` reads everything ``intn`` and ``gptq`` write.
 * ``passthrough`` / ``decode_passthrough`` and the dtype, array and finiteness checks.
 
 Longer than 400 lines because it holds all the integer arithmetic the quantizer plugins share
@@ -381,7 +383,28 @@ def encode_intn(
         baseline_rounding=baseline_rounding,
         name=name,
     )
-    meta: dict = {"dtype": dtype_name(t.dtype), "bits": bits, "shape": shape}
+    return store_intn(
+        q, scale, bits, dtype=t.dtype, shape=shape, packed=packed, allow_extra_negative=allow_extra_negative
+    )
+
+
+def store_intn(
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    bits: int,
+    *,
+    dtype: torch.dtype,
+    shape: list[int],
+    packed: bool,
+    allow_extra_negative: bool = False,
+) -> QTensor:
+    """Signed codes (rows, cols) and fp16 steps (rows,) as the ``QTensor`` `decode_intn` reads.
+
+    Kind ``intn`` keeps q as int8 in the tensor's ``shape``; ``intn_packed`` stores q + offset
+    (offset = -lowest level: c + 1 with ``allow_extra_negative``, else c) as a ``pack_bits``
+    stream. Shared by `encode_intn` and quantizers that choose their codes otherwise (GPTQ).
+    """
+    meta: dict = {"dtype": dtype_name(dtype), "bits": bits, "shape": shape}
     if not packed:
         return QTensor("intn", {"q": q.reshape(shape).contiguous(), "scale": scale}, meta)
     offset = clip_level(bits) + 1 if allow_extra_negative else clip_level(bits)
@@ -404,6 +427,16 @@ def decode_intn(name: str, qt: QTensor) -> torch.Tensor:
     q = _codes(name, qt, bits, shape, numel)
     cols = numel // rows if rows else 0
     return dequantize_rows(q.reshape(rows, cols), scale).reshape(shape).to(dtype).contiguous()
+
+
+def decode_intn_or_passthrough(name: str, qt: QTensor, quantizer: str) -> torch.Tensor:
+    """Decode what the ``intn`` and ``gptq`` quantizers write: ``passthrough``, ``intn`` or
+    ``intn_packed``; ArtifactError naming ``quantizer`` for any other kind."""
+    if qt.kind == "passthrough":
+        return decode_passthrough(name, qt)
+    if qt.kind in ("intn", "intn_packed"):
+        return decode_intn(name, qt)
+    raise ArtifactError(f"{quantizer} quantizer cannot decode tensor {name}: unknown kind {qt.kind!r}")
 
 
 def _codes(name: str, qt: QTensor, bits: int, shape: list[int], numel: int) -> torch.Tensor:

@@ -23,9 +23,11 @@ KINDS = (
     "schedule",
     "algorithm",
     "callback",
+    "adapter",
 )
 """Component kinds. ``algorithm``: a run plugin that changes the weights or how they train
-(late QAT, pruning); ``callback``: a run plugin that only observes (an extra export)."""
+(late QAT, pruning); ``callback``: a run plugin that only observes (an extra export);
+``adapter``: eval-time adaptation on already-scored tokens (``EvalConfig.adapter``)."""
 
 MOVED_MODULES: dict[str, str] = {
     "plugins.quant.late_qat": "plugins.algorithms.late_qat",

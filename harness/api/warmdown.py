@@ -7,13 +7,25 @@ from __future__ import annotations
 
 
 def lr_multiplier(
-    step: int, elapsed_ms: float, *, iterations: int, warmdown_iters: int, max_wallclock_ms: float
+    step: int,
+    elapsed_ms: float,
+    *,
+    iterations: int,
+    warmdown_iters: int,
+    max_wallclock_ms: float,
+    warmdown_frac: float = 0.0,
 ) -> float:
     """Upstream warmdown: linear to 0 at the cap, re-estimated from the time per step so far.
 
     Without a cap (``max_wallclock_ms <= 0``) it decays over the last ``warmdown_iters`` of
-    ``iterations`` steps instead.
+    ``iterations`` steps instead. With ``warmdown_frac`` > 0 the decay spans that fraction of
+    the run instead of ``warmdown_iters`` steps (PR #1493's WARMDOWN_FRAC 0.72): the multiplier
+    is min(1, (1 - p) / warmdown_frac), floored at 0, with p = elapsed / cap, or
+    step / iterations without a cap.
     """
+    if warmdown_frac > 0:
+        p = elapsed_ms / max_wallclock_ms if max_wallclock_ms > 0 else step / max(iterations, 1)
+        return min(1.0, max((1.0 - p) / warmdown_frac, 0.0))
     if warmdown_iters <= 0:
         return 1.0
     if max_wallclock_ms <= 0:

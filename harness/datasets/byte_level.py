@@ -298,6 +298,7 @@ def _manifest(
     return {
         **BYTE_TOKENIZER_SPEC,
         "tokenizer": SPEC_NAME,
+        "tokenizer_sha256": file_sha256(dest / SPEC_NAME),  # with vocab_size: binds the shards
         "document_separator": None,
         "source": {
             "data_path": str(source),

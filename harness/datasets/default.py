@@ -11,9 +11,18 @@ with BOS (id 1) and no EOS, `fineweb_{train,val}_NNNNNN.bin` shards of at most 1
 The result is cached under ``$PGOLF_CACHE_DIR`` (default ``~/.cache/pgolf``) with a
 `manifest.json` recording doc ids, token counts and the sha256 of every file.
 
-The "bytes" variant is the same documents as UTF-8 bytes (tokens 0-255), made from the
-sp1024 shards by `harness.datasets.byte_level.convert_to_bytes` into a sibling folder; the tokenizer
-has byte fallback on, so the conversion is lossless.
+The "sp8192" variant is the same documents and split tokenized by a vocabulary-8192 tokenizer
+trained the same way (the published fineweb_8192_bpe.model's trainer settings, byte fallback
+included), for vocab-8192 submissions offline. It is trained at build time, not shipped: with one
+thread SentencePiece's BPE trainer is deterministic (same sha256 on every build, checked by the
+tests) and takes 0.2 s on this corpus on an idle core (its model file is 370 KB).
+
+The "bytes" variant is the same documents as UTF-8 bytes (tokens 0-255), made from the sp1024
+shards by `harness.datasets.byte_level.convert_to_bytes` into a sibling folder; the tokenizer has
+byte fallback on, so the conversion is lossless.
+
+Every manifest records ``tokenizer_sha256`` and ``vocab_size``, which bind the shards to their
+tokenizer: a run scoring them with another tokenizer is refused (`harness.pipeline.data_binding`).
 
 Longer than 400 lines because it builds the whole default dataset in one reproducible recipe
 (collect, split, train the tokenizer, encode, write, hash, lock), and the recipe's steps share
@@ -74,7 +83,9 @@ TOKENIZER_SETTINGS: dict[str, Any] = {
     "num_threads": 1,
     "minloglevel": 2,
 }
-VARIANTS = ("sp1024", "bytes")
+SP_VOCABS = {"sp1024": 1024, "sp8192": 8192}
+"""The SentencePiece variants and their vocabularies; all share the documents, split and settings."""
+VARIANTS = (*SP_VOCABS, "bytes")
 """Values of ``data.default_variant``."""
 BYTES_BUILD_VERSION = 1
 """Bump when the byte conversion changes, so old byte caches are not reused."""
@@ -99,9 +110,9 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "pgolf"
 
 
-def default_dataset_dir() -> Path:
-    """Cache folder of the default dataset for this Python version and build recipe."""
-    name = f"cpython_docs_sp1024_py{sys.version_info.major}{sys.version_info.minor}_v{BUILD_VERSION}"
+def default_dataset_dir(variant: str = "sp1024") -> Path:
+    """Cache folder of a SentencePiece variant of the default dataset for this Python and recipe."""
+    name = f"cpython_docs_{variant}_py{sys.version_info.major}{sys.version_info.minor}_v{BUILD_VERSION}"
     return cache_root() / "datasets" / name
 
 
@@ -196,10 +207,16 @@ def split_documents(num_docs: int) -> tuple[list[int], list[int]]:
     return order[:num_val], order[num_val:]
 
 
-def train_tokenizer(texts: list[str]) -> bytes:
-    """Serialized SentencePiece model trained on all documents with TOKENIZER_SETTINGS."""
+def tokenizer_settings(vocab_size: int = 1024) -> dict[str, Any]:
+    """TOKENIZER_SETTINGS with ``vocab_size`` (the sp8192 variant differs in nothing else)."""
+    return {**TOKENIZER_SETTINGS, "vocab_size": vocab_size}
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = 1024) -> bytes:
+    """Serialized SentencePiece model trained on all documents with `tokenizer_settings`."""
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model, **TOKENIZER_SETTINGS)
+    settings = tokenizer_settings(vocab_size)
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model, **settings)
     return model.getvalue()
 
 
@@ -225,12 +242,14 @@ def _write_split(folder: Path, split: str, tokens: np.ndarray, vocab_size: int) 
     return names
 
 
-def _manifest(docs: list[tuple[str, str]], splits: dict[str, list[int]], tokens: dict, files: dict) -> dict:
+def _manifest(
+    docs: list[tuple[str, str]], splits: dict[str, list[int]], tokens: dict, files: dict, vocab: int
+) -> dict:
     """Everything needed to audit the build; every shard is hashed (docs/pitfalls.md §1)."""
     ids = {split: [docs[i][0] for i in idx] for split, idx in splits.items()}
-    settings = {k: v for k, v in TOKENIZER_SETTINGS.items() if k != "minloglevel"}
+    settings = {k: v for k, v in tokenizer_settings(vocab).items() if k != "minloglevel"}
     return {
-        "name": default_dataset_dir().name,
+        "name": default_dataset_dir(f"sp{vocab}").name,
         "source": SOURCE,
         "python_version": sys.version.split()[0],
         "build_version": BUILD_VERSION,
@@ -247,22 +266,27 @@ def _manifest(docs: list[tuple[str, str]], splits: dict[str, list[int]], tokens:
 
 
 def _hash_files(folder: Path, manifest: dict) -> None:
-    """Record sha256 and size of every file in the folder (manifest.json excluded)."""
+    """Record sha256 and size of every file in the folder (manifest.json excluded), and bind the
+    shards to their tokenizer (``tokenizer_sha256``, ``vocab_size``: docs/formats.md)."""
     names = sorted(p.name for p in folder.iterdir() if p.name != "manifest.json")
     manifest["sha256"] = {name: file_sha256(folder / name) for name in names}
     manifest["bytes"] = {name: (folder / name).stat().st_size for name in names}
+    manifest["tokenizer_sha256"] = manifest["sha256"]["tokenizer.model"]
+    manifest["vocab_size"] = manifest["tokenizer"]["settings"]["vocab_size"]
 
 
-def _build_into(folder: Path, bar: tqdm) -> dict:
+def _build_into(folder: Path, bar: tqdm, vocab_size: int) -> dict:
     """Collect, split, train the tokenizer, encode and write into ``folder``; return the manifest."""
     docs = collect_documents(bar)
     val_idx, train_idx = split_documents(len(docs))
     if set(val_idx) & set(train_idx):
         raise DataError("default dataset: train and val document sets overlap")  # invariant guard
     bar.set_description("building default dataset (first use): training tokenizer")
-    model = train_tokenizer([text for _, text in docs])
+    model = train_tokenizer([text for _, text in docs], vocab_size)
     (folder / "tokenizer.model").write_bytes(model)
     sp = spm.SentencePieceProcessor(model_proto=model)
+    if sp.vocab_size() != vocab_size:  # hard_vocab_limit=False lets a small corpus fall short
+        raise DataError(f"default dataset: the tokenizer reached {sp.vocab_size()} pieces, not {vocab_size}")
     (folder / "tokenizer.vocab").write_text(_vocab_text(sp), encoding="utf-8")
     bar.set_description("building default dataset (first use): encoding")
     splits = {"val": val_idx, "train": train_idx}
@@ -270,13 +294,13 @@ def _build_into(folder: Path, bar: tqdm) -> dict:
     for split, idx in splits.items():
         tokens[split] = _encode_split(sp, [docs[i][1] for i in idx])
         files[split] = _write_split(folder, split, tokens[split], sp.vocab_size())
-    manifest = _manifest(docs, splits, tokens, files)
+    manifest = _manifest(docs, splits, tokens, files, vocab_size)
     _hash_files(folder, manifest)
     return manifest
 
 
-def build_default_dataset(dest: Path, progress: bool = True) -> DefaultDataset:
-    """Build the dataset into ``dest`` (replacing an incomplete one) and return it.
+def build_default_dataset(dest: Path, progress: bool = True, vocab_size: int = 1024) -> DefaultDataset:
+    """Build the dataset with a ``vocab_size`` tokenizer into ``dest`` (replacing an incomplete one).
 
     Work happens in a temporary sibling folder that is renamed into place at the end, so
     an interrupted build never leaves a half dataset at ``dest``.
@@ -289,7 +313,7 @@ def build_default_dataset(dest: Path, progress: bool = True) -> DefaultDataset:
     desc = "building default dataset (first use)"
     try:
         with tqdm(desc=desc, unit="doc", file=sys.stderr, disable=not progress) as bar:
-            manifest = _build_into(tmp, bar)
+            manifest = _build_into(tmp, bar, vocab_size)
             text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
             (tmp / "manifest.json").write_text(text, encoding="utf-8")
         if dest.exists():
@@ -313,6 +337,8 @@ def is_complete(folder: Path) -> bool:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         sizes = manifest["bytes"]
         if manifest.get("build_version") != BUILD_VERSION or "tokenizer.model" not in sizes:
+            return False
+        if "tokenizer_sha256" not in manifest:  # built before manifests bound their tokenizer
             return False
         return all((folder / name).stat().st_size == size for name, size in sizes.items())
     except (OSError, ValueError, KeyError, TypeError):
@@ -383,6 +409,7 @@ def is_bytes_complete(folder: Path, source: DefaultDataset) -> bool:
             or manifest.get("bytes_build_version") != BYTES_BUILD_VERSION
             or manifest["source"]["tokenizer_sha256"] != source.manifest["sha256"]["tokenizer.model"]
             or SPEC_NAME not in sizes
+            or "tokenizer_sha256" not in manifest
         ):
             return False
         return all((folder / name).stat().st_size == size for name, size in sizes.items())
@@ -393,22 +420,24 @@ def is_bytes_complete(folder: Path, source: DefaultDataset) -> bool:
 def ensure_default_dataset(progress: bool = True, variant: str = "sp1024") -> DefaultDataset:
     """The cached default dataset, built on first use (about 5 s on 2 CPU cores).
 
-    ``variant`` is "sp1024" (the SentencePiece dataset) or "bytes" (its byte variant, built
-    from the sp1024 one, which is built first if needed). Both builds run under one lock.
+    ``variant`` is "sp1024" or "sp8192" (SentencePiece datasets of those vocabularies) or
+    "bytes" (the byte variant, built from the sp1024 one, which is built first if needed).
+    Builds run under one lock.
     """
     if variant not in VARIANTS:
         raise ConfigError(f"data.default_variant={variant!r}: expected one of {list(VARIANTS)}")
-    dest = default_dataset_dir()
+    dest = default_dataset_dir(variant if variant in SP_VOCABS else "sp1024")
     bytes_dest = default_bytes_dataset_dir()
     if is_complete(dest):
-        if variant == "sp1024":
+        if variant in SP_VOCABS:
             return _load(dest)
         if is_bytes_complete(bytes_dest, _load(dest)):
             return _load_bytes(bytes_dest)
     with _build_lock(dest.parent):
         # Another process may have finished a build while we waited for the lock.
-        source = _load(dest) if is_complete(dest) else build_default_dataset(dest, progress=progress)
-        if variant == "sp1024":
+        vocab = SP_VOCABS.get(variant, 1024)
+        source = _load(dest) if is_complete(dest) else build_default_dataset(dest, progress, vocab)
+        if variant in SP_VOCABS:
             return source
         if is_bytes_complete(bytes_dest, source):
             return _load_bytes(bytes_dest)

@@ -9,6 +9,15 @@ the tokenizer files named by the manifest are fetched with `huggingface_hub.hf_h
 and hard-linked (or copied) into ``<dest>/datasets/fineweb10B_<variant>/``,
 ``<dest>/tokenizers/`` and ``<dest>/manifest.json``.
 
+Variants are named as upstream names them (``sp<VOCAB>`` or ``byte260``). The SP4096 and
+SP8192 exports are published in another dataset repo, ``kevclark/parameter-golf``, which the
+records built on them (PR #1218, PR #1394 and later) name with ``MATCHED_FINEWEB_REPO_ID``;
+here that repo is the default for those two variants, so ``--variant sp8192`` works alone.
+
+After the download, ``<dataset>/manifest.json`` (our file, not upstream's) records the sha256
+and vocabulary of the tokenizer the hub manifest names for the dataset, binding the shards to it
+(`harness.pipeline.data_binding` refuses a run that scores them with another tokenizer).
+
 Differences from upstream, all for robustness (verified, cached shards; docs/pitfalls.md §10):
 every shard is verified (magic, version, size) before it is put in place and a corrupt
 download raises `DataError` and is evicted from the HF cache; files are placed atomically; a
@@ -22,6 +31,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,9 +42,14 @@ from tqdm import tqdm
 
 from harness.api.errors import ConfigError, DataError
 from harness.api.fileio import write_atomic
-from harness.pipeline.shards import read_shard_header
+from harness.pipeline.shards import file_sha256, read_shard_header
 
 DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
+VARIANT_REPO_IDS = {"sp4096": "kevclark/parameter-golf", "sp8192": "kevclark/parameter-golf"}
+"""Variants published outside the default repo, and where (the records' READMEs)."""
+VARIANT_PATTERN = re.compile(r"sp[0-9]+|byte260")
+BINDING_NAME = "manifest.json"
+"""Our manifest in the dataset folder: which tokenizer made the shards."""
 DEFAULT_REMOTE_ROOT = "datasets"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 SOURCE_FILE = ".manifest_source.json"
@@ -241,6 +256,30 @@ def _tokenizer_files(manifest: dict, entry: dict, where: str) -> list[str]:
     return files
 
 
+def _bind_tokenizer(remote: _Remote, name: str, manifest: dict, entry: dict, files: list[str]) -> None:
+    """Write ``<dataset>/manifest.json``: the sha256 and vocabulary of the dataset's tokenizer."""
+    models = [f for f in files if f.endswith(".model")]
+    if not models:
+        return  # byte260's tokenizer is a JSON spec upstream; nothing SentencePiece to bind
+    path = remote.local_path(models[0])
+    vocab = int(spm.SentencePieceProcessor(model_file=str(path)).vocab_size())
+    tok = next(t for t in manifest.get("tokenizers", []) if t.get("name") == entry.get("tokenizer_name"))
+    listed = tok.get("vocab_size")
+    if listed is not None and int(listed) != vocab:
+        raise DataError(
+            f"{path}: vocab size {vocab}, but the hub manifest lists {listed} for {tok['name']!r}"
+        )
+    binding = {
+        "name": name,
+        "source": {**_source(remote), "tokenizer": models[0]},
+        "tokenizer_path": str(Path("..", "..", *PurePosixPath(models[0]).parts)),
+        "tokenizer_sha256": file_sha256(path),
+        "vocab_size": vocab,
+    }
+    text = json.dumps(binding, indent=2, sort_keys=True) + "\n"
+    write_atomic(remote.dest / "datasets" / name / BINDING_NAME, text.encode("utf-8"))
+
+
 def download_challenge_data(
     variant: str = "sp1024",
     train_shards: int = 80,
@@ -251,15 +290,19 @@ def download_challenge_data(
     endpoint: str | None = None,
     progress: bool = True,
 ) -> Path:
-    """Fetch all val shards, the first ``train_shards`` train shards and the tokenizer.
+    """Fetch all val shards, the first ``train_shards`` train shards and the tokenizer, and bind
+    them (``<dataset>/manifest.json``).
 
     Returns the local dataset folder ``<dest>/datasets/fineweb10B_<variant>``. Files already
     present and valid are not downloaded again.
     """
     if train_shards < 0:
         raise ConfigError(f"train_shards must be >= 0, got {train_shards}")
+    if not VARIANT_PATTERN.fullmatch(variant):
+        raise ConfigError(f"variant {variant!r}: expected sp<VOCAB_SIZE> (e.g. sp1024, sp8192) or byte260")
+    default_repo = VARIANT_REPO_IDS.get(variant, DEFAULT_REPO_ID)
     remote = _Remote(
-        repo_id=repo_id or os.environ.get("MATCHED_FINEWEB_REPO_ID") or DEFAULT_REPO_ID,
+        repo_id=repo_id or os.environ.get("MATCHED_FINEWEB_REPO_ID") or default_repo,
         remote_root=remote_root
         if remote_root is not None
         else os.environ.get("MATCHED_FINEWEB_REMOTE_ROOT_PREFIX", DEFAULT_REMOTE_ROOT),
@@ -284,8 +327,10 @@ def download_challenge_data(
         raise DataError(f"{where}: {train_shards} train shards requested but {name} has only {files_train}")
     todo = [(f"datasets/{name}/fineweb_val_{i:06d}.bin", _check_shard) for i in range(files_val)]
     todo += [(f"datasets/{name}/fineweb_train_{i:06d}.bin", _check_shard) for i in range(train_shards)]
-    todo += [(path, _check_tokenizer) for path in _tokenizer_files(manifest, entry, where)]
+    tokenizer_files = _tokenizer_files(manifest, entry, where)
+    todo += [(path, _check_tokenizer) for path in tokenizer_files]
     with tqdm(todo, desc=f"downloading {name}", unit="file", disable=not progress) as bar:
         for relative, check in bar:
             _get(remote, relative, check)
+    _bind_tokenizer(remote, name, manifest, entry, tokenizer_files)
     return remote.dest / "datasets" / name

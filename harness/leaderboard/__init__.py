@@ -1,4 +1,5 @@
-"""The leaderboard: records imported from files (`records`, `logparse`), one `entry.Entry`
-per submission, the significance rule, and the rendered tables and plot (`render`).
+"""The leaderboard: records imported from files (`records`, `logparse`), our runs checked and
+pooled (`runfolder`, `pooling`, `ourruns`), one `entry.Entry` per submission, the significance
+rule, and the rendered tables and plot (`render`).
 Never shipped; it reads JSON and logs only and never runs submission code.
 """

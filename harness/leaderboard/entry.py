@@ -17,8 +17,11 @@ FLAG_SCORE_UNSUPPORTED = "score_not_in_logs"
 FLAG_SEEDS_WITHOUT_LOGS = "seeds_claimed_logs_missing"
 FLAG_FEW_SEEDS = "fewer_than_3_seeds"
 FLAG_NO_LOGS = "no_logs"
-FLAG_INVALID = "invalid_run"
 FLAG_BASELINES = "does_not_beat_baselines"
+
+NONRECORD_PROTOCOL_SUFFIX = "_nonrecord"
+"""What a run adds to its ``protocol`` when it is not scored by the record protocol
+(``full_nonrecord``, ``smoke_nonrecord``: ``harness/pipeline/setup.py``)."""
 
 
 @dataclass
@@ -50,7 +53,11 @@ class Entry:
     protocol: str = "upstream"
     """"full" / "smoke" for our runs, "upstream" for imported records."""
     dataset_sha256: str | None = None
-    """Only entries with the same fingerprint are ranked against each other."""
+    """Only entries with the same dataset and tokenizer fingerprints are ranked against each other."""
+    tokenizer_sha256: str | None = None
+    non_record: str = ""
+    """Why the entry's protocol is not the record protocol (e.g. an eval stride other than 64);
+    such entries get a table of their own and are never ranked with records."""
     score_bpb: float | None = None
     """The headline score (bits per byte)."""
     score_source: str = ""
@@ -68,3 +75,19 @@ class Entry:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (dataclasses to dicts)."""
         return asdict(self)
+
+
+@dataclass
+class Excluded:
+    """One of our runs that no statistic counts, and why (`harness.leaderboard.pooling`)."""
+
+    name: str
+    """The submission it belongs to."""
+    run: str
+    """Its run folder's name."""
+    seed: str | None
+    val_bpb: float | None
+    reason: str
+    entry_key: str = ""
+    """The key of the entry it would have joined ("" when it joins none, e.g. an invalid run)."""
+    source_path: str = ""

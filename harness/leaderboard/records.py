@@ -1,7 +1,8 @@
 """Import leaderboard entries from files: upstream record folders
 (``records/<track>/<date>_<Name>/`` with ``submission.json`` and train logs, the layout of
-``openai/parameter-golf``) and our own ``submissions/*/runs/*`` results. Only JSON and log
-text are read, with size limits; no submission code is imported or run.
+``openai/parameter-golf``), and the JSON/text readers that `harness.leaderboard.ourruns`
+(our own ``submissions/*/runs/*``) shares. Only JSON and log text are read, with size
+limits; no submission code is imported or run.
 
 The score rule for a record folder (docs/protocol.md §10.3):
 
@@ -62,9 +63,7 @@ from typing import Any
 
 from harness.api.errors import DataError
 from harness.leaderboard.entry import (
-    FLAG_BASELINES,
     FLAG_FEW_SEEDS,
-    FLAG_INVALID,
     FLAG_NO_LOGS,
     FLAG_OVER_BUDGET,
     FLAG_SCORE_UNSUPPORTED,
@@ -72,7 +71,7 @@ from harness.leaderboard.entry import (
     Entry,
     SeedResult,
 )
-from harness.leaderboard.logparse import LogSummary, is_score_line, parse_log
+from harness.leaderboard.logparse import LogSummary, parse_log
 from harness.leaderboard.runlogs import PROTOCOL_TEXT, Reported, RunLog, agrees, attribute_seed, reported
 
 BYTE_CAP = 16_000_000
@@ -164,15 +163,15 @@ def read_json_limited(path: Path, limit: int = MAX_JSON_BYTES) -> dict[str, Any]
     return data
 
 
-def _number(value: Any) -> float | None:
+def json_number(value: Any) -> float | None:
     """A finite float from a JSON value (bools, strings, NaN are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
 
 
-def _integer(value: Any) -> int | None:
-    num = _number(value)
+def json_integer(value: Any) -> int | None:
+    num = json_number(value)
     return int(num) if num is not None and num == int(num) else None
 
 
@@ -269,7 +268,7 @@ def _read_logs(fold: _Folder) -> None:
         try:
             text = read_text_limited(path, MAX_LOG_BYTES)
         except (RecordReadError, OSError) as exc:
-            _add_flag(fold.flags, FLAG_LOG_TOO_LARGE)
+            add_flag(fold.flags, FLAG_LOG_TOO_LARGE)
             fold.notes.append(str(exc))
             continue
         summary = parse_log(text)
@@ -281,7 +280,7 @@ def _read_logs(fold: _Folder) -> None:
     fold.logs = _dedupe(fold.logs)
     for log in fold.logs:
         if log.seed_conflict:
-            _add_flag(fold.flags, FLAG_SEED_CONFLICT)
+            add_flag(fold.flags, FLAG_SEED_CONFLICT)
             fold.notes.append(log.seed_conflict)
 
 
@@ -301,7 +300,7 @@ def _dedupe(logs: list[RunLog]) -> list[RunLog]:
     return sorted(unique.values(), key=lambda lg: lg.rel)
 
 
-def _add_flag(flags: list[str], flag: str) -> None:
+def add_flag(flags: list[str], flag: str) -> None:
     if flag not in flags:
         flags.append(flag)
 
@@ -340,7 +339,7 @@ def claimed_seeds(data: dict[str, Any]) -> list[str]:
 
 def json_per_seed(data: dict[str, Any]) -> dict[str, float]:
     """seed -> the JSON's per-seed val_bpb (seeds without a finite number are left out)."""
-    out = {seed: _number(v.get("val_bpb")) for seed, v in _seed_dicts(data).items()}
+    out = {seed: json_number(v.get("val_bpb")) for seed, v in _seed_dicts(data).items()}
     return {seed: v for seed, v in out.items() if v is not None}
 
 
@@ -348,7 +347,7 @@ def json_claim(data: dict[str, Any], protocol: str | None = None) -> tuple[float
     """The JSON's headline for ``protocol``: its protocol key (``sliding_val_bpb``,
     ``ttt_val_bpb``) when given, else val_bpb, mean_val_bpb, mean_bpb, else the per-seed mean."""
     for key in _PROTOCOL_KEYS.get(protocol or "", ()) + _HEADLINE_KEYS:
-        value = _number(data.get(key))
+        value = json_number(data.get(key))
         if value is not None:
             return value, key
     per_seed = list(json_per_seed(data).values())
@@ -367,7 +366,7 @@ def _json_sizes(data: dict[str, Any]) -> tuple[list[tuple[int, int, str]], list[
     for name, value in fields:
         if value is None:
             continue
-        num = _integer(value)
+        num = json_integer(value)
         if num is None or num < 0:
             bad.append(f"submission.json {name} = {str(value)[:40]!r}: expected a whole number of bytes >= 0")
         else:
@@ -381,7 +380,7 @@ def json_bytes(data: dict[str, Any]) -> tuple[int | None, str]:
     return (max(sizes)[0], max(sizes)[2]) if sizes else (None, "")
 
 
-def _date(data: dict[str, Any], folder: str) -> str:
+def json_date(data: dict[str, Any], folder: str) -> str:
     for text in (data.get("date"), folder):
         m = _DATE.match(text) if isinstance(text, str) else None
         if m:
@@ -389,7 +388,7 @@ def _date(data: dict[str, Any], folder: str) -> str:
     return ""
 
 
-def _text(data: dict[str, Any], *keys: str) -> str:
+def json_text(data: dict[str, Any], *keys: str) -> str:
     for key in keys:
         value = data.get(key)
         if isinstance(value, str) and value.strip():
@@ -412,25 +411,25 @@ def _score(fold: _Folder, rep: Reported | None) -> tuple[float | None, str]:
         claim, key = json_claim(data, proto)
         if claim is not None:
             if not agrees(claim, mean, rep.decimals):
-                _add_flag(fold.flags, FLAG_JSON_DISAGREES)
+                add_flag(fold.flags, FLAG_JSON_DISAGREES)
                 fold.notes.append(
                     f"submission.json {key} = {claim} disagrees with the logs' mean {mean:.8f} "
                     f"({PROTOCOL_TEXT[proto]}, {len(rep.runs)} run(s))"
                 )
             return mean, source
-        loss = _number(data.get("val_loss"))
+        loss = json_number(data.get("val_loss"))
         if loss is not None and loss < 1.5 and agrees(loss, mean, rep.decimals):
             # The 10L Int5MLP record stores its bpb under val_loss (docs/protocol.md §8.3).
             fold.notes.append(f"submission.json val_loss = {loss} holds the bpb")
         return mean, source
     score, key = json_claim(data)
     if score is None:
-        loss = _number(data.get("val_loss"))
+        loss = json_number(data.get("val_loss"))
         if loss is not None and loss < 1.5 and not fold.logs:
             score, key = loss, "val_loss (assumed to hold the bpb)"
     if score is None:
         return None, ""
-    _add_flag(fold.flags, FLAG_SCORE_UNSUPPORTED if fold.logs else FLAG_NO_LOGS)
+    add_flag(fold.flags, FLAG_SCORE_UNSUPPORTED if fold.logs else FLAG_NO_LOGS)
     return score, f"submission.json {key} (no score line in any log)"
 
 
@@ -445,10 +444,10 @@ def _run_result(log: RunLog, line: Any, js: dict[str, Any]) -> SeedResult:
         val_bpb=line.bpb,
         val_loss=line.loss,
         bytes_total=summary.total_bytes,
-        steps=summary.steps if summary.steps is not None else _integer(js.get("steps")),
+        steps=summary.steps if summary.steps is not None else json_integer(js.get("steps")),
         ms_per_step=summary.ms_per_step
         if summary.ms_per_step is not None
-        else (_number(js.get("ms_per_step")) or _number(js.get("step_avg_ms"))),
+        else (json_number(js.get("ms_per_step")) or json_number(js.get("step_avg_ms"))),
         log_file=log.rel,
     )
 
@@ -456,11 +455,11 @@ def _run_result(log: RunLog, line: Any, js: dict[str, Any]) -> SeedResult:
 def _json_result(seed: str | None, js: dict[str, Any]) -> SeedResult:
     return SeedResult(
         seed=seed,
-        val_bpb=_number(js.get("val_bpb")),
-        val_loss=_number(js.get("val_loss")),
-        bytes_total=_integer(js.get("artifact_bytes")) or _integer(js.get("bytes_total")),
-        steps=_integer(js.get("steps")),
-        ms_per_step=_number(js.get("ms_per_step")) or _number(js.get("step_avg_ms")),
+        val_bpb=json_number(js.get("val_bpb")),
+        val_loss=json_number(js.get("val_loss")),
+        bytes_total=json_integer(js.get("artifact_bytes")) or json_integer(js.get("bytes_total")),
+        steps=json_integer(js.get("steps")),
+        ms_per_step=json_number(js.get("ms_per_step")) or json_number(js.get("step_avg_ms")),
     )
 
 
@@ -473,7 +472,7 @@ def _seed_results(fold: _Folder, rep: Reported | None) -> list[SeedResult]:
         out = [_json_result(seed, per_json.get(seed, {})) for seed in claimed]
         if not out and fold.data:
             out = [_json_result(None, fold.data)]
-            out[0].steps = out[0].steps or _integer(fold.data.get("step_stop"))
+            out[0].steps = out[0].steps or json_integer(fold.data.get("step_stop"))
         return out
     runs = {log.seed: (log, line) for log, line in rep.runs if log.seed is not None}
     order = claimed + sorted((s for s in runs if s not in claimed), key=_seed_order)
@@ -493,7 +492,7 @@ def _tokens_per_byte(rep: Reported | None) -> float | None:
     return statistics.fmean(ratios) if ratios else None
 
 
-def _mean_or_none(values: Iterable[float | None]) -> float | None:
+def mean_or_none(values: Iterable[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return statistics.fmean(vals) if vals else None
 
@@ -502,7 +501,7 @@ def _bytes(fold: _Folder) -> tuple[int | None, str]:
     """Docstring rule 6: the largest of the JSON sizes and the finished logs' totals."""
     sizes, bad = _json_sizes(fold.data)
     for note in bad:
-        _add_flag(fold.flags, FLAG_BYTES_INVALID)
+        add_flag(fold.flags, FLAG_BYTES_INVALID)
         fold.notes.append(note)
     finished = [lg for lg in fold.logs if lg.scored] or fold.logs
     sizes += [
@@ -511,59 +510,60 @@ def _bytes(fold: _Folder) -> tuple[int | None, str]:
         if lg.summary.total_bytes is not None
     ]
     if not sizes:
-        _add_flag(fold.flags, FLAG_BYTES_MISSING)
+        add_flag(fold.flags, FLAG_BYTES_MISSING)
         fold.notes.append(
             "no size: no bytes field in submission.json and no Total submission size line in the logs"
         )
         return None, ""
     value, _log, source = max(sizes)
     if value > BYTE_CAP:
-        _add_flag(fold.flags, FLAG_OVER_BUDGET)
+        add_flag(fold.flags, FLAG_OVER_BUDGET)
     return value, f"max of {len(sizes)} size(s): {source}"
 
 
 def _flag(fold: _Folder, entry: Entry, rep: Reported | None) -> None:
     flags = fold.flags
     if not fold.logs:
-        _add_flag(flags, FLAG_NO_LOGS)
+        add_flag(flags, FLAG_NO_LOGS)
     if entry.score_bpb is None:
-        _add_flag(flags, FLAG_NO_SCORE)
+        add_flag(flags, FLAG_NO_SCORE)
     claimed = claimed_seeds(fold.data)
     logged = {lg.seed for lg, _line in rep.runs} if rep else set()
     if len(claimed) >= 2 and any(seed not in logged for seed in claimed):
-        _add_flag(flags, FLAG_SEEDS_WITHOUT_LOGS)
+        add_flag(flags, FLAG_SEEDS_WITHOUT_LOGS)
     scored = {s.seed for s in entry.seeds if s.val_bpb is not None} - {None}
     if entry.track == RECORD_TRACK and len(scored) < MIN_RECORD_SEEDS:
-        _add_flag(flags, FLAG_FEW_SEEDS)
+        add_flag(flags, FLAG_FEW_SEEDS)
     entry.flags = list(flags)
 
 
 def _entry(fold: _Folder) -> Entry:
     data, folder = fold.data, fold.path.name
     claim, _key = json_claim(data)
-    if claim is None and _number(data.get("val_loss")) is not None and _number(data["val_loss"]) < 1.5:
-        claim = _number(data["val_loss"])
+    loss = json_number(data.get("val_loss"))
+    if claim is None and loss is not None and loss < 1.5:
+        claim = loss
     rep = reported(fold.logs, claim, json_per_seed(data))
     if rep is not None:
         fold.notes += rep.notes
     entry = Entry(
         key=folder,
-        name=_text(data, "name", "run_name") or folder,
-        author=_text(data, "author"),
-        github_id=_text(data, "github_id"),
-        date=_date(data, folder),
-        track=_text(data, "track") or fold.track,
+        name=json_text(data, "name", "run_name") or folder,
+        author=json_text(data, "author"),
+        github_id=json_text(data, "github_id"),
+        date=json_date(data, folder),
+        track=json_text(data, "track") or fold.track,
         source_path=str(fold.path),
     )
     entry.score_bpb, entry.score_source = _score(fold, rep)
     entry.seeds = _seed_results(fold, rep)
     entry.bytes_total, bytes_source = _bytes(fold)
     entry.steps = (
-        _integer(data.get("step_stop"))
-        or _integer(data.get("train_steps"))
-        or _mean_int(s.steps for s in entry.seeds)
+        json_integer(data.get("step_stop"))
+        or json_integer(data.get("train_steps"))
+        or mean_int(s.steps for s in entry.seeds)
     )
-    entry.ms_per_step = _number(data.get("step_avg_ms_mean")) or _mean_or_none(
+    entry.ms_per_step = json_number(data.get("step_avg_ms_mean")) or mean_or_none(
         s.ms_per_step for s in entry.seeds
     )
     entry.tokens_per_byte = _tokens_per_byte(rep)
@@ -572,13 +572,13 @@ def _entry(fold: _Folder) -> Entry:
     return entry
 
 
-def _mean_int(values: Iterable[int | None]) -> int | None:
-    mean = _mean_or_none(float(v) for v in values if v is not None)
+def mean_int(values: Iterable[int | None]) -> int | None:
+    mean = mean_or_none(float(v) for v in values if v is not None)
     return round(mean) if mean is not None else None
 
 
 def _summary(fold: _Folder, rep: Reported | None, bytes_source: str) -> str:
-    blurb = _text(fold.data, "blurb", "technique_summary")
+    blurb = json_text(fold.data, "blurb", "technique_summary")
     parts = [blurb[:200]] if blurb else []
     if bytes_source:
         parts.append(f"bytes: {bytes_source}")
@@ -595,13 +595,13 @@ def _import_folder(path: Path, track: str) -> Entry:
     _read_logs(fold)
     json_path = _submission_json(path)
     if json_path is None:
-        _add_flag(fold.flags, FLAG_NO_JSON)
+        add_flag(fold.flags, FLAG_NO_JSON)
         fold.notes.append(f"{path}: no submission*.json")
     else:
         try:
             fold.data = read_json_limited(json_path)
         except (RecordReadError, OSError) as exc:
-            _add_flag(fold.flags, FLAG_BAD_JSON)
+            add_flag(fold.flags, FLAG_BAD_JSON)
             fold.notes.append(str(exc))
     return _entry(fold)
 
@@ -611,136 +611,3 @@ def import_records(root: Path) -> list[Entry]:
     (track, folder). Unreadable files become flags on their entry, never an exception; a
     ``root`` that is no records folder raises `RecordReadError` (see `record_folders`)."""
     return [_import_folder(folder, track) for track, folder in record_folders(root)]
-
-
-# ----------------------------------------------------------------------------- our runs
-
-
-@dataclass
-class _Run:
-    """One of our runs: its submission.json and what its train.log shows."""
-
-    path: Path
-    data: dict[str, Any]
-    log: LogSummary | None
-    note: str = ""
-
-
-def _is_seed_summary(data: dict) -> bool:
-    """A multi-seed summary (``seed_results`` and no ``seed`` of its own), not a run."""
-    return isinstance(data.get("seed_results"), dict) and "seed" not in data
-
-
-def _read_run(path: Path) -> _Run:
-    data = read_json_limited(path)
-    log_path = path.parent / "train.log"
-    if not log_path.is_file():
-        return _Run(path, data, None, f"{log_path}: missing")
-    try:
-        return _Run(path, data, parse_log(complete_lines(read_text_limited(log_path, MAX_LOG_BYTES))))
-    except RecordReadError as exc:
-        return _Run(path, data, None, str(exc))
-
-
-def _run_supported(run: _Run) -> bool:
-    """The run's val_bpb (8 dp, as its ``_exact`` lines print it) is on a final line of its log."""
-    bpb = _number(run.data.get("val_bpb"))
-    if bpb is None or run.log is None:
-        return False
-    target = round(bpb, 8)
-    return any(is_score_line(n) and abs(v - target) <= 5e-9 for n, _l, v in run.log.final_lines)
-
-
-def _run_seed(run: _Run) -> SeedResult:
-    data = run.data
-    seed = data.get("seed")
-    return SeedResult(
-        seed=None if seed is None else str(seed),
-        val_bpb=_number(data.get("val_bpb")),
-        val_loss=_number(data.get("val_loss")),
-        bytes_total=_integer(data.get("bytes_total")),
-        steps=_integer(data.get("steps")),
-        ms_per_step=_number(data.get("ms_per_step")),
-        log_file=str(run.path.parent / "train.log") if run.log is not None else None,
-    )
-
-
-def _run_flags(runs: list[_Run], protocol: str) -> list[str]:
-    flags: list[str] = []
-    for run in runs:
-        data = run.data
-        if data.get("over_budget") is True or (_integer(data.get("bytes_total")) or 0) > BYTE_CAP:
-            _add_flag(flags, FLAG_OVER_BUDGET)
-        if data.get("valid") is False:
-            _add_flag(flags, FLAG_INVALID)
-        baselines = data.get("baselines")
-        if isinstance(baselines, dict) and baselines.get("beats_all") is False:
-            _add_flag(flags, FLAG_BASELINES)
-        if run.log is None:
-            _add_flag(flags, FLAG_NO_LOGS)
-        elif not _run_supported(run):
-            _add_flag(flags, FLAG_SCORE_UNSUPPORTED)
-    if protocol == "full" and len(runs) < MIN_RECORD_SEEDS:
-        _add_flag(flags, FLAG_FEW_SEEDS)
-    return flags
-
-
-def _group_entry(key: str, runs: list[_Run]) -> Entry:
-    first = runs[0].data
-    seeds = [_run_seed(r) for r in runs]
-    scores = [s.val_bpb for s in seeds if s.val_bpb is not None]
-    ratios = [
-        _number(r.data.get("val_tokens")) / _number(r.data.get("val_bytes"))  # type: ignore[operator]
-        for r in runs
-        if _number(r.data.get("val_tokens")) and _number(r.data.get("val_bytes"))
-    ]
-    sizes = [s.bytes_total for s in seeds if s.bytes_total is not None]
-    protocol = _text(first, "protocol") or "unknown"
-    entry = Entry(
-        key=key,
-        name=_text(first, "name") or runs[0].path.parents[2].name,
-        author=_text(first, "author"),
-        github_id=_text(first, "github_id"),
-        date=max(_date(r.data, "") for r in runs),
-        track=_text(first, "track"),
-        protocol=protocol,
-        dataset_sha256=_text(first, "dataset_sha256") or None,
-        score_bpb=statistics.fmean(scores) if scores else None,
-        score_source=f"mean val_bpb of {len(scores)} run(s)" if scores else "",
-        seeds=seeds,
-        bytes_total=max(sizes) if sizes else None,
-        steps=_mean_int(s.steps for s in seeds),
-        ms_per_step=_mean_or_none(s.ms_per_step for s in seeds),
-        tokens_per_byte=statistics.fmean(ratios) if ratios else None,
-        source_path=str(runs[0].path.parents[2]),
-    )
-    entry.flags = _run_flags(runs, protocol)
-    if entry.score_bpb is None:
-        _add_flag(entry.flags, FLAG_NO_SCORE)
-    notes = [r.note for r in runs if r.note]
-    entry.summary = "; ".join([f"{len(runs)} run(s): {', '.join(r.path.parent.name for r in runs)}"] + notes)
-    return entry
-
-
-def _group_key(run: _Run) -> tuple[str, str, str]:
-    data = run.data
-    name = _text(data, "name") or run.path.parents[2].name
-    return name, _text(data, "protocol"), _text(data, "dataset_sha256")
-
-
-def import_runs(submissions_dir: Path) -> list[Entry]:
-    """Our runs (``submissions/*/runs/*/submission.json`` + ``train.log``), one `Entry` per
-    (submission name, protocol, dataset_sha256) with the runs as its seeds. An unreadable
-    run JSON raises `RecordReadError` naming the file (our own files must be well formed)."""
-    groups: dict[tuple[str, str, str], list[_Run]] = {}
-    for path in sorted(Path(submissions_dir).glob("*/runs/*/submission.json")):
-        run = _read_run(path)
-        if _is_seed_summary(run.data):
-            continue  # `pgolf run --seeds` writes it; its seeds are runs of their own here
-        groups.setdefault(_group_key(run), []).append(run)
-    names = [k[0] for k in groups]
-    entries = []
-    for (name, protocol, sha), runs in sorted(groups.items()):
-        key = name if names.count(name) == 1 else f"{name}[{protocol or '?'}:{sha[:8] or '?'}]"
-        entries.append(_group_entry(key, sorted(runs, key=lambda r: r.path)))
-    return entries

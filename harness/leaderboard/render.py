@@ -6,12 +6,14 @@ matplotlib, Agg).
 
 The output is a pure function of the entries, so a committed ``leaderboard/`` can be checked
 against regeneration (docs/pitfalls.md §3: the upstream leaderboard was rebuilt by hand, late and
-with disputes). Rows are sorted by (table, dataset fingerprint, score, key); scores are rounded
+with disputes). Rows are sorted by (table, dataset and tokenizer fingerprints, score, key); our
+runs that no statistic counts (`harness.leaderboard.pooling`) are listed in a table of their own
+with the reason, never averaged in; scores are rounded
 half-up on their decimal value (docs/protocol.md §10.1); nothing carries a timestamp; the PNGs are
 written without the "Software" metadata at fixed sizes, fonts and DPI. Every string is
 Markdown/HTML-escaped and length-capped, because names and summaries come from files anyone
 can submit. Nothing here reads, imports or runs submission code: `regenerate` takes entries
-from `harness.leaderboard.records.import_runs`, which reads JSON and logs only.
+from `harness.leaderboard.ourruns.pool_runs`, which reads JSON and logs only.
 
 Longer than 400 lines because every output (README tables, CSV, JSON, PNGs) is rendered from the
 same sorted, rounded and escaped rows; keeping them in one module keeps the rounding, ordering
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.api.fileio import write_atomic
-from harness.leaderboard.entry import Entry
+from harness.leaderboard.entry import NONRECORD_PROTOCOL_SUFFIX, Entry, Excluded
 from harness.leaderboard.significance import SignificanceError, improvement
 
 DEFAULT_TITLE = "pgolf leaderboard"
@@ -37,6 +39,8 @@ MAX_CELL_CHARS = 200
 """Strings longer than this are truncated (with an ellipsis) before escaping."""
 OUR_TABLES = ("full", "smoke")
 """Tables always rendered for our runs, even when empty."""
+NON_RECORD = ":non-record-protocol"
+"""Suffix of the table of our runs whose protocol is not the records' (`Entry.non_record`)."""
 RECORD_TRACK = "10min_16mb"
 PLOT_FILES = ("bpb_vs_bytes.png", "progression.png", "seed_spread.png")
 """Written by `harness.leaderboard.plots` (the same names, in this order, as its ``FILES``)."""
@@ -75,7 +79,8 @@ class Row:
     entry: Entry
     table: str
     section: str
-    """First 12 hex chars of the dataset fingerprint, or "unrecorded"."""
+    """First 12 hex chars of the dataset and tokenizer fingerprints ("<data> / <tokenizer>",
+    either "unrecorded"), or "unrecorded" when neither is known."""
     rank: int | None
     std: float | None
     n: int
@@ -124,22 +129,30 @@ def table_of(entry: Entry) -> str:
     """The table an entry goes in: its protocol for our runs, the track for upstream records."""
     if entry.protocol == "upstream":
         return "upstream:" + (RECORD_TRACK if entry.track == RECORD_TRACK else "non-record")
+    if entry.non_record:  # full_nonrecord and a full run at stride 32 share one table
+        return (entry.protocol or "unknown").removesuffix(NONRECORD_PROTOCOL_SUFFIX) + NON_RECORD
     return entry.protocol or "unknown"
 
 
 def section_of(entry: Entry) -> str:
-    """Entries are ranked only against entries with the same dataset fingerprint."""
-    sha = (entry.dataset_sha256 or "").strip().lower()
-    return sha[:12] if sha else "unrecorded"
+    """Entries are ranked only against entries with the same dataset and tokenizer fingerprints."""
+    parts = [(sha or "").strip().lower()[:12] for sha in (entry.dataset_sha256, entry.tokenizer_sha256)]
+    if not any(parts):
+        return "unrecorded"
+    return " / ".join(p or "unrecorded" for p in parts)
 
 
 def table_title(table: str) -> str:
     """The heading of a table (also the title of its plot panels)."""
+    if table.endswith(NON_RECORD) and not table.startswith("upstream:"):
+        protocol = table.removesuffix(NON_RECORD)
+        return f"Our runs — {protocol} protocol, non-record settings (never ranked with records)"
     return _TABLE_TITLES.get(table, f"Protocol {table}")
 
 
 def _table_order(table: str) -> tuple[int, str]:
-    order = list(OUR_TABLES) + ["upstream:10min_16mb", "upstream:non-record"]
+    order = list(OUR_TABLES) + [t + NON_RECORD for t in OUR_TABLES]
+    order += ["upstream:10min_16mb", "upstream:non-record"]
     return (order.index(table), "") if table in order else (len(order), table)
 
 
@@ -219,7 +232,7 @@ def _table_md(title: str, rows: list[Row]) -> list[str]:
     if not rows:
         return lines + ["_No runs yet._", ""]
     for section in dict.fromkeys(r.section for r in rows):
-        lines += [f"### Dataset fingerprint {escape_md(section)}", ""]
+        lines += [f"### Dataset / tokenizer fingerprints {escape_md(section)}", ""]
         lines += [
             "| " + " | ".join(COLUMNS) + " |",
             "|" + "|".join("---:" if c in _NUMERIC else "---" for c in COLUMNS) + "|",
@@ -233,12 +246,22 @@ _NUMERIC = {"Score", "± std (n)", "Bytes", "Steps", "ms/step"}
 
 _LEGEND = [
     "Generated by `pgolf leaderboard` from `submission.json` files and train logs only; do not edit by hand.",
-    "Rows are ranked only against rows with the same dataset fingerprint (first 12 hex chars of its sha256).",
+    "Rows are ranked only against rows with the same dataset and tokenizer fingerprints "
+    "(first 12 hex chars of each sha256).",
     "Score: val_bpb (mean over seeds), rounded half-up to 4 decimals; "
     "± std: sample std over seeds (n seeds).",
     "vs. prev: one-sided Welch t-test p-value that the row above beats this row by at least 0.005 nats/token "
     "(README rule: significant when p < 0.01); per-seed bpb converted to nats with the recorded tokens/byte.",
 ]
+
+
+_POOLING_LEGEND = (
+    "Our runs: a row pools the valid runs of one submission with the same resolved config apart from the "
+    "seed, the same fingerprints and the same shipped code, one run per seed (the newest); every other run "
+    "is listed under Runs left out, with the reason, and never averaged in. Rows scored with an eval stride "
+    "other than 64 are in non-record tables, never ranked with records."
+)
+EXCLUDED_COLUMNS = ("Submission", "Run", "Seed", "val_bpb", "Reason")
 
 
 _PLOTS = {
@@ -260,11 +283,32 @@ _PLOTS = {
 }
 
 
-def render_markdown(rows: list[Row], title: str) -> str:
-    """The README: a legend, then one table per protocol/track, one section per fingerprint, then
-    the plots (`PLOT_FILES`) as images with a line each on what they show. The plots section is
-    fixed text: no submitted string reaches it, so its links are the README's only ones."""
-    lines = [f"# {escape_md(title)}", ""] + [f"* {x}" for x in _LEGEND]
+def _sorted_excluded(excluded: list[Excluded]) -> list[Excluded]:
+    return sorted(excluded, key=lambda x: (x.name, x.run, x.reason))
+
+
+def _excluded_md(excluded: list[Excluded]) -> list[str]:
+    lines = ["## Runs left out", ""]
+    if not excluded:
+        return lines + ["_Every run is counted._", ""]
+    lines += [
+        "| " + " | ".join(EXCLUDED_COLUMNS) + " |",
+        "|---|---|---|---:|---|",
+    ]
+    for x in _sorted_excluded(excluded):
+        cells = [escape_md(x.name), escape_md(x.run), escape_md(x.seed or "—")]
+        cells += [round_half_up(_finite(x.val_bpb), 4), escape_md(x.reason, limit=2 * MAX_CELL_CHARS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def render_markdown(rows: list[Row], title: str, excluded: list[Excluded] | None = None) -> str:
+    """The README: a legend, then one table per protocol/track, one section per fingerprint, the
+    runs left out (with ``excluded``, our runs only), then the plots (`PLOT_FILES`) as images with
+    a line each on what they show. The plots section is fixed text: no submitted string reaches
+    it, so its links are the README's only ones."""
+    legend = _LEGEND + ([_POOLING_LEGEND] if excluded is not None else [])
+    lines = [f"# {escape_md(title)}", ""] + [f"* {x}" for x in legend]
     lines += [
         "* Plots (section Plots at the end): "
         + ", ".join(f"`{n}` ({a.lower()})" for n, (a, _) in _PLOTS.items()),
@@ -275,6 +319,8 @@ def render_markdown(rows: list[Row], title: str) -> str:
     tables = list(OUR_TABLES) + [t for t in dict.fromkeys(r.table for r in rows) if t not in OUR_TABLES]
     for table in tables:
         lines += _table_md(table_title(table), [r for r in rows if r.table == table])
+    if excluded is not None:
+        lines += _excluded_md(excluded)
     lines += ["## Plots", ""]
     for name, (alt, what) in _PLOTS.items():
         lines += [f"[![{alt}]({name})]({name})", "", f"`{name}`: {what}", ""]
@@ -314,6 +360,8 @@ def row_record(row: Row, root: Path | None = None) -> dict[str, Any]:
         "track": e.track,
         "protocol": e.protocol,
         "dataset_sha256": e.dataset_sha256,
+        "tokenizer_sha256": e.tokenizer_sha256,
+        "non_record": e.non_record,
         "score_bpb": e.score_bpb,
         "score_std": row.std,
         "n_seeds": row.n,
@@ -369,6 +417,8 @@ _EMPTY_COLUMNS = [
     "track",
     "protocol",
     "dataset_sha256",
+    "tokenizer_sha256",
+    "non_record",
     "score_bpb",
     "score_std",
     "n_seeds",
@@ -385,14 +435,42 @@ _EMPTY_COLUMNS = [
 ]
 
 
-def write_json(rows: list[Row], path: Path, title: str, root: Path | None = None) -> None:
-    """leaderboard.json: the title, a schema version and every row with its seeds."""
+def _excluded_json(excluded: list[Excluded], root: Path | None) -> list[dict[str, Any]]:
+    out = []
+    for x in _sorted_excluded(excluded):
+        d = {
+            "name": x.name,
+            "run": x.run,
+            "seed": x.seed,
+            "val_bpb": x.val_bpb,
+            "reason": x.reason,
+            "entry_key": x.entry_key,
+            "source_path": _rel(x.source_path, root),
+        }
+        out.append({k: _json_safe(v) for k, v in d.items()})
+    return out
+
+
+def write_json(
+    rows: list[Row],
+    path: Path,
+    title: str,
+    root: Path | None = None,
+    excluded: list[Excluded] | None = None,
+) -> None:
+    """leaderboard.json: the title, a schema version, every row with its seeds and the runs left
+    out (``excluded``: a list, empty for imported records)."""
     import pandas as pd
 
     records = [row_record(r, root) | {"seeds": _seeds_json(r, root)} for r in rows]
     # pandas keeps the column order and object dtype keeps ints as ints and None as null.
     frame = pd.DataFrame(records, dtype=object)
-    data = {"title": title, "schema": 1, "entries": frame.to_dict(orient="records") if rows else []}
+    data = {
+        "title": title,
+        "schema": 2,
+        "entries": frame.to_dict(orient="records") if rows else [],
+        "excluded": _excluded_json(excluded or [], root),
+    }
     text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
     write_atomic(path, (text + "\n").encode("utf-8"))
 
@@ -415,19 +493,25 @@ def write_pngs(rows: list[Row], out_dir: Path) -> list[Path]:
 
 
 def render(
-    entries: list[Entry], out_dir: Path, *, title: str = DEFAULT_TITLE, root: Path | None = None
+    entries: list[Entry],
+    out_dir: Path,
+    *,
+    title: str = DEFAULT_TITLE,
+    root: Path | None = None,
+    excluded: list[Excluded] | None = None,
 ) -> list[Path]:
     """Write `FILES` (README.md, leaderboard.csv, leaderboard.json and the plots) into ``out_dir``
     (created if needed), remove `OBSOLETE_FILES` there, and return the paths written.
     Deterministic: the same entries give byte-identical files. ``root``: paths in the entries
-    are written relative to it."""
+    are written relative to it. ``excluded``: our runs left out of every statistic, listed in
+    README.md and leaderboard.json (None for imported records, which have no such list)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = build_rows(entries)
     paths = [out_dir / name for name in FILES[:3]]
-    write_atomic(paths[0], render_markdown(rows, title).encode("utf-8"))
+    write_atomic(paths[0], render_markdown(rows, title, excluded).encode("utf-8"))
     write_csv(rows, paths[1], root)
-    write_json(rows, paths[2], title, root)
+    write_json(rows, paths[2], title, root, excluded)
     paths += write_pngs(rows, out_dir)
     for name in OBSOLETE_FILES:
         (out_dir / name).unlink(missing_ok=True)
@@ -436,12 +520,11 @@ def render(
 
 def regenerate(repo_root: Path, out_dir: Path | None = None, *, title: str = DEFAULT_TITLE) -> list[Path]:
     """`pgolf leaderboard`: our runs under ``repo_root/submissions/*/runs/*`` (JSON and logs
-    only, via `harness.leaderboard.records.import_runs`) rendered into ``out_dir`` (default
-    ``repo_root/leaderboard``), with paths relative to ``repo_root``."""
-    from harness.leaderboard.records import import_runs
+    only, pooled by `harness.leaderboard.ourruns.pool_runs`) rendered into ``out_dir`` (default
+    ``repo_root/leaderboard``) with the runs left out, paths relative to ``repo_root``."""
+    from harness.leaderboard.ourruns import pool_runs
 
     repo_root = Path(repo_root)
-    entries = import_runs(repo_root / "submissions")
-    return render(
-        entries, out_dir if out_dir is not None else repo_root / "leaderboard", title=title, root=repo_root
-    )
+    runs = pool_runs(repo_root / "submissions")
+    out = out_dir if out_dir is not None else repo_root / "leaderboard"
+    return render(runs.entries, out, title=title, root=repo_root, excluded=runs.excluded)

@@ -19,6 +19,10 @@ Decisions (documented because the README leaves them open):
   verdict is given; `compare` still prints a margin-0 Welch test in bpb, labelled as such.
 * Fewer than 2 seeds on a side, or zero variance on both sides, make the t statistic
   undefined: `welch_improvement` raises `SignificanceError` (never a made-up p-value).
+* Two entries whose dataset or tokenizer fingerprints are both recorded and differ, or of
+  which only one is scored with the record protocol (`Entry.non_record`), get no verdict
+  from `compare` (docs/protocol.md §1.7: scores are comparable only between equal
+  fingerprints). Which runs an entry pools is decided before (`harness.leaderboard.pooling`).
 """
 
 from __future__ import annotations
@@ -209,12 +213,29 @@ def _unknown_ratio_lines(a: Entry, b: Entry) -> list[str]:
     return lines + _result_lines(res, "bpb")
 
 
+def incomparable(a: Entry, b: Entry) -> str:
+    """Why A's and B's scores cannot be compared ("" when they can, or when it is unknown)."""
+    for what, x, y in (
+        ("dataset", a.dataset_sha256, b.dataset_sha256),
+        ("tokenizer", a.tokenizer_sha256, b.tokenizer_sha256),
+    ):
+        if x and y and x.lower() != y.lower():
+            return f"different {what} fingerprints ({x[:12]} vs {y[:12]})"
+    if bool(a.non_record) != bool(b.non_record):
+        return f"only one is scored with the record protocol ({a.non_record or b.non_record})"
+    return ""
+
+
 def compare(a: Entry, b: Entry) -> str:
     """The printed report of `pgolf compare A B`: the per-seed numbers that went in, the
     conversion used, t, df, p and the verdict on the README rule."""
     ratio, ratio_note = conversion_ratio(a, b)
     lines = [f"Does A improve on B by at least {MARGIN_NATS} nats/token at p < {ALPHA}?"]
     lines += _seed_lines("A", a, ratio) + _seed_lines("B", b, ratio)
+    reason = incomparable(a, b)
+    if reason:
+        lines += [f"not comparable: {reason}", "verdict: undetermined (not comparable)"]
+        return "\n".join(lines) + "\n"
     if ratio is None:
         return (
             "\n".join(lines + _unknown_ratio_lines(a, b) + ["verdict: undetermined (tokens/byte unknown)"])

@@ -10,6 +10,10 @@ evaluation loop; see docs/protocol.md §2.2):
 * other pieces count the UTF-8 length of their text without a leading U+2581 marker, plus
   one space byte when they carry that marker and the previous token is not a boundary.
 
+A SentencePiece model must hold U+2581 as a piece of its own, as upstream records since
+PR #1218 (Vocab4096) assert: without it a lone space is spelled as the byte pieces of
+U+2581's three UTF-8 bytes, 3 counted bytes for 1 real one (upstream issue #897).
+
 The space byte is added exactly once, in `count_bytes`, never in the table: adding it in both
 places is the "double space byte" bug of PRs #1545/#1576/#1632/#1672 (docs/pitfalls.md §4.3).
 
@@ -112,6 +116,13 @@ def build_byte_luts(tokenizer_path: str | Path, vocab_size: int) -> ByteLUTs:
         raise DataError(
             f"tokenizer file {str(tokenizer_path)!r} has vocab size {sp_vocab}, "
             f"but the model's vocab_size is {vocab_size}; they must be equal"
+        )
+    if sp.piece_to_id(SPACE_MARKER) == sp.unk_id():
+        raise DataError(
+            f"tokenizer file {str(tokenizer_path)!r} has no piece {SPACE_MARKER!r} (U+2581, a lone space): "
+            "a space that merges with nothing is then spelled as its 3 UTF-8 byte pieces, each counted "
+            "as a byte, so BPB would be understated (upstream issue #897); retrain it so that the "
+            "space is a piece of its own"
         )
     base = [0] * vocab_size
     space = [False] * vocab_size

@@ -73,6 +73,15 @@ _HEADER_KEYS = {"format", "meta", "state", "tensors", "body_bytes"}
 _MAX_HEADER = 1 << 30
 
 RESUME_MAY_DIFFER = ("train.checkpoint_every_minutes", "train.stop_after_step")
+ADDED_WITH_DEFAULTS: dict[str, Any] = {
+    "eval.adapter": None,
+    "eval.ttt_chunk_tokens": 32_768,
+    "optimizer.embed_weight_decay": None,
+    "optimizer.row_normalize": False,
+    "schedule.warmdown_frac": 0.0,
+}
+"""Config fields added after checkpoints were written: a saved config without one reads as this
+default, so an older checkpoint still resumes a run that leaves it alone."""
 """Config fields that may change between a run and its resume: they decide when
 checkpoints are written, never what is trained."""
 
@@ -391,6 +400,9 @@ def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Dotted fields whose values differ (``RESUME_MAY_DIFFER`` excluded), as ``key: a -> b``."""
     a, b = dict(_flatten(saved)), dict(_flatten(current))
+    for key, default in ADDED_WITH_DEFAULTS.items():
+        if key in b and not any(k == key or k.startswith(key + ".") for k in a):
+            a[key] = default
     out = []
     for key in sorted(set(a) | set(b)):
         if key not in RESUME_MAY_DIFFER and a.get(key, "<absent>") != b.get(key, "<absent>"):

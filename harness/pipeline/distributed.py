@@ -10,7 +10,10 @@ waiting on a dead or stuck peer fails instead of blocking forever; on CUDA, NCCL
 handling is switched on (``TORCH_NCCL_ASYNC_ERROR_HANDLING=1``, PyTorch's documented way to
 turn NCCL timeouts into process exits); and a rank that fails prints one line naming itself
 and the cause (`report_rank_failure`) before it exits, so the first failure is legible even
-when its peers then fail on the broken group.
+when its peers then fail on the broken group. A rank whose peer's node died (the transport
+reports the peer's sockets closed) says so in that line (`failure_cause`); torchrun's c10d
+rendezvous (``--nnodes=N --rdzv-backend=c10d``) then ends every surviving node's agent, as
+``tests/e2e/test_multinode.py`` measures with two agents on one machine.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import gc
 import importlib
 import math
 import os
+import re
 import sys
 from datetime import timedelta
 
@@ -26,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 from harness.api.context import DistInfo
-from harness.api.errors import ConfigError
+from harness.api.errors import ConfigError, PgolfError
 
 TIMEOUT_ENV = "PGOLF_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 600.0
@@ -83,14 +87,56 @@ def collective_timeout(environ: dict[str, str] | None = None) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+PEER_GONE = ("connection reset by peer", "connection closed by peer", "broken pipe", "connection refused")
+"""How gloo and the TCP store word a peer whose sockets closed: its process or its node died."""
+PEER_SILENT = ("timed out", "timeout")
+"""How they word a collective that outlived ``PGOLF_DIST_TIMEOUT_S``: a peer is stuck or unreachable."""
+_SOURCE_LOCATION = re.compile(r"^\[[^\]]*\.(?:cc|cpp|h|hpp):\d+\]\s*")
+
+
+class PeerLostError(PgolfError):
+    """Another rank of a distributed run is gone or silent, as the transport reported it: what a
+    dead node looks like from the others, so an expected failure (one line, no traceback)."""
+
+
+def _peer_problem(exc: BaseException, message: str) -> str | None:
+    if not isinstance(exc, RuntimeError) or isinstance(exc, PgolfError):  # gloo/NCCL/store errors only
+        return None
+    lowered = message.lower()
+    if any(marker in lowered for marker in PEER_GONE):
+        return "lost contact with another rank (its process or node died)"
+    if any(marker in lowered for marker in PEER_SILENT):
+        return f"no answer from another rank within {TIMEOUT_ENV} (stuck or unreachable)"
+    return None
+
+
+def failure_cause(exc: BaseException) -> str:
+    """``Type: message`` on one line; a communication error that says a peer is gone or silent
+    is named as such first, so the line says which node to look at (the one that is not
+    printing), not just what the transport reported."""
+    message = _SOURCE_LOCATION.sub("", " ".join(str(exc).split())) or "(no message)"
+    cause = f"{type(exc).__name__}: {message}"
+    problem = _peer_problem(exc, message)
+    return f"{problem}: {cause}" if problem else cause
+
+
+def peer_lost(info: DistInfo, exc: BaseException) -> PeerLostError | None:
+    """The `PeerLostError` to raise instead of ``exc`` when ``exc`` is a transport error about a
+    peer (None otherwise), marked as already printed by `report_rank_failure`."""
+    if not info.distributed or _peer_problem(exc, str(exc)) is None:
+        return None
+    lost = PeerLostError(failure_cause(exc))
+    lost.__dict__[_REPORTED] = True
+    return lost
+
+
 def report_rank_failure(info: DistInfo, exc: BaseException) -> None:
-    """Print ``error: rank R/W failed: Type: message`` to stderr (one line, flushed at once:
-    torchrun may kill this process's peers, and then this one, right after)."""
+    """Print ``error: rank R/W failed: <cause>`` to stderr (one line, `failure_cause`, flushed
+    at once: torchrun may kill this process's peers, and then this one, right after)."""
     if not info.distributed:
         return
-    message = " ".join(str(exc).split()) or "(no message)"
     print(
-        f"error: rank {info.rank}/{info.world_size} failed: {type(exc).__name__}: {message}",
+        f"error: rank {info.rank}/{info.world_size} failed: {failure_cause(exc)}",
         file=sys.stderr,
         flush=True,
     )

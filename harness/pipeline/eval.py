@@ -59,7 +59,7 @@ class EvalResult:
     elapsed_s: float
     """Wall-clock seconds, all-reduce included."""
     mode: str
-    """"standard" or "sliding"."""
+    """"standard", "sliding" or "ttt" (the score-first TTT walk, `harness.pipeline.adaptation`)."""
     stride: int | None
     """Sliding-window stride actually used; None for the standard pass."""
     window: int
@@ -98,7 +98,9 @@ def distributed_ready() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def _check_tokens(val_tokens: torch.Tensor, luts: ByteLUTs, min_len: int) -> None:
+def check_tokens(val_tokens: torch.Tensor, luts: ByteLUTs, min_len: int) -> None:
+    """DataError unless ``val_tokens`` is a 1-D int64 CPU tensor of at least ``min_len`` ids,
+    all inside the vocabulary of ``luts``."""
     if val_tokens.dim() != 1 or val_tokens.dtype != torch.int64 or val_tokens.device.type != "cpu":
         raise DataError(
             f"val_tokens must be a 1-D int64 CPU tensor, got {val_tokens.dtype} of shape "
@@ -252,6 +254,15 @@ def head_split(model: object) -> HeadSplit | None:
     return (hidden, head) if callable(hidden) and callable(head) else None
 
 
+def scoring_split(forward: Forward, compile_model: bool, device: torch.device) -> HeadSplit | None:
+    """`head_split` of ``forward``, its hidden forward compiled when the sliding pass pads to
+    static shapes (``compile_model`` on CUDA)."""
+    split = head_split(forward)
+    if _static_shapes(compile_model, device, split):
+        split = (_maybe_compile(split[0], True, device), split[1])
+    return split
+
+
 def _maybe_compile(fn: Callable, compile_model: bool, device: torch.device) -> Callable:
     # Static shapes: every batch is padded to the same (rows, width), so one graph serves all.
     if compile_model and device.type == "cuda":
@@ -351,7 +362,7 @@ def evaluate_standard(
     require_positive("seq_len", seq_len)
     require_positive("batch_seqs", batch_seqs)
     check_ranks(rank, world_size)
-    _check_tokens(val_tokens, luts, seq_len + 1)
+    check_tokens(val_tokens, luts, seq_len + 1)
     if (val_tokens.numel() - 1) % seq_len:
         raise DataError(
             f"val_tokens has {val_tokens.numel()} tokens; the standard evaluation needs "
@@ -446,7 +457,7 @@ def _sliding_setup(
     """All windows and this rank's windows, inputs checked."""
     require_positive("batch_seqs", batch_seqs)
     check_ranks(rank, world_size)
-    _check_tokens(val_tokens, luts, 2)
+    check_tokens(val_tokens, luts, 2)
     windows = sliding_windows(val_tokens.numel() - 1, window, stride)
     first, last = rank_slice(len(windows), rank, world_size)
     return windows, windows[first:last]
@@ -560,13 +571,57 @@ def evaluate_sliding(
     ``deadline`` (a ``time.perf_counter()`` value) it stops between batches and raises
     `EvalTimeLimit`.
     """
-    windows, mine = _sliding_setup(val_tokens, luts, window, stride, batch_seqs, rank, world_size)
+    windows, _mine = _sliding_setup(val_tokens, luts, window, stride, batch_seqs, rank, world_size)
+    return evaluate_windows(
+        forward,
+        val_tokens,
+        luts,
+        windows,
+        window=window,
+        stride=stride,
+        batch_seqs=batch_seqs,
+        device=device,
+        autocast_dtype=autocast_dtype,
+        rank=rank,
+        world_size=world_size,
+        progress=progress,
+        deadline=deadline,
+        compile_model=compile_model,
+    )
+
+
+def evaluate_windows(
+    forward: Forward,
+    val_tokens: torch.Tensor,
+    luts: ByteLUTs,
+    windows: list[tuple[int, int, int]],
+    *,
+    window: int,
+    stride: int,
+    batch_seqs: int,
+    device: torch.device | str,
+    autocast_dtype: torch.dtype | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: Progress | None = None,
+    deadline: float | None = None,
+    compile_model: bool = False,
+    split: HeadSplit | None = None,
+) -> EvalResult:
+    """`evaluate_sliding` on the given ``windows`` only, a consecutive run of
+    `sliding_windows`'s (one chunk of the score-first TTT walk), split across ranks as the
+    whole list would be. The tokens are not checked again: the caller checked them once.
+    ``split``: the model's `scoring_split`, prepared once by a caller that scores many chunks
+    (so the hidden forward is compiled once, not once per call).
+    """
+    require_positive("batch_seqs", batch_seqs)
+    check_ranks(rank, world_size)
+    first, last = rank_slice(len(windows), rank, world_size)
+    mine = windows[first:last]
     device = torch.device(device)
     luts = luts.to(device)
-    split = head_split(forward)
+    split = split or scoring_split(forward, compile_model, device)
     static = _static_shapes(compile_model, device, split)
-    if static:
-        split = (_maybe_compile(split[0], True, device), split[1])
     _synchronize(device)
     start_time = time.perf_counter()
     sums = _Sums(device)

@@ -1,6 +1,12 @@
 """Run phase 3, export: rank 0 quantizes, compresses and writes the artifact file, then logs
 its size, the code size and the order-0 entropy of its symbols (an eval-only run copies the
 artifact it loaded instead).
+
+Before quantizing, rank 0 hands ``pg_before_quantize`` plugins and a `CalibratedQuantizer`
+(GPTQ) the only tokens they may read: `TrainCalibration` batches from the train shards. Only
+rank 0 calibrates and quantizes; every rank then reads the same artifact back from disk, so
+no statistics need to cross ranks (the record of 2026-04-09 collects Hessians on every rank,
+but only rank 0's file is written and read back).
 """
 
 from __future__ import annotations
@@ -9,15 +15,19 @@ import os
 import time
 from pathlib import Path
 
+import torch
+
 import harness
 from harness.api.context import TrainContext
 from harness.api.fileio import write_atomic
-from harness.api.protocols import LayoutAwareCompressor
+from harness.api.protocols import CalibratedQuantizer, LayoutAwareCompressor, Quantizer
 from harness.pipeline.artifact import config_to_json, write_artifact
+from harness.pipeline.calibration import TrainCalibration
 from harness.pipeline.distributed import (
     barrier,
 )
 from harness.pipeline.entropy_report import entropy_report
+from harness.pipeline.eval import autocast_context
 from harness.pipeline.setup import RunState
 from harness.pipeline.training import source_artifact
 
@@ -49,9 +59,13 @@ def export(run: RunState, ctx: TrainContext) -> None:
     _name_artifact(run)
     if run.dist.is_main:
         state = {k: v.detach().to("cpu").clone() for k, v in ctx.model.state_dict().items()}
+        ctx.calibration = calibration_data(run)
         run.manager.hook.pg_before_quantize(ctx=ctx, state_dict=state)
+        quantizer = config.quantizer.build()
+        if isinstance(quantizer, CalibratedQuantizer):
+            calibrate(run, ctx, quantizer)
         t0 = time.perf_counter()
-        qtensors, compressor = config.quantizer.build().quantize(state), config.compressor.build()
+        qtensors, compressor = quantizer.quantize(state), config.compressor.build()
         info = write_artifact(
             run.artifact_path,
             qtensors,
@@ -89,6 +103,41 @@ def export(run: RunState, ctx: TrainContext) -> None:
             compressor.coded_class_bytes() if isinstance(compressor, LayoutAwareCompressor) else None,
         )
     barrier(run.dist)
+
+
+def calibration_data(run: RunState) -> TrainCalibration:
+    """Train-shard batches shaped like one training micro-batch of this rank, from the run seed."""
+    train = run.config.train
+    local = train.train_batch_tokens // (run.dist.world_size * run.accum)
+    return TrainCalibration(
+        run.data.data_path,
+        vocab_size=run.config.data.vocab_size,
+        rows=max(local // train.train_seq_len, 1),
+        seq_len=train.train_seq_len,
+        device=run.dist.device,
+        seed=train.seed,
+    )
+
+
+def calibrate(run: RunState, ctx: TrainContext, quantizer: Quantizer) -> None:
+    """``quantizer.calibrate`` on the trained model (eval mode, no grad, the run's autocast)."""
+    model, data = ctx.model, ctx.calibration
+    was_training = model.training
+    before, t0 = data.tokens_served, time.perf_counter()
+    model.eval()
+    try:
+        with torch.no_grad(), autocast_context(run.dist.device, ctx.autocast_dtype):
+            summary = quantizer.calibrate(model, data)
+    finally:
+        model.train(was_training)
+    seconds, tokens = time.perf_counter() - t0, data.tokens_served - before
+    run.log.log(
+        f"calibration:{quantizer.name} {summary} train_tokens:{tokens} seed:{run.config.train.seed} "
+        f"time:{seconds:.1f}s",
+        event="calibration",
+        train_tokens=tokens,
+        seconds=seconds,
+    )
 
 
 def _log_entropy(

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 import harness
+from harness.api.config_checks import nonrecord_reasons
 from harness.api.errors import ConfigError
 from harness.pipeline.baselines import (
     DEFAULT_SHUFFLE_SEED,
@@ -118,8 +119,8 @@ def report(
     """Measure the budget from disk, decide validity, write submission.json."""
     config, dist = run.config, run.dist
     budget = measure_budget(run.code_path, run.artifact_path)
-    roundtrip, sliding = scores["roundtrip"], scores["sliding"]
-    headline = sliding or roundtrip
+    roundtrip, sliding, ttt = scores["roundtrip"], scores["sliding"], scores.get("ttt")
+    headline = ttt or sliding or roundtrip
     invalid = _verdict(run, budget, scores["eval_time_ms"], scores.get("eval_stopped"))
     device = (
         torch.cuda.get_device_name(dist.device)
@@ -133,6 +134,11 @@ def report(
         if sliding
         else f"standard seq_len:{config.train.train_seq_len} {on}"
     )
+    if ttt:
+        score_method = (
+            f"score_first_ttt adapter:{scores['ttt_adapter']} chunk_tokens:{config.eval.ttt_chunk_tokens} "
+            f"stride:{config.eval.eval_stride} window:{window} {on}"
+        )
     record: dict[str, Any] = {
         "name": config.name,
         "author": config.author,
@@ -140,6 +146,7 @@ def report(
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "track": config.track,
         "protocol": run.protocol,
+        "nonrecord_reasons": nonrecord_reasons(config),
         "blurb": config.blurb,
         "run_id": run.run_id,
         "val_bpb": headline.val_bpb,
@@ -151,6 +158,10 @@ def report(
         "roundtrip_val_loss": roundtrip.val_loss,
         "sliding_val_bpb": sliding.val_bpb if sliding else None,
         "sliding_val_loss": sliding.val_loss if sliding else None,
+        "ttt_val_bpb": ttt.val_bpb if ttt else None,
+        "ttt_val_loss": ttt.val_loss if ttt else None,
+        "ttt_time_ms": scores.get("ttt_time_ms"),
+        "ttt_adapter": scores.get("ttt_adapter"),
         "eval_stride": config.eval.eval_stride if sliding else None,
         "eval_window": window if sliding else None,
         "val_tokens": headline.tokens,

@@ -64,11 +64,26 @@ class RunLogger:
         self._jsonl.write(json.dumps(record, sort_keys=True) + "\n")
         self._jsonl.flush()
 
+    def error(self, line: str, **fields: Any) -> None:
+        """Append a failed run's final ``error:`` line to train.log and an ``error`` event, without
+        echoing it (the entry point prints it once, to stderr). Best effort: a full disk may
+        refuse this write too, and that must not hide the original failure."""
+        try:
+            if self.rank == 0 and self._log is not None:
+                self._log.write(line + "\n")
+                self._log.flush()
+            self.event("error", message=line, **fields)
+        except OSError:
+            pass
+
     def close(self) -> None:
-        """Close the files (safe to call twice)."""
+        """Close the files (safe to call twice; a write a full disk refused is dropped here)."""
         for f in (self._log, self._jsonl):
             if f is not None:
-                f.close()
+                try:
+                    f.close()
+                except OSError:
+                    pass
         self._log = self._jsonl = None
 
 

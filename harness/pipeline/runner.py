@@ -26,11 +26,21 @@ import torch
 from harness.api import config as cfgmod
 from harness.api.config import RunConfig
 from harness.api.context import DistInfo
-from harness.api.errors import PgolfError, TrainingInterrupted
-from harness.pipeline.distributed import already_reported, init_distributed, report_rank_failure, shutdown
+from harness.api.errors import TrainingInterrupted
+from harness.pipeline.code_origin import check_code_origin
+from harness.pipeline.distributed import (
+    already_reported,
+    init_distributed,
+    peer_lost,
+    report_rank_failure,
+    shutdown,
+)
 from harness.pipeline.export import export, ship_existing_artifact
+from harness.pipeline.failure import error_line, report_failure
 from harness.pipeline.flags import RunFlags, add_run_flags, run_flags
+from harness.pipeline.integrity import check_config_unchanged, check_scoring_code, config_fingerprint
 from harness.pipeline.plugin_manager import run_manager
+from harness.pipeline.preflight import preflight
 from harness.pipeline.report import report
 from harness.pipeline.runlog import RunLogger
 from harness.pipeline.scorer import fmt_scores
@@ -41,6 +51,8 @@ from harness.pipeline.setup import (
     checkpoint_module,
     load_data,
     prepare_run_dir,
+    recorded_overrides,
+    replay_overrides,
     start,
     submission_dir_of_main,
 )
@@ -77,10 +89,10 @@ def run(
         return _run_and_shutdown(
             config, submission_dir_of_main(), sets, run_id or flags.run_id, resume or flags.resume
         )
-    except PgolfError as exc:  # a script prints one clear line, as harness/run.py does
-        if not already_reported(exc):
-            print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except BaseException as exc:  # a script ends with one error line, as harness/run.py does
+        if isinstance(exc, SystemExit):
+            raise
+        raise SystemExit(report_failure(exc, already_reported(exc))) from None
 
 
 def script_flags(argv: list[str]) -> RunFlags:
@@ -101,9 +113,17 @@ def _run_and_shutdown(
     except BaseException as exc:
         # The peers of a failed rank then fail on the broken group; this line names the cause.
         report_rank_failure(dist, exc)
+        lost = peer_lost(dist, exc)  # a dead peer is no bug of this rank: that line is the report
+        if lost is not None:
+            raise lost from exc
         raise
     finally:
         shutdown(dist, finished=finished)
+
+
+def _untampered(config: RunConfig, frozen: str, when: str) -> None:
+    check_scoring_code(when)
+    check_config_unchanged(config, frozen, when)
 
 
 def pipeline(
@@ -118,15 +138,23 @@ def pipeline(
     if dist.device.type == "cuda":  # TF32 matmuls, as every upstream script enables
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    config = cfgmod.resolve(config, cuda=dist.device.type == "cuda", environ=os.environ, sets=sets)
+    recorded = recorded_overrides()  # a shipped bundle replays the run that wrote it
+    config = cfgmod.resolve(
+        config, cuda=dist.device.type == "cuda", environ=os.environ, sets=sets, recorded=recorded
+    )
     manager = run_manager(cfgmod.component_modules(config))
     manager.hook.pg_configure(run=config)
+    preflight(config, manager.registry)  # every component built once: nothing fails after training
+    check_scoring_code("before training")  # defence in depth (issue 11); pgolf verify is the check
+    check_code_origin(submission_dir, cfgmod.component_modules(config))  # every byte that runs is counted
+    frozen = config_fingerprint(config)
     rid, run_dir = prepare_run_dir(submission_dir, run_id, dist, resume)
     if resume is not None:  # refuse a mismatched resume before anything in the folder changes
         checkpoint_module().check_resume_dir(run_dir, config, dist.world_size)
     log = RunLogger(run_dir, dist.rank)
     accum = grad_accum_steps(config, dist.world_size)
     run_state = RunState(config, dist, manager, log, rid, run_dir, autocast_dtype_for(dist.device), accum)
+    run_state.overrides = replay_overrides(recorded, os.environ, sets)
     eval_only = bool(config.train.load_model_path)
     try:
         start(run_state, submission_dir)
@@ -142,13 +170,15 @@ def pipeline(
             val_loss=pre.val_loss,
             val_bpb=pre.val_bpb,
         )
+        _untampered(config, frozen, "before export")
         ship_existing_artifact(run_state) if eval_only else export(run_state, ctx)
         scores = score_artifact(run_state, scorer)
+        _untampered(config, frozen, "before the report")
         return report(run_state, ctx, result, pre, scores) if dist.is_main else None
     except TrainingInterrupted:  # on purpose (train.stop_after_step): not an error
         return None
-    except PgolfError as exc:
-        log.event("error", kind=type(exc).__name__, message=str(exc))
+    except BaseException as exc:  # the entry point prints this same line once, to stderr
+        log.error(error_line(exc), kind=type(exc).__name__)
         raise
     finally:
         log.close()

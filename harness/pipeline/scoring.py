@@ -1,15 +1,18 @@
 """Run phase 4, scoring: every rank reads the artifact back from disk, rebuilds the model and
 scores it (standard evaluation, then the sliding window) under the evaluation cap, as the
 upstream baseline's roundtrip does (docs/protocol.md). The shuffled-context baseline runs
-between the two passes, timed apart.
+between the two passes, timed apart. With an ``eval.adapter`` the score-first TTT walk
+(`harness.pipeline.adaptation`, reached by name) runs last, under the same cap, as the
+2026-04-09 SP8192 record's ``quantized_ttt`` pass does after its sliding pass.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from typing import Any
 
-from harness.api.errors import EvalTimeLimit
+from harness.api.errors import ConfigError, EvalTimeLimit
 from harness.pipeline.artifact import load_state_dict
 from harness.pipeline.baselines import (
     DEFAULT_SHUFFLE_SEED,
@@ -17,7 +20,7 @@ from harness.pipeline.baselines import (
 )
 from harness.pipeline.eval import EvalResult
 from harness.pipeline.scorer import Scorer, fmt_scores
-from harness.pipeline.setup import RunState
+from harness.pipeline.setup import ADAPTATION_MODULE, RunState
 
 
 def _unscored(mode: str, stride: int | None, window: int) -> EvalResult:
@@ -61,16 +64,22 @@ def score_artifact(run: RunState, scorer: Scorer) -> dict[str, Any]:
         "sliding": None,
         "shuffled_ce": float("nan"),
         "eval_stopped": None,
+        "ttt": None,
+        "ttt_time_ms": None,
+        "ttt_adapter": None,
     }
+    ttt = config.eval.adapter is not None
+    stride_used = min(stride, window)
     try:
         roundtrip = scorer.standard(model, deadline=deadline)
     except EvalTimeLimit as exc:
         scores["roundtrip"] = _unscored("standard", None, config.train.train_seq_len)
         if scorer.sliding_enabled():
-            scores["sliding"] = _unscored("sliding", min(stride, window), window)
-        _eval_stopped(
-            run, scores, exc, ["shuffled baseline"] + (["sliding_window"] if scorer.sliding_enabled() else [])
-        )
+            scores["sliding"] = _unscored("sliding", stride_used, window)
+        if ttt:
+            scores["ttt"] = _unscored("ttt", stride_used, window)
+        skipped = ["shuffled baseline"] + (["sliding_window"] if scorer.sliding_enabled() else [])
+        _eval_stopped(run, scores, exc, skipped + (["ttt"] if ttt else []))
         scores["eval_time_ms"] = 1000.0 * (time.perf_counter() - t0)
         return scores
     rt_ms = 1000.0 * (time.perf_counter() - t0)
@@ -105,8 +114,10 @@ def score_artifact(run: RunState, scorer: Scorer) -> dict[str, Any]:
         try:
             sliding = scorer.sliding(model, deadline=deadline + shuffle_s)
         except EvalTimeLimit as exc:
-            scores["sliding"] = _unscored("sliding", min(stride, window), window)
-            _eval_stopped(run, scores, exc, [])
+            scores["sliding"] = _unscored("sliding", stride_used, window)
+            if ttt:
+                scores["ttt"] = _unscored("ttt", stride_used, window)
+            _eval_stopped(run, scores, exc, ["ttt"] if ttt else [])
         else:
             sw_ms = 1000.0 * (time.perf_counter() - t1)
             head = f"stride:{stride} window:{window}"
@@ -123,5 +134,23 @@ def score_artifact(run: RunState, scorer: Scorer) -> dict[str, Any]:
             )
             log.log(f"{tag}_sliding_window_exact {head} {fmt_scores(sliding, True)}")
             scores["sliding"] = sliding
+    if ttt and scores["eval_stopped"] is None:
+        scores["ttt_adapter"] = run.manager.registry.name_of(config.eval.adapter)
+        try:
+            scores.update(_adaptation().score_ttt(run, scorer, model, deadline + shuffle_s, tag))
+        except EvalTimeLimit as exc:
+            scores["ttt"] = _unscored("ttt", stride_used, window)
+            _eval_stopped(run, scores, exc, [])
     scores["eval_time_ms"] = 1000.0 * (time.perf_counter() - t0 - shuffle_s)
     return scores
+
+
+def _adaptation() -> Any:
+    """`harness.pipeline.adaptation`, imported by name (see `setup.modules_reached_by_name`)."""
+    try:
+        return importlib.import_module(ADAPTATION_MODULE)
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "eval.adapter needs harness/pipeline/adaptation.py, which this bundle does not carry (it was "
+            "bundled without an adapter): run the submission from the repository"
+        ) from None

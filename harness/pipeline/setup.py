@@ -13,9 +13,11 @@ import importlib
 import os
 import platform
 import random
+import re
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import torch
 
 from harness.api import config as cfgmod
 from harness.api.config import RunConfig
+from harness.api.config_checks import nonrecord_reasons
 from harness.api.errors import ConfigError
 from harness.api.fileio import write_atomic
 from harness.pipeline.baselines import (
@@ -32,6 +35,7 @@ from harness.pipeline.baselines import (
     unigram_ce,
 )
 from harness.pipeline.bpb import build_byte_luts, tokenizer_sha256
+from harness.pipeline.data_binding import check_data_binding
 from harness.pipeline.distributed import (
     DistInfo,
     barrier,
@@ -79,6 +83,42 @@ def new_run_id() -> str:
     return f"{stamp}_{uuid.uuid4().hex[:6]}"
 
 
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+"""A run id is a plain folder name: no separator, no leading dot, at most 128 characters."""
+
+
+def check_run_id(run_id: str, source: str = "--run-id") -> str:
+    """``run_id`` when it is a plain name (so the run folder stays under ``runs/``), else ConfigError."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
+        raise ConfigError(
+            f"{source} {run_id!r}: a run id must be a plain folder name matching {RUN_ID_PATTERN.pattern} "
+            "(no path separators, no leading dot); the run folder is always runs/<run_id>"
+        )
+    return run_id
+
+
+NOT_REPLAYED: tuple[str, ...] = ("train.checkpoint_every_minutes", "train.stop_after_step")
+"""Keys that say how a run is operated, not what it computes: the shipped bundle does not record
+them (replaying a finished run must not stop at ``stop_after_step``); a resume may change them."""
+
+
+def recorded_overrides() -> dict[str, str]:
+    """The overrides the running bundle recorded from the run that shipped it (empty outside a bundle)."""
+    marker = getattr(sys.modules.get("__main__"), "__pgolf_bundle__", None)
+    recorded = marker.get("overrides") if isinstance(marker, dict) else None
+    return {str(k): str(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
+
+
+def replay_overrides(
+    recorded: Mapping[str, str], environ: Mapping[str, str], sets: Mapping[str, Any]
+) -> dict[str, str]:
+    """What the shipped ``train_gpt.py`` records so that running it alone replays this run: the
+    overrides it already carried, the upstream environment variables, then ``--set``, as strings
+    (resolved again the same way on replay), without the `NOT_REPLAYED` keys."""
+    merged = {**recorded, **cfgmod.env_overrides(environ), **{k: str(v) for k, v in sets.items()}}
+    return {k: v for k, v in sorted(merged.items()) if k not in NOT_REPLAYED}
+
+
 def submission_dir_of_main() -> Path:
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     if not main_file:
@@ -87,35 +127,59 @@ def submission_dir_of_main() -> Path:
 
 
 DEFAULT_DATASET_MODULE = "harness.datasets.default"
+NONRECORD_SUFFIX = "_nonrecord"
+"""Added to ``protocol`` (``full_nonrecord``, ``smoke_nonrecord``) when the run is not scored by
+the record protocol (`harness.api.config_checks.nonrecord_reasons`), so no table ranks it with
+record-protocol runs; ``nonrecord_reasons`` in ``submission.json`` says why."""
 
 
-def modules_reached_by_name(data_path: str | None) -> tuple[str, ...]:
+ADAPTATION_MODULE = "harness.pipeline.adaptation"
+
+
+def modules_reached_by_name(data_path: str | None, adapter: bool = False) -> tuple[str, ...]:
     """Modules a run imports by name (never statically, so the pipeline imports no dataset
     builder) that its bundle must embed: the default dataset's builder when the run has no
-    ``data.data_path`` of its own and so uses the built-in default data."""
-    return () if data_path else (DEFAULT_DATASET_MODULE,)
+    ``data.data_path`` of its own and so uses the built-in default data; the score-first TTT
+    walk when the run has an ``eval.adapter`` (runs without one do not pay for its bytes)."""
+    return (() if data_path else (DEFAULT_DATASET_MODULE,)) + ((ADAPTATION_MODULE,) if adapter else ())
 
 
-def ship_code(run_dir: Path, submission_dir: Path, config: RunConfig, log: RunLogger) -> Path:
-    """Put the code that counts into the run folder: this bundle itself, or a fresh bundle."""
+def ship_code(
+    run_dir: Path,
+    submission_dir: Path,
+    config: RunConfig,
+    log: RunLogger,
+    overrides: Mapping[str, str] | None = None,
+) -> Path:
+    """Put the code that counts into the run folder: this bundle itself, or a fresh bundle that
+    records ``overrides`` (`replay_overrides`), so that running it alone replays this run."""
     target = run_dir / "train_gpt.py"
     main = sys.modules.get("__main__")
     if getattr(main, "__pgolf_bundle__", None) is not None:
         write_atomic(target, Path(main.__file__).read_bytes())
         log.log(f"code:bundle_self source:{main.__file__}")
+        extra = {k: v for k, v in (overrides or {}).items() if recorded_overrides().get(k) != v}
+        if extra:  # a bundle ships itself unchanged; say what a replay of it would not repeat
+            log.log(
+                "code:bundle_self not recorded in the shipped file: "
+                + " ".join(f"{k}={v}" for k, v in extra.items())
+            )
         return target
     # Imported by name so the bundler's import scan leaves it out of every bundle: a
     # bundle ships itself and never needs the bundler (saves its bytes in every submission).
     bundler = importlib.import_module("harness.tools.bundle")
-    compress, extra = config.compress_code, modules_reached_by_name(config.data.data_path)
+    compress = config.compress_code
+    extra = modules_reached_by_name(config.data.data_path, adapter=config.eval.adapter is not None)
     if compress:  # the readable twin is for reviewers; only train_gpt.py ships and counts
         readable = bundler.bundle_submission(
-            submission_dir, run_dir / "train_gpt_readable.py", extra_modules=extra
+            submission_dir, run_dir / "train_gpt_readable.py", extra_modules=extra, overrides=overrides
         )
         log.log(
             f"code:readable modules:{len(readable.modules)} lines:{readable.lines} bytes:{readable.bytes}"
         )
-    info = bundler.bundle_submission(submission_dir, target, compress=compress, extra_modules=extra)
+    info = bundler.bundle_submission(
+        submission_dir, target, compress=compress, extra_modules=extra, overrides=overrides
+    )
     log.log(
         f"code:bundled compress:{compress} modules:{len(info.modules)} lines:{info.lines} bytes:{info.bytes}"
     )
@@ -162,6 +226,12 @@ def _resolve_data(config: RunConfig, dist: DistInfo, log: RunLogger) -> DataPath
         ensure_default_dataset(progress=True, variant=variant)
     barrier(dist)
     ds = ensure_default_dataset(progress=False, variant=variant)
+    if ds.manifest.get("vocab_size", config.data.vocab_size) != config.data.vocab_size:
+        raise ConfigError(
+            f"data.vocab_size={config.data.vocab_size}, but the built-in default dataset "
+            f"data.default_variant={variant!r} has vocabulary {ds.manifest['vocab_size']}: choose the "
+            "variant of your vocabulary ('sp1024': 1024, 'sp8192': 8192, 'bytes': 256)"
+        )
     tok = Path(config.data.tokenizer_path) if config.data.tokenizer_path else ds.tokenizer_path
     log.log(f"dataset:builtin_default path:{ds.data_path}")
     return DataPaths(ds.data_path, tok, builtin=True)
@@ -172,8 +242,9 @@ def prepare_run_dir(
 ) -> tuple[str, Path]:
     if resume is not None:
         return _resume_run_dir(Path(resume), run_id)
+    source = "--run-id" if run_id else "RUN_ID"
     rid = run_id or os.environ.get("RUN_ID") or new_run_id()
-    rid = broadcast_str(rid, dist)
+    rid = broadcast_str(check_run_id(rid, source), dist)
     run_dir = submission_dir / "runs" / rid
     if dist.is_main:
         if run_dir.exists():
@@ -259,6 +330,8 @@ class RunState:
     compressor_tag: str = ""
     unigram: Any = None
     unigram_ce: float = float("nan")
+    overrides: dict[str, str] = field(default_factory=dict)
+    """What the shipped ``train_gpt.py`` records (`replay_overrides`)."""
     gpu: dict[str, Any] = field(default_factory=cpu_telemetry)
     entropy: dict[str, Any] | None = None
     """The export's entropy report, for ``submission.json``."""
@@ -270,13 +343,14 @@ def start(run: RunState, submission_dir: Path) -> None:
     run.log.log(f"run_id:{run.run_id} run_dir:{run.run_dir}", event="start", run_id=run.run_id)
     run.code_path = run.run_dir / "train_gpt.py"
     if run.dist.is_main:
-        ship_code(run.run_dir, submission_dir, run.config, run.log)
+        ship_code(run.run_dir, submission_dir, run.config, run.log, run.overrides)
         write_atomic(run.run_dir / "config.json", (cfgmod.dumps(run.config) + "\n").encode("utf-8"))
     barrier(run.dist)
 
 
 def load_data(run: RunState) -> Scorer:
-    """Resolve the dataset, build the byte tables and validation tokens, fingerprint them."""
+    """Resolve the dataset, build the byte tables and validation tokens, fingerprint them, and
+    refuse a tokenizer or vocab_size the shards were not made with (`data_binding`)."""
     config = run.config
     run.data = _resolve_data(config, run.dist, run.log)
     luts = build_byte_luts(run.data.tokenizer_path, config.data.vocab_size)
@@ -291,12 +365,21 @@ def load_data(run: RunState) -> Scorer:
         "dataset_sha256": dataset_fingerprint(val_shards),
         "tokenizer_sha256": tokenizer_sha256(run.data.tokenizer_path),
     }
+    binding = check_data_binding(
+        run.data.data_path,
+        run.data.tokenizer_path,
+        run.fingerprint["tokenizer_sha256"],
+        config.data.vocab_size,
+    )
     full = run.dist.device.type == "cuda" and not run.data.builtin and config.eval.val_max_tokens == 0
     run.protocol = "full" if full else "smoke"
+    for reason in nonrecord_reasons(config):  # labelled apart: never ranked with record-protocol runs
+        run.protocol = f"{run.protocol}{NONRECORD_SUFFIX}"
+        run.log.log(f"!!! NON-RECORD PROTOCOL: {reason}; this run is labelled protocol:{run.protocol} !!!")
     run.log.log(
         f"val_tokens:{val_tokens.numel() - 1} val_shards:{len(val_shards)} protocol:{run.protocol} "
         f"dataset_sha256:{run.fingerprint['dataset_sha256'][:16]} "
-        f"tokenizer_sha256:{run.fingerprint['tokenizer_sha256'][:16]}",
+        f"tokenizer_sha256:{run.fingerprint['tokenizer_sha256'][:16]} {binding}",
         event="data",
         data_path=str(run.data.data_path),
         val_tokens=val_tokens.numel() - 1,

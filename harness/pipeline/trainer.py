@@ -7,7 +7,10 @@ From the upstream `train_gpt.py` (docs/protocol.md §5.1-5.2, docs/techniques.md
   zero at the cap (step-based when there is no cap);
 * training stops after the first step whose cumulative train time reaches the cap, with
   the stop flag MAX-reduced so every rank stops on the same step;
-* one micro-batch per ``grad_accum_steps`` lets 1 GPU emulate the 8-GPU global batch.
+* one micro-batch per ``grad_accum_steps`` lets 1 GPU emulate the 8-GPU global batch;
+* a model with a late switch (`harness.api.protocols.TrainingProgress`, e.g. depth recurrence
+  from 35% of training, PR #1493) hears the schedule's clock before every step, and compile
+  priming also runs its end-of-training state, as PR #1493 primes its loop.
 
 A NaN or infinite loss aborts with the step number; everything logged so far stays.
 
@@ -15,15 +18,19 @@ Checkpoints (`harness.pipeline.checkpoint`, ``train.checkpoint_every_minutes``) 
 step once that much training time has passed since the last one, decided on the agreed
 (slowest-rank) train time so every rank saves on the same step, with the clock paused as
 for validation; ``run(resume=...)`` continues from a restored step, clock and stop state.
+With checkpoints on, Ctrl-C (SIGINT) is held until the running step ends, then a checkpoint is
+saved and training stops, so an interrupted run can be resumed.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +40,11 @@ import torch.nn.functional as F
 from harness.api.config import RunConfig
 from harness.api.context import TrainContext
 from harness.api.errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from harness.api.protocols import TrainingProgress
 from harness.api.warmdown import lr_multiplier
 from harness.pipeline.distributed import all_reduce_max
 from harness.pipeline.eval import autocast_context
+from harness.pipeline.failure import RunInterrupted
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,7 @@ class Trainer:
         self.accum = grad_accum_steps(ctx.config, ctx.dist.world_size)
         self.max_ms = 1000.0 * self.cfg.max_wallclock_seconds
         self.checkpointer = checkpointer  # harness.pipeline.checkpoint.Checkpointer, or None
+        self._ctrl_c: bool | None = None  # None: Ctrl-C is not caught between steps
         self.ckpt_every_ms = _checkpoint_every_ms(self.cfg)
         schedule = ctx.config.schedule
         self.schedule = schedule.build() if schedule is not None else self._default_schedule
@@ -127,18 +137,43 @@ class Trainer:
         opt.zero_grad()
         return total / self.accum
 
+    # -- late switches ------------------------------------------------------------------
+    def _progress(self, step: int, elapsed_ms: float, quiet: bool = False) -> list[str]:
+        """Tell a `TrainingProgress` model the schedule's clock; log what it changed."""
+        model = self.ctx.model
+        if not isinstance(model, TrainingProgress):
+            return []
+        lines = model.on_train_progress(
+            step, elapsed_ms, iterations=self.cfg.iterations, max_wallclock_ms=self.max_ms
+        )
+        for line in [] if quiet else lines:
+            self.ctx.log.log(line, event="train_progress", step=step, change=line)
+        return lines
+
     # -- priming ------------------------------------------------------------------------
     def prime(self) -> None:
-        """Run ``warmup_steps`` real steps (to trigger compilation), then undo them all."""
+        """Run ``warmup_steps`` real steps (to trigger compilation), then undo them all.
+
+        A model whose forward changes late in training is primed in both states: at the
+        start of training, then (when that differs) at its end."""
         n = self.cfg.warmup_steps
         if n <= 0:
             return
         model_state = copy.deepcopy(self.ctx.model.state_dict())
         opt_state = copy.deepcopy(self.ctx.optimizer.state_dict())
+        self._progress(0, 0.0, quiet=True)
         for i in range(1, n + 1):
             self._train_step(i, 1.0)
             if i <= 10 or i == n or i % 10 == 0:
                 self.ctx.log.log(f"warmup_step:{i}/{n}")
+        late = self._progress(self.cfg.iterations, max(self.max_ms, 0.0), quiet=True)
+        if late:
+            self.ctx.log.log(f"late_warmup: priming the end-of-training state: {late[0]}")
+            for i in range(1, n + 1):
+                self._train_step(i, 1.0)
+                if i <= 10 or i == n or i % 10 == 0:
+                    self.ctx.log.log(f"late_warmup_step:{i}/{n}")
+            self._progress(0, 0.0, quiet=True)
         self.ctx.model.load_state_dict(model_state)
         self.ctx.optimizer.load_state_dict(opt_state)
         self.ctx.optimizer.zero_grad()
@@ -207,8 +242,39 @@ class Trainer:
         """Train until ``iterations`` or the wallclock cap; validate as configured.
 
         ``resume`` is the trainer state a checkpoint restored (step, clock, stop step); the
-        model, optimizer, loader and plugins must already hold that step's state.
+        model, optimizer, loader and plugins must already hold that step's state. With a
+        checkpointer, Ctrl-C stops training after the running step with a checkpoint saved
+        (`RunInterrupted`); a second Ctrl-C stops at once.
         """
+        with self._ctrl_c_between_steps():
+            return self._run(resume)
+
+    @contextmanager
+    def _ctrl_c_between_steps(self) -> Iterator[None]:
+        if self.checkpointer is None or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self._ctrl_c = False
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if self._ctrl_c:  # the second Ctrl-C does not wait for the step to end
+                raise KeyboardInterrupt
+            self._ctrl_c = True
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+            self._ctrl_c = None
+
+    def _ctrl_c_agreed(self) -> bool:
+        """True on every rank once any rank saw Ctrl-C (one collective per step, with checkpoints on)."""
+        if self._ctrl_c is None:
+            return False
+        return all_reduce_max(1.0 if self._ctrl_c else 0.0, self.ctx.dist) > 0
+
+    def _run(self, resume: dict[str, Any] | None) -> TrainResult:
         ctx, cfg = self.ctx, self.cfg
         self._sync()
         train_ms, step, stop_at, last_val, agreed_ms = 0.0, 0, None, None, 0.0
@@ -221,6 +287,7 @@ class Trainer:
             stop_at = None if resume["stop_at"] is None else int(resume["stop_at"])
             ctx.step, ctx.lr_scale, ctx.train_time_ms = step, float(resume["lr_scale"]), train_ms
         last_ckpt_ms, last_ckpt_step = agreed_ms, step
+        self._progress(step, agreed_ms)  # a resumed run recomputes its late switches here
         t0 = self.clock()
         while True:
             last = step == cfg.iterations or (stop_at is not None and step >= stop_at)
@@ -234,6 +301,7 @@ class Trainer:
             scale = float(
                 self.schedule(step, agreed_ms, iterations=cfg.iterations, max_wallclock_ms=self.max_ms)
             )
+            self._progress(step, agreed_ms)
             loss = self._train_step(step + 1, scale)
             step += 1
             ctx.step, ctx.lr_scale = step, scale
@@ -272,6 +340,15 @@ class Trainer:
                         f"stopped after step {step} (train.stop_after_step); "
                         f"checkpoint saved in {ctx.run_dir}"
                     )
+            if self._ctrl_c_agreed():
+                self._sync()
+                train_ms += 1000.0 * (self.clock() - t0)
+                if last_ckpt_step != step:
+                    self._save(self._state(step, train_ms, agreed_ms, stop_at))
+                raise RunInterrupted(
+                    f"interrupted (Ctrl-C) after step {step}: checkpoint saved in {ctx.run_dir}; "
+                    f"continue with --resume {ctx.run_dir}"
+                )
         if self.checkpointer is not None and self.ckpt_every_ms > 0 and last_ckpt_step != step:
             self._save(self._state(step, train_ms, agreed_ms, stop_at))
         ctx.train_time_ms = train_ms

@@ -97,6 +97,8 @@ def _shrink_component(comp: Any, old_layers: int, layers: int, width: int) -> An
             changes[f.name] = _remap_layers(value, old_layers, layers)
         elif f.name == "last_n" and isinstance(value, int):
             changes[f.name] = min(value, layers)
+        elif f.name == "first_layer" and isinstance(value, int):
+            changes[f.name] = _remap_layers((value,), old_layers, layers)[0]
         elif f.name == "dim" and isinstance(value, int):
             changes[f.name] = min(value, width)
     return dataclasses.replace(comp, **changes)
@@ -179,6 +181,8 @@ def shrink_config(
         **model_sets(config.model, layers=layers, width=width, seq_len=seq_len),
         **train_sets(seq_len=seq_len, batch_tokens=batch_tokens),
         "eval.eval_seq_len": seq_len,
+        # A stride above the shrunk window is refused; the benchmarks used min(stride, window) anyway.
+        "eval.eval_stride": min(config.eval.eval_stride, seq_len),
     }
     try:
         return resolve(config, cuda=False, environ={}, sets=sets)

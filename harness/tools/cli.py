@@ -1,4 +1,4 @@
-"""The ``pgolf`` command line: run, list, bundle, data, rescore.
+"""The ``pgolf`` command line: run, list, bundle, data, rescore, import, package.
 
 ``pgolf run`` is a convenience over the canonical entry point
 ``torchrun --standalone --nproc_per_node=N harness/run.py submissions/<name>``; every
@@ -93,7 +93,10 @@ def _cmd_data(args: argparse.Namespace) -> int:
     path = download_challenge_data(args.variant, args.train_shards, Path(args.dest))
     models = sorted((Path(args.dest) / "tokenizers").glob("*.model"))
     print(f"dataset: {path}")
-    for model in models:  # the manifest names the tokenizer; list what arrived rather than guess
+    binding = path / "manifest.json"  # ours: names the tokenizer that made these shards
+    if binding.is_file():
+        models = [(path / json.loads(binding.read_text(encoding="utf-8"))["tokenizer_path"]).resolve()]
+    for model in models:
         print(f"tokenizer: {model}")
     tok = models[0] if len(models) == 1 else "<one of the tokenizers above>"
     print(
@@ -108,6 +111,7 @@ def _cmd_rescore(args: argparse.Namespace) -> int:
 
     target = Path(args.target)
     settings = {"seq_len": 1024, "stride": 64, "val_max_tokens": 0, "data_path": None, "tokenizer_path": None}
+    variant = "sp1024"
     if target.is_dir():
         cfg = json.loads((target / "config.json").read_text(encoding="utf-8"))
         settings.update(
@@ -117,6 +121,7 @@ def _cmd_rescore(args: argparse.Namespace) -> int:
             data_path=cfg["data"]["data_path"],
             tokenizer_path=cfg["data"]["tokenizer_path"],
         )
+        variant = cfg["data"].get("default_variant", variant)
         artifacts = sorted(target.glob("*.pgolf"))
         if len(artifacts) != 1:
             raise PgolfError(f"{target} holds {len(artifacts)} .pgolf artifacts; expected exactly one")
@@ -126,7 +131,7 @@ def _cmd_rescore(args: argparse.Namespace) -> int:
     if data_path is None:
         from harness.datasets.default import ensure_default_dataset
 
-        ds = ensure_default_dataset(progress=True)
+        ds = ensure_default_dataset(progress=True, variant=variant)
         data_path, tok = ds.data_path, tok or ds.tokenizer_path
     if tok is None:
         raise PgolfError("--tokenizer-path is required with --data-path")
@@ -138,15 +143,27 @@ def _cmd_rescore(args: argparse.Namespace) -> int:
         stride=settings["stride"],
         val_max_tokens=settings["val_max_tokens"],
         device=args.device,
+        check_binding=True,
     )
     print(json.dumps(out, indent=2))
     return 0
 
 
-def _entries(records: str | None):
-    from harness.leaderboard.records import import_records, import_runs
+def _cmd_import(args: argparse.Namespace) -> int:
+    from harness.tools.upstream_import import import_upstream
 
-    return import_records(Path(records)) if records else import_runs(Path("submissions"))
+    source, out = Path(args.source), Path(args.output)
+    info = import_upstream(source, Path(args.submission), out, upstream_numerics=not args.harness_numerics)
+    print(f"wrote {info.path}: {info.bytes_on_disk} bytes (raw {info.raw_bytes}, sha256 {info.sha256})")
+    return 0
+
+
+def _entries(records: str | None):
+    """Entries of an upstream records folder, or our runs pooled with the runs left out."""
+    from harness.leaderboard.ourruns import RunPool, pool_runs
+    from harness.leaderboard.records import import_records
+
+    return RunPool(import_records(Path(records))) if records else pool_runs(Path("submissions"))
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -155,7 +172,10 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.records:
         out = Path(args.out or "leaderboard_records")
         paths = render(
-            _entries(args.records), out, title=f"Upstream records: {args.records}", root=Path(args.records)
+            _entries(args.records).entries,
+            out,
+            title=f"Upstream records: {args.records}",
+            root=Path(args.records),
         )
     else:
         paths = regenerate(Path("."), Path(args.out) if args.out else None)
@@ -167,12 +187,30 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from harness.leaderboard.significance import compare
 
-    entries = {e.key: e for e in _entries(args.records)}
+    if Path(args.a).is_dir() and Path(args.b).is_dir():  # two record folders (e.g. ours vs upstream's)
+        from harness.tools.record_readme import compare_folders
+
+        print(compare_folders(Path(args.a), Path(args.b)), end="")
+        return 0
+    pooled = _entries(args.records)
+    entries = {e.key: e for e in pooled.entries}
     missing = [k for k in (args.a, args.b) if k not in entries]
     if missing:
         raise PgolfError(f"no entry named {', '.join(missing)}; known: {', '.join(sorted(entries))}")
     print(compare(entries[args.a], entries[args.b]))
+    names = {entries[args.a].name, entries[args.b].name}
+    left_out = [x for x in pooled.excluded if x.name in names]
+    if left_out:  # listed so nobody mistakes them for counted seeds; never part of the test
+        print(f"runs left out of the statistics ({len(left_out)}):")
+        for x in left_out:
+            print(f"  {x.name}/runs/{x.run} seed {x.seed}: {x.reason}")
     return 0
+
+
+def _cmd_package(args: argparse.Namespace) -> int:
+    from harness.tools.package import package_main
+
+    return package_main(args)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -221,14 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     bd = dsub.add_parser("build-default", help="build (or find) the built-in default dataset")
     bd.add_argument(
-        "--variant", default="sp1024", choices=("sp1024", "bytes"), help="sp1024 tokens or raw UTF-8 bytes"
+        "--variant",
+        default="sp1024",
+        choices=("sp1024", "sp8192", "bytes"),
+        help="sp1024 or sp8192 tokens (tokenizer trained on the corpus) or raw UTF-8 bytes",
     )
     by = dsub.add_parser("bytes", help="write the byte variant (tokens 0-255) of a SentencePiece dataset")
     by.add_argument("source", help="folder holding fineweb_{train,val}_*.bin")
     by.add_argument("--tokenizer", required=True, help="the SentencePiece .model that made the source")
     by.add_argument("--dest", required=True, help="new or empty folder for the byte shards")
     dl = dsub.add_parser("download", help="download the challenge's cached FineWeb shards from the HF hub")
-    dl.add_argument("--variant", default="sp1024")
+    dl.add_argument("--variant", default="sp1024", help="sp<VOCAB> or byte260, e.g. sp1024, sp8192")
     dl.add_argument("--train-shards", type=int, default=80)
     dl.add_argument("--dest", default="data")
     d.set_defaults(func=_cmd_data)
@@ -239,6 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--tokenizer-path", default=None)
     rs.add_argument("--device", default="cpu", help="cpu or cuda")
     rs.set_defaults(func=_cmd_rescore)
+    im = sub.add_parser(
+        "import", help="convert an upstream final_model*.pt/.ptz to an artifact (no pickle code runs)"
+    )
+    im.add_argument("source", help="upstream final_model.pt or final_model.int8.ptz")
+    im.add_argument("--submission", required=True, help="the submission whose model the weights fit")
+    im.add_argument("-o", "--output", required=True, help="the .pgolf artifact to write (must not exist)")
+    im.add_argument(
+        "--harness-numerics",
+        action="store_true",
+        help="score with fp32 RoPE tables and embedding instead of upstream's bf16 (upstream_numerics off)",
+    )
+    im.set_defaults(func=_cmd_import)
     lb = sub.add_parser(
         "leaderboard", help="regenerate leaderboard/ from the runs (or render an upstream records folder)"
     )
@@ -257,6 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("b")
     cp.add_argument("--records", default=None, help="compare entries of an upstream records/ folder")
     cp.set_defaults(func=_cmd_compare)
+
+    pk = sub.add_parser("package", help="write the record folder upstream expects from one run per seed")
+    pk.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="submissions/<name>/runs/<run_id>, one per seed"
+    )
+    pk.add_argument("--out", required=True, help="records folder to write <track>/<date>_<Name>/ into")
+    pk.add_argument("--allow-smoke", action="store_true", help="also package smoke-protocol (CPU) runs")
+    pk.set_defaults(func=_cmd_package)
 
     vf = sub.add_parser("verify", help="re-check a run from its files alone, in a fresh process")
     vf.add_argument("run_dir")
@@ -297,9 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except PgolfError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (PgolfError, OSError, KeyboardInterrupt) as exc:  # disk full, read-only --out, Ctrl-C
+        from harness.pipeline.distributed import already_reported
+        from harness.pipeline.failure import report_failure
+
+        return report_failure(exc, already_reported(exc))
 
 
 if __name__ == "__main__":

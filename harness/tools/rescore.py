@@ -15,7 +15,8 @@ import torch
 
 from harness.api.errors import ArtifactError
 from harness.pipeline.artifact import config_from_json, load_state_dict
-from harness.pipeline.bpb import build_byte_luts
+from harness.pipeline.bpb import build_byte_luts, tokenizer_sha256
+from harness.pipeline.data_binding import check_data_binding
 from harness.pipeline.eval import evaluate_sliding, evaluate_standard
 from harness.pipeline.plugin_manager import PluginManager, full_manager
 from harness.pipeline.shards import load_validation_tokens
@@ -48,16 +49,20 @@ def rescore(
     val_max_tokens: int = 0,
     device: str = "cpu",
     autocast_dtype: torch.dtype | None = torch.bfloat16,
+    check_binding: bool = False,
 ) -> dict[str, float]:
     """Standard and (if ``0 < stride < seq_len``) sliding-window BPB of an artifact file.
 
     Use the same ``seq_len``, dataset, ``val_max_tokens``, device and dtype as the run to
-    reproduce its ``final_*`` lines.
+    reproduce its ``final_*`` lines. ``check_binding`` refuses a tokenizer that did not make the
+    shards, as a run does (`harness.pipeline.data_binding`; `pgolf rescore` sets it).
     """
     model, manifest = model_from_artifact(artifact)
     dev = torch.device(device)
     model = model.to(dev).eval()
     luts = build_byte_luts(tokenizer_path, int(manifest["extras"]["vocab_size"]))
+    if check_binding:
+        check_data_binding(data_path, tokenizer_path, tokenizer_sha256(tokenizer_path), luts.vocab_size)
     val = load_validation_tokens(data_path, seq_len, luts.vocab_size, max_targets=val_max_tokens)
     common = dict(device=dev, autocast_dtype=autocast_dtype)
     std = evaluate_standard(model, val, luts, seq_len=seq_len, batch_seqs=batch_seqs, **common)

@@ -16,7 +16,8 @@ Summary schema (the keys upstream's multi-seed records use, e.g.
 ``records/track_10min_16mb/2026-03-31_ParallelResiduals_MiniDepthRecurrence``)::
 
     name, author, github_id, date, track, blurb   from the first seed's run
-    val_bpb        mean of the runs' val_bpb (the headline score of each run)
+    val_bpb        mean of the runs' val_bpb (the headline score of each run), summed in decimal
+                   as the leaderboard's importer averages log values (runlogs.decimal_mean)
     val_bpb_std    sample standard deviation (n - 1) of val_bpb; null with one seed
     val_loss       mean of the runs' val_loss (nats per token)
     val_loss_std   sample standard deviation (n - 1) of val_loss; null with one seed
@@ -46,8 +47,9 @@ from typing import Any
 from harness.api.config import parse_set_args
 from harness.api.errors import ConfigError
 from harness.api.fileio import write_atomic
+from harness.leaderboard.runlogs import decimal_mean
 from harness.pipeline.flags import RunFlags
-from harness.pipeline.setup import new_run_id
+from harness.pipeline.setup import check_run_id, new_run_id
 from harness.tools.cli import run_command
 
 SUMMARY_KEYS_FROM_FIRST = ("name", "author", "github_id", "date", "track", "blurb")
@@ -88,9 +90,9 @@ def summarize(records: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
     losses = [float(rec["val_loss"]) for _, rec in records]
     out: dict[str, Any] = {key: first.get(key) for key in SUMMARY_KEYS_FROM_FIRST}
     out.update(
-        val_bpb=statistics.fmean(bpbs),
+        val_bpb=decimal_mean(bpbs),
         val_bpb_std=_std(bpbs),
-        val_loss=statistics.fmean(losses),
+        val_loss=decimal_mean(losses),
         val_loss_std=_std(losses),
         seeds=[seed for seed, _ in records],
         seed_results={
@@ -154,7 +156,7 @@ def run_seeds(args: argparse.Namespace) -> int:
     if not submission.exists():
         raise ConfigError(f"submission {submission} does not exist")
     folder = submission.resolve() if submission.is_dir() else submission.resolve().parent
-    base = args.run_id or os.environ.get("RUN_ID") or new_run_id()
+    base = check_run_id(args.run_id or os.environ.get("RUN_ID") or new_run_id(), "--seeds run id")
     runs = folder / "runs"
     summary_dir = runs / f"{base}_summary"
     taken = [runs / seed_run_id(base, s) for s in seeds] + [summary_dir]

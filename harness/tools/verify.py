@@ -15,12 +15,20 @@ code. This module automates that review:
 5. the shipped bundle runs in a fresh interpreter, in an empty temporary folder, in
    eval-only mode on the same validation tokens (every scoring setting from the run's
    ``config.json`` passed explicitly with ``--set``, so no CPU profile or environment
-   variable can change them);
-6. its scores equal the claimed ones within ``BPB_TOLERANCE`` (same device and dtype);
-7. the re-run shipped the same artifact and bundle bytes.
+   variable can change them), and resolves the run's own config: the bundle records the
+   run's ``--set`` and environment overrides (``model.*`` included) and applies them;
+6. its scores equal the claimed ones within ``BPB_TOLERANCE`` (same device and dtype), as the
+   ``rerun_*`` checks: the bundle is submission code, so this shows reproducibility, not truth;
+7. the re-run shipped the same artifact and bundle bytes;
+8. the trusted scores (pgolf issue 11, `harness.tools.trusted_check`): the artifact scored in a
+   fresh process that runs no submission code, rebuilt from installed plugins only and audited
+   for the files it reads; the ``val_bpb``, ``roundtrip_val_bpb``, ``sliding_val_bpb``,
+   ``val_tokens`` and ``val_bytes`` checks compare the claims with these.
 
-Nothing in the run folder is written. Exit codes for the CLI (`verify_main`): 0 every check
-passed, 1 a check failed, and a `ConfigError` (status 2) when the folder is not a run folder.
+Nothing in the run folder is written. Every check's detail is one line with long values cut
+(their length and sha256 kept), so a failure prints a few lines whatever the re-run printed.
+Exit codes for the CLI (`verify_main`): 0 every check passed, 1 a check failed, and a
+`ConfigError` (status 2) when the folder is not a run folder.
 
 Longer than 400 lines because it is one command (``pgolf verify``) whose checks above read the
 same run folder and fill one report; split apart, a reviewer would have to read several modules
@@ -29,9 +37,11 @@ to know what a passing verify means.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +58,7 @@ from harness.api.errors import ConfigError, PgolfError
 from harness.pipeline.artifact import config_from_json, verify_payload
 from harness.pipeline.budget import BYTE_LIMIT
 from harness.pipeline.shards import file_sha256
+from harness.tools.trusted_check import check_trusted_scores
 
 BPB_TOLERANCE = 1e-6
 """Largest accepted |claimed - re-measured| BPB (the issue's bound, same device and dtype)."""
@@ -76,6 +87,16 @@ _SCORING_KEYS: tuple[str, ...] = (
     "train.train_seq_len",
     "train.grad_accum_steps",
     "train.seed",
+)
+# Fields verify sets on the re-run itself (or that say how a run is operated), not compared.
+_SET_BY_VERIFY = frozenset(
+    {
+        "train.load_model_path",
+        "data.data_path",
+        "data.tokenizer_path",
+        "train.checkpoint_every_minutes",
+        "train.stop_after_step",
+    }
 )
 # Launcher variables that would turn the re-run into a distributed rank or rename it.
 _DROPPED_ENV = (
@@ -121,9 +142,31 @@ class VerifyReport:
         return [c for c in self.checks if not c.ok]
 
     def add(self, name: str, ok: bool, detail: str) -> bool:
-        """Record a check; returns its verdict so callers can stop early."""
-        self.checks.append(Check(name, bool(ok), detail))
+        """Record a check (its detail cut short by `clip_detail`); returns its verdict so callers
+        can stop early."""
+        self.checks.append(Check(name, bool(ok), clip_detail(detail)))
         return bool(ok)
+
+
+MAX_VALUE_CHARS = 120
+"""A longer run of non-blank characters in a check's detail (a one-line bundle echoed in a
+traceback, a config value) is cut to its start, its length and its sha256."""
+_LONG_VALUE = re.compile(r"\S{" + str(MAX_VALUE_CHARS + 1) + ",}")
+MAX_DETAIL_CHARS = 1200
+"""A check's detail is cut at this length, with the length and sha256 of the whole."""
+
+
+def _cut(text: str, keep: int) -> str:
+    digest = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
+    return f"{text[:keep]}...[{len(text):,} chars, sha256 {digest}]"
+
+
+def clip_detail(detail: str) -> str:
+    """``detail`` on one line, long values cut (`MAX_VALUE_CHARS`, `MAX_DETAIL_CHARS`), so a
+    failed check prints a few lines at most whatever the re-run printed."""
+    one_line = " | ".join(part for part in detail.splitlines() if part.strip()) or detail
+    short = _LONG_VALUE.sub(lambda m: _cut(m.group(0), 48), one_line)
+    return short if len(short) <= MAX_DETAIL_CHARS else _cut(short, MAX_DETAIL_CHARS - 60)
 
 
 # ---------------------------------------------------------------- entry points
@@ -193,6 +236,7 @@ def _verify_record(
         )
         return
     _rerun_and_compare(report, record, code, artifact, sets, python, timeout_s)
+    check_trusted_scores(report, run_dir, record, artifact, python, timeout_s)
 
 
 # ---------------------------------------------------------------- checks on the files
@@ -348,7 +392,11 @@ def _scoring_sets(report: VerifyReport, path: Path) -> list[str] | None:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
         values = {key: _lookup(config, key) for key in _SCORING_KEYS}
-        values.update({f"eval.{k}": v for k, v in config["eval"].items()})
+        for k, v in config["eval"].items():
+            if isinstance(v, dict):  # a component (eval.adapter): the bundle builds it, its fields are pinned
+                values.update({f"eval.{k}.{f}": fv for f, fv in v.items() if f != "_class"})
+            else:
+                values[f"eval.{k}"] = v
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         report.add(
             "config_json", False, f"{path}: cannot read the scoring settings ({type(exc).__name__}: {exc})"
@@ -401,9 +449,10 @@ def _rerun_and_compare(
         for item in sets:
             argv += ["--set", item]
         rerun = _launch(report, argv, work, timeout_s)
+        out_dir = work / "runs" / run_id
+        _compare_configs(report, code.parent / "config.json", out_dir / "config.json")
         if rerun is None:
             return
-        out_dir = work / "runs" / run_id
         fresh = _read_rerun(report, out_dir / "submission.json")
         if fresh is None:
             return
@@ -439,6 +488,37 @@ def _launch(
     return proc
 
 
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+
+
+def _compare_configs(report: VerifyReport, original: Path, rerun: Path) -> None:
+    """(5b) the shipped bundle, run alone, resolved the run's own config (``--set`` and
+    environment overrides included: the bundle records them); what verify sets itself aside."""
+    if not rerun.is_file():
+        return  # the re-run stopped before writing one; the rerun check says why
+    try:
+        old, new = (_flat(json.loads(p.read_text(encoding="utf-8"))) for p in (original, rerun))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        report.add("rerun_config", False, f"cannot compare config.json with the re-run's ({exc})")
+        return
+    differ = [
+        f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}"
+        for key in sorted(set(old) | set(new))
+        if key not in _SET_BY_VERIFY and old.get(key, "<absent>") != new.get(key, "<absent>")
+    ]
+    report.add(
+        "rerun_config",
+        not differ,
+        "the shipped train_gpt.py resolved the run's config.json"
+        if not differ
+        else f"the shipped train_gpt.py resolves another config than config.json ({len(differ)} fields; "
+        f"a bundle from before overrides were recorded?): {'; '.join(differ[:5])}",
+    )
+
+
 def _read_rerun(report: VerifyReport, path: Path) -> dict[str, Any] | None:
     try:
         fresh = json.loads(path.read_text(encoding="utf-8"))
@@ -462,7 +542,7 @@ def _compare_scores(report: VerifyReport, record: dict[str, Any], fresh: dict[st
         claimed, measured = record[key], fresh.get(key)
         ok = _close(claimed, measured)
         report.add(
-            key,
+            f"rerun_{key}",
             ok,
             f"submission.json {key}: claimed {claimed!r}, re-measured {measured!r} "
             f"(tolerance {BPB_TOLERANCE:g}){'' if ok else where}",
@@ -470,7 +550,9 @@ def _compare_scores(report: VerifyReport, record: dict[str, Any], fresh: dict[st
     for key in COUNT_KEYS:
         claimed, measured = record[key], fresh.get(key)
         report.add(
-            key, claimed == measured, f"submission.json {key}: claimed {claimed!r}, re-measured {measured!r}"
+            f"rerun_{key}",
+            claimed == measured,
+            f"submission.json {key}: claimed {claimed!r}, re-measured {measured!r}",
         )
     for key in FINGERPRINT_KEYS:
         if key in record:

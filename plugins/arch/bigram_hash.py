@@ -15,8 +15,9 @@ orthogonal init pass to overwrite it; with both the table and the proj at zero n
 would ever get a gradient (docs/techniques.md §13 row 7). Here the module draws ``proj``
 orthogonal (gain 1) itself, so the component is alive even without
 ``GPTConfig.orthogonal_init``; with it, the model re-draws it anyway (and T1's
-``orthogonal_proj_scale`` scales it by 1/sqrt(2L)). When dim == model_dim there is no proj,
-as upstream.
+``orthogonal_proj_scale`` scales it by 1/sqrt(2L)). That own draw is taken from a forked
+generator, so the global one advances exactly as upstream's constructor advances it (init
+parity with T1 at the same seed, issue 16). When dim == model_dim there is no proj, as upstream.
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ class BigramHash(nn.Module):
         nn.init.zeros_(self.embed.weight)
         self.proj = nn.Linear(dim, model_dim, bias=False) if dim != model_dim else None
         if self.proj is not None:
-            nn.init.orthogonal_(self.proj.weight, gain=1.0)
+            # Upstream's constructor draws only the Linear's own init (then zeroes it): the
+            # orthogonal draw must not move the generator the rest of the model draws from.
+            with torch.random.fork_rng(devices=[]):
+                nn.init.orthogonal_(self.proj.weight, gain=1.0)
         self.scale = nn.Parameter(torch.tensor(scale_init, dtype=torch.float32))
 
     def forward(self, ids: Tensor) -> Tensor:

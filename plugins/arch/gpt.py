@@ -20,7 +20,9 @@ residuals, QK temperature; docs/techniques.md). This module never imports them: 
 module's ``slot`` name and calls at the extension points that its class defines (listed,
 in the order they fire, in `harness.api.protocols.ArchComponent`: ``attach``,
 ``layer_plan``, ``on_embed``, ``on_post_embed``, ``on_recycle``, ``on_value``, ``on_qk``,
-``on_attn_out``, ``describe``). They are looked up on the component's class, so a child
+``on_attn_out``, ``on_skip``, ``describe``; and ``on_train_progress`` before each
+training step, for a late switch between the plain route through the blocks and the
+planned one). They are looked up on the component's class, so a child
 module named ``on_embed`` is no extension point. At every point components run in
 ``COMPONENT_ORDER`` (by slot), whatever order the config lists them in. The MLP's
 nonlinearity is a built-in name or an ``activation`` plugin's Config (``mlp_activation``).
@@ -32,10 +34,11 @@ failure K/V heads are expanded with ``repeat_interleave``. ``model.attention_bac
 which path runs.
 
 Deliberate differences from upstream code: RoPE tables are fp32 (upstream rounds
-``inv_freq`` to bf16 in the baseline); P1573's hard-coded ``train_seq_len=1024`` NTK rescale
-is an explicit option (``rope_train_seq_len``), off by default; ``orthogonal_init`` never
-redraws Linears flagged zero-init (upstream: same rule) and the gated-attention gate is
-flagged, so it stays zero even with 64+ heads.
+``inv_freq`` to bf16 in the baseline; the ``upstream_numerics`` component restores that and
+the bf16 embedding, for scoring imported upstream weights as upstream does); P1573's hard-coded
+``train_seq_len=1024`` NTK rescale is an explicit option (``rope_train_seq_len``), off by
+default; ``orthogonal_init`` never redraws Linears flagged zero-init (upstream: same rule)
+and the gated-attention gate is flagged, so it stays zero even with 64+ heads.
 
 Parameter names follow upstream (``tok_emb.weight``, ``blocks.{i}.attn.c_q.weight``, ...,
 ``skip_weights``) so the shared control-tensor patterns route and keep the same tensors.
@@ -252,12 +255,18 @@ class CastedLinear(nn.Linear):
         return F.linear(x, self.weight.to(x.dtype))
 
 
-def rotary_tables(seq_len: int, rot_dims: int, base: float, device: torch.device) -> tuple[Tensor, Tensor]:
-    """cos/sin tables (1, 1, T, rot_dims/2) in fp32 for half-split RoPE over ``rot_dims`` dims."""
-    # fp32 throughout: upstream's .bfloat16() also cast its inv_freq buffer, so its
-    # positions above 256 were rounded; docs/techniques.md §2.3 specifies fp32 tables.
+def rotary_tables(
+    seq_len: int, rot_dims: int, base: float, device: torch.device, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
+    """cos/sin tables (1, 1, T, rot_dims/2) for half-split RoPE over ``rot_dims`` dims.
+
+    fp32 by default (docs/techniques.md §2.3). ``dtype=torch.bfloat16`` reproduces upstream's
+    baseline, whose ``.bfloat16()`` also cast its inv_freq buffer: frequencies, positions and
+    the tables are then bf16, so positions above 256 are rounded.
+    """
     inv_freq = 1.0 / (base ** (torch.arange(0, rot_dims, 2, dtype=torch.float32, device=device) / rot_dims))
-    freqs = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
+    inv_freq = inv_freq.to(dtype)
+    freqs = torch.outer(torch.arange(seq_len, dtype=dtype, device=device), inv_freq)
     return freqs.cos()[None, None], freqs.sin()[None, None]
 
 
@@ -401,15 +410,24 @@ class GPT(nn.Module):
         self.vocab_size = vocab_size
         self.num_encoder_layers = cfg.num_layers // 2
         self.num_decoder_layers = cfg.num_layers - self.num_encoder_layers
+        # Random draws in upstream's order (init parity, issue 16): the embedding's own N(0, 1)
+        # init, the add-on modules' constructors (T1 builds bigram and smear before its blocks),
+        # the blocks, the head, and only then the tied embedding's normal init, as upstream's
+        # _init_weights. The components register after the blocks (the parameter order that
+        # optimizer state and checkpoints index by is unchanged); the orthogonal pass visits
+        # them first, where upstream's named_modules() meets them.
         self.tok_emb = nn.Embedding(vocab_size, cfg.model_dim)
-        if cfg.tie_embeddings:
-            nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
+        # The upstream_numerics component sets bf16 RoPE tables and fp32 logits (upstream casts
+        # its softcapped logits to fp32 before the loss).
+        self.rope_dtype, self.logits_fp32 = torch.float32, False
+        built = self._build_components(cfg, vocab_size)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
-        num_skips = min(self.num_encoder_layers, self.num_decoder_layers)
-        self.skip_weights = nn.Parameter(torch.ones(num_skips, cfg.model_dim, dtype=torch.float32))
         # Upstream zero-inits an untied head too.
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(cfg.model_dim, vocab_size, zero_init=True)
-        self._attach_components(cfg, vocab_size)
+        if cfg.tie_embeddings:
+            nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
+        # skip_weights (sized by the layer plan) is created in there, before any component attaches.
+        self._attach_components(cfg, built)
         if cfg.orthogonal_init:
             self._orthogonal_init()
         self.attention_backend = ""
@@ -418,10 +436,16 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ build
 
-    def _attach_components(self, cfg: GPTConfig, vocab_size: int) -> None:
+    @staticmethod
+    def _build_components(cfg: GPTConfig, vocab_size: int) -> list[Any]:
+        """The components' modules, built in COMPONENT_ORDER (not yet registered)."""
         built = [c.build(cfg, vocab_size) for c in cfg.components]
         rank = {slot: i for i, slot in enumerate(COMPONENT_ORDER)}
         built.sort(key=lambda c: rank.get(getattr(c, "slot", ""), len(rank)))  # stable for unknown slots
+        return built
+
+    def _attach_components(self, cfg: GPTConfig, built: list[Any]) -> None:
+        self._plan_layers(cfg, built)
         for comp in built:
             slot = getattr(comp, "slot", None)
             if not isinstance(comp, nn.Module) or not isinstance(slot, str) or not slot.isidentifier():
@@ -436,20 +460,65 @@ class GPT(nn.Module):
         self._components = tuple(built)
         self._on_embed = tuple(c for c in built if _defines(c, "on_embed"))
         self._on_post_embed = tuple(c for c in built if _defines(c, "on_post_embed"))
+        self._on_progress = tuple(c for c in built if _defines(c, "on_train_progress"))
+        self._on_skip = tuple(c for c in built if _defines(c, "on_skip"))
+        if len(self._on_skip) > 1:
+            raise ConfigError(
+                f"gpt.components: only one may merge skips, got {[type(c).__name__ for c in self._on_skip]}"
+            )
         for block in self.blocks:
             block.attn.value_hooks = tuple(c for c in built if _defines(c, "on_value"))
             block.attn.qk_hooks = tuple(c for c in built if _defines(c, "on_qk"))
             block.attn.out_hooks = tuple(c for c in built if _defines(c, "on_attn_out"))
+
+    def _plan_layers(self, cfg: GPTConfig, built: list[Any]) -> None:
+        """The two routes through the blocks (before and after a planner's late switch) and
+        ``skip_weights``, one per U-Net skip of the route with the most."""
         planners = [c for c in built if _defines(c, "layer_plan")]
         if len(planners) > 1:
             raise ConfigError(
                 f"gpt.components: only one may plan layers, got {[type(c).__name__ for c in planners]}"
             )
         self._planners = tuple(planners)  # a tuple, so the module is not registered twice
-        self.recycled_layers = (
-            self._recycled_from_plan(planners[0].layer_plan(cfg.num_layers)) if planners else ()
+        L, enc = cfg.num_layers, self.num_encoder_layers
+        self._route_off = tuple((i, "enc" if i < enc else "dec", -1) for i in range(L))
+        self._route_on = self._route_off
+        if planners:
+            plan = tuple(planners[0].layer_plan(L))
+            over_plan = bool(getattr(planners[0], "unet_over_plan", False))
+            self._route_on = self._route_over_plan(plan) if over_plan else self._route_around(plan)
+        self.recycled_layers = tuple(layer for layer, _, k in self._route_on if k >= 0)
+        self.effective_depth = len(self._route_on)
+        num_skips = max(
+            min(sum(r == "enc" for _, r, _ in route), sum(r == "dec" for _, r, _ in route))
+            for route in (self._route_off, self._route_on)
         )
-        self.effective_depth = cfg.num_layers + len(self.recycled_layers)
+        self.skip_weights = nn.Parameter(torch.ones(num_skips, cfg.model_dim, dtype=torch.float32))
+
+    def _route_around(self, plan: tuple[int, ...]) -> tuple[tuple[int, str, int], ...]:
+        """P1573 layout: physical encoder (pushing skips), recycled passes (neither pushing
+        nor popping), physical decoder (popping)."""
+        enc = self.num_encoder_layers
+        middle = self._recycled_from_plan(plan)
+        mid = tuple((layer, "mid", k) for k, layer in enumerate(middle))
+        return self._route_off[:enc] + mid + self._route_off[enc:]
+
+    def _route_over_plan(self, plan: tuple[int, ...]) -> tuple[tuple[int, str, int], ...]:
+        """P1394/P1493 layout: the U-Net spans the virtual order, its first half pushing skips
+        and the rest popping them; a block's second and later passes are the recycled ones."""
+        L = self.cfg.num_layers
+        if any(not isinstance(i, int) or not 0 <= i < L for i in plan) or set(plan) != set(range(L)):
+            raise ConfigError(f"gpt: layer plan {list(plan)} must use every layer 0..{L - 1} and no other")
+        half, seen, route, k = len(plan) // 2, set(), [], 0
+        for pos, layer in enumerate(plan):
+            role = "enc" if pos < half else "dec"
+            if layer in seen:
+                route.append((layer, role, k))
+                k += 1
+            else:
+                route.append((layer, role, -1))
+                seen.add(layer)
+        return tuple(route)
 
     def _recycled_from_plan(self, plan: tuple[int, ...]) -> tuple[int, ...]:
         """The recycled passes of a virtual layer order; the encoder prefix and decoder suffix are fixed."""
@@ -468,7 +537,10 @@ class GPT(nn.Module):
     def _orthogonal_init(self) -> None:
         """T1/P1573 init pass: orthogonal (gain 1) for non-zero-flagged Linears with both dims >= 64."""
         proj_scale = 1.0 / math.sqrt(2 * self.cfg.num_layers) if self.cfg.orthogonal_proj_scale else None
-        for name, module in self.named_modules():
+        slots = {comp.slot for comp in self._components}
+        # Component modules first (T1 registers bigram before its blocks, so its draws come first).
+        ordered = sorted(self.named_modules(), key=lambda item: item[0].split(".")[0] not in slots)
+        for name, module in ordered:
             if not isinstance(module, nn.Linear):
                 continue
             if getattr(module, "_zero_init", False):  # checked first, as upstream
@@ -514,7 +586,7 @@ class GPT(nn.Module):
     def rotary(self, seq_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """cos/sin tables for a length-``seq_len`` forward (partial and NTK-scaled as configured)."""
         rot = self.cfg.rope_dims or self.cfg.model_dim // self.cfg.num_heads
-        return rotary_tables(seq_len, rot, rope_base_for(self.cfg, seq_len), device)
+        return rotary_tables(seq_len, rot, rope_base_for(self.cfg, seq_len), device, self.rope_dtype)
 
     def hidden(self, input_ids: Tensor) -> Tensor:
         """(B, T) token ids -> (B, T, d) hidden states after the final RMSNorm."""
@@ -528,18 +600,21 @@ class GPT(nn.Module):
         cos, sin = self.rotary(input_ids.size(1), input_ids.device)
         state = {"ids": input_ids, "host": self} if self._components else None
         skips: list[Tensor] = []
-        for block in self.blocks[: self.num_encoder_layers]:
-            x = block(x, x0, cos, sin, state)
-            skips.append(x)
-        # Recycled passes reuse a block's weights and neither push nor pop U-Net skips.
-        for k, layer in enumerate(self.recycled_layers):
-            x = self._planners[0].on_recycle(x, k)
-            x = self.blocks[layer](x, x0, cos, sin, state, recycled=True)
-        # Decoder i pops the most recent encoder output: the last encoder feeds the first decoder.
-        for i, block in enumerate(self.blocks[self.num_encoder_layers :]):
-            if skips:
-                x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
-            x = block(x, x0, cos, sin, state)
+        # A Python bool, so torch.compile guards on it: one graph per route, both primed.
+        late_on = bool(self._planners) and bool(getattr(self._planners[0], "active", True))
+        i = 0
+        for layer, role, k in self._route_on if late_on else self._route_off:
+            if k >= 0:  # a recycled pass: the block's weights again
+                x = self._planners[0].on_recycle(x, k)
+            if role == "dec":
+                # Decoder i pops the most recent encoder output: the last encoder feeds the first decoder.
+                if skips:
+                    skip = self.skip_weights[i].to(x.dtype) * skips.pop()
+                    x = self._on_skip[0].on_skip(x, skip, i) if self._on_skip else x + skip
+                i += 1
+            x = self.blocks[layer](x, x0, cos, sin, state, recycled=k >= 0)
+            if role == "enc":
+                skips.append(x)
         return _rms_norm(x)
 
     def logits(self, hidden: Tensor) -> Tensor:
@@ -547,11 +622,26 @@ class GPT(nn.Module):
         weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
         z = F.linear(hidden, weight.to(hidden.dtype))
         cap = self.cfg.logit_softcap
-        return cap * torch.tanh(z / cap)
+        out = cap * torch.tanh(z / cap)
+        return out.float() if self.logits_fp32 else out
 
     def forward(self, input_ids: Tensor) -> Tensor:
         """(B, T) token ids -> (B, T, V) softcapped logits; equals ``logits(hidden(ids))``."""
         return self.logits(self.hidden(input_ids))
+
+    def on_train_progress(
+        self, step: int, elapsed_ms: float, *, iterations: int, max_wallclock_ms: float
+    ) -> list[str]:
+        """`harness.api.protocols.TrainingProgress`: pass the training clock to the components
+        with a late switch; their log lines for what changed."""
+        lines: list[str] = []
+        for comp in self._on_progress:
+            lines.extend(
+                comp.on_train_progress(
+                    step, elapsed_ms, iterations=iterations, max_wallclock_ms=max_wallclock_ms
+                )
+            )
+        return lines
 
     # ------------------------------------------------------------------ reporting
 

@@ -7,9 +7,15 @@ five steps of the quintic Newton-Schulz iteration with coefficients (3.4445, -4.
 warm-up and the distributed work split follow the upstream naive baseline ``train_gpt.py``
 of openai/parameter-golf (spec: docs/techniques.md §4.1, source B); decoupled weight decay on the
 Muon matrices, AdamW for the token and scalar groups and name-pattern routing are the later
-records' options (off by default). ``t1_optimizer()`` and ``p1573_optimizer()`` return the
-settings of the T1 record (thwu1, 10L Int5-MLP, 2026-03-20) and of PR #1573 (12L
-RecycledCore); their routing reproduces each script's hand-built parameter lists.
+records' options (off by default). ``t1_optimizer()``, ``p1573_optimizer()`` and
+``p1493_optimizer()`` return the settings of the T1 record (thwu1, 10L Int5-MLP, 2026-03-20),
+of PR #1573 (12L RecycledCore) and of PR #1493 (2026-04-09 SP8192 3-layer recurrence); their
+routing reproduces each script's hand-built parameter lists.
+
+MuonEq-R (``row_normalize=True``; PR #1394, as PR #1493 runs it with MUON_ROW_NORMALIZE=1):
+each row of the Nesterov update is divided by its L2 norm (floored at 1e-7, in fp32) before
+Newton-Schulz, so every output unit enters the orthogonalisation with equal weight and the
+update no longer depends on how the gradient's rows are scaled.
 
 Deliberate differences from upstream:
 * P1573 keeps its block matrices in four layer-stacked "banks" and runs a reduce-scatter /
@@ -82,6 +88,12 @@ class MuonConfig:
     adam_weight_decay: float = 0.0
     """Decoupled weight decay of the token and scalar groups: 0 uses torch.optim.Adam, > 0
     AdamW (p *= 1 - lr*wd, scheduled lr). An untied lm_head always stays on Adam."""
+    embed_weight_decay: float | None = None
+    """Weight decay of the token group alone (P1493 EMBED_WD 0.085, its scalars ADAM_WD 0.02);
+    None = adam_weight_decay."""
+    row_normalize: bool = False
+    """MuonEq-R: divide each row of the Nesterov update by its L2 norm before Newton-Schulz
+    (P1493 MUON_ROW_NORMALIZE)."""
     beta1: float = 0.9
     """Adam beta1."""
     beta2: float = 0.95
@@ -122,6 +134,10 @@ def _validate(cfg: MuonConfig) -> None:
     ):
         if not getattr(cfg, name) >= 0:
             raise ConfigError(f"muon.{name}: expected >= 0, got {getattr(cfg, name)!r}")
+    if cfg.embed_weight_decay is not None and not cfg.embed_weight_decay >= 0:
+        raise ConfigError(f"muon.embed_weight_decay: expected None or >= 0, got {cfg.embed_weight_decay!r}")
+    if not isinstance(cfg.row_normalize, bool):
+        raise ConfigError(f"muon.row_normalize: expected true or false, got {cfg.row_normalize!r}")
     for name in ("momentum", "momentum_warmup_start", "beta1", "beta2"):
         if not 0 <= getattr(cfg, name) < 1:
             raise ConfigError(f"muon.{name}: expected a value in [0, 1), got {getattr(cfg, name)!r}")
@@ -153,6 +169,13 @@ def newton_schulz5(g: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
     return x.T if transposed else x
 
 
+def row_normalized(u: Tensor, eps: float = 1e-7) -> Tensor:
+    """MuonEq-R's equilibration: every row of ``u`` scaled to unit L2 norm (norms in fp32,
+    floored at ``eps`` so an all-zero row stays zero), in ``u``'s dtype."""
+    norms = u.float().norm(dim=-1, keepdim=True).clamp_min(eps)
+    return u / norms.to(u.dtype)
+
+
 def momentum_at(step: int, cfg: MuonConfig) -> float:
     """Muon momentum for the 1-based optimizer ``step``.
 
@@ -176,6 +199,7 @@ class Muon(torch.optim.Optimizer):
         backend_steps: int,
         nesterov: bool = True,
         weight_decay: float = 0.0,
+        row_normalize: bool = False,
     ) -> None:
         for p in params:
             if p.ndim != 2:
@@ -186,6 +210,7 @@ class Muon(torch.optim.Optimizer):
             backend_steps=backend_steps,
             nesterov=nesterov,
             weight_decay=weight_decay,
+            row_normalize=row_normalize,
         )
         super().__init__(params, defaults)
 
@@ -233,6 +258,8 @@ class Muon(torch.optim.Optimizer):
         mu = group["momentum"]
         buf.mul_(mu).add_(g)
         u = g.add(buf, alpha=mu) if group["nesterov"] else buf
+        if group.get("row_normalize", False):
+            u = row_normalized(u)
         o = newton_schulz5(u, steps=group["backend_steps"])
         # Keeps the per-entry update RMS comparable for tall matrices (Muon reference scaling).
         return o * max(1.0, p.size(0) / p.size(1)) ** 0.5
@@ -303,9 +330,10 @@ class MuonOptimizerSet:
             )
         tied = not groups["head"]
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self._add_adam("adam_tok", groups["tok"], cfg.tied_embed_lr if tied else cfg.embed_lr, decay=True)
+        tok_wd = cfg.adam_weight_decay if cfg.embed_weight_decay is None else cfg.embed_weight_decay
+        self._add_adam("adam_tok", groups["tok"], cfg.tied_embed_lr if tied else cfg.embed_lr, wd=tok_wd)
         # Upstream (T1, P1573) keeps an untied head on plain Adam even when the rest use AdamW.
-        self._add_adam("adam_head", groups["head"], cfg.head_lr, decay=False)
+        self._add_adam("adam_head", groups["head"], cfg.head_lr, wd=0.0)
         if groups["muon"]:
             self.optimizers["muon"] = Muon(
                 [p for _, p in groups["muon"]],
@@ -314,13 +342,12 @@ class MuonOptimizerSet:
                 backend_steps=cfg.backend_steps,
                 nesterov=cfg.nesterov,
                 weight_decay=cfg.weight_decay,
+                row_normalize=cfg.row_normalize,
             )
             self.optimizers["muon"].param_groups[0]["base_lr"] = cfg.matrix_lr
-        self._add_adam("adam_scalar", groups["scalar"], cfg.scalar_lr, decay=True)
+        self._add_adam("adam_scalar", groups["scalar"], cfg.scalar_lr, wd=cfg.adam_weight_decay)
 
-    def _add_adam(
-        self, name: str, members: list[tuple[str, nn.Parameter]], lr: float, *, decay: bool
-    ) -> None:
+    def _add_adam(self, name: str, members: list[tuple[str, nn.Parameter]], lr: float, *, wd: float) -> None:
         if not members:
             return
         params = [p for _, p in members]
@@ -330,10 +357,8 @@ class MuonOptimizerSet:
         if all(p.is_cuda for p in params):
             kwargs["fused"] = True
         group = {"params": params, "lr": lr, "base_lr": lr}
-        if decay and self.cfg.adam_weight_decay > 0:
-            self.optimizers[name] = torch.optim.AdamW(
-                [group], weight_decay=self.cfg.adam_weight_decay, **kwargs
-            )
+        if wd > 0:
+            self.optimizers[name] = torch.optim.AdamW([group], weight_decay=wd, **kwargs)
         else:
             self.optimizers[name] = torch.optim.Adam([group], **kwargs)
 
@@ -372,6 +397,8 @@ class MuonOptimizerSet:
             for group in opt.param_groups:
                 numel = sum(p.numel() for p in group["params"])
                 extra = f" momentum:{group['momentum']:.4f}" if name == "muon" else ""
+                if group.get("row_normalize", False):
+                    extra += " row_normalize:True"
                 if group.get("weight_decay", 0.0) > 0:
                     extra += f" weight_decay:{group['weight_decay']:g}"
                 lines.append(
@@ -427,6 +454,30 @@ def p1573_optimizer() -> MuonConfig:
         # Upstream appends these to the scalar list by hand; "recycle." keeps the RecycleModulation
         # a/b there whatever their shape.
         scalar_extra_patterns=("bigram.proj", "ve_shared.proj", "attn_gate", "recycle."),
+    )
+
+
+P1493_CONTROL_PATTERNS: tuple[str, ...] = (*BASELINE_CONTROL_PATTERNS, "skip_gates")
+
+
+def p1493_optimizer() -> MuonConfig:
+    """PR #1493 (2026-04-09 SP8192 3-layer recurrence, docs/techniques.md §4.1): MuonEq-R lr 0.022,
+    MUON_WD 0.095, 5 Newton-Schulz steps, momentum 0.92 -> 0.99 over 1500 steps, over the block
+    matrices; AdamW on the tied embedding (lr 0.03, EMBED_WD 0.085) and on the scalars, the
+    skip weights and the skip gates (lr 0.02, ADAM_WD 0.02); betas (0.9, 0.95), eps 1e-8."""
+    return MuonConfig(
+        matrix_lr=0.022,
+        scalar_lr=0.02,
+        tied_embed_lr=0.03,
+        momentum=0.99,
+        momentum_warmup_start=0.92,
+        momentum_warmup_steps=1500,
+        backend_steps=5,
+        weight_decay=0.095,
+        adam_weight_decay=0.02,
+        embed_weight_decay=0.085,
+        row_normalize=True,
+        control_patterns=P1493_CONTROL_PATTERNS,
     )
 
 

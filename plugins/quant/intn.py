@@ -35,14 +35,13 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.api.errors import ArtifactError, ConfigError
+from harness.api.errors import ConfigError
 from harness.api.hooks import hookimpl
 from harness.api.protocols import QTensor
 from harness.api.quantization import (
     INT8_CLIP_Q,
     clip_level,
-    decode_intn,
-    decode_passthrough,
+    decode_intn_or_passthrough,
     encode_intn,
     passthrough,
 )
@@ -150,7 +149,7 @@ class IntNQuantizer:
 
     def dequantize(self, tensors: dict[str, QTensor]) -> dict[str, torch.Tensor]:
         """Decode ``quantize``'s output back to each tensor's shape and dtype."""
-        return {name: _dequantize_one(name, qt) for name, qt in tensors.items()}
+        return {name: decode_intn_or_passthrough(name, qt, "intn") for name, qt in tensors.items()}
 
     def qat_bits(self, name: str, tensor: torch.Tensor) -> int | None:
         """The bit width ``quantize`` gives ``name``: bits, embed_bits, or None when kept as float."""
@@ -189,14 +188,6 @@ class IntNQuantizer:
             scale_floor=cfg.scale_floor,
             allow_extra_negative=cfg.allow_extra_negative,
         )
-
-
-def _dequantize_one(name: str, qt: QTensor) -> torch.Tensor:
-    if qt.kind == "passthrough":
-        return decode_passthrough(name, qt)
-    if qt.kind in ("intn", "intn_packed"):
-        return decode_intn(name, qt)
-    raise ArtifactError(f"intn quantizer cannot decode tensor {name}: unknown kind {qt.kind!r}")
 
 
 @hookimpl

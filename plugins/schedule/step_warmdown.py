@@ -25,6 +25,9 @@ class StepWarmdownConfig:
 
     warmdown_iters: int = 1200
     """Steps of the final linear decay to 0; 0 = constant LR."""
+    warmdown_frac: float = 0.0
+    """If > 0, the decay spans this fraction of iterations instead of
+    warmdown_iters steps (PR #1493 WARMDOWN_FRAC 0.72); 0 = warmdown_iters."""
     warmup_steps: int = 0
     """Steps of linear LR warm-up (the k-th step gets k/warmup_steps); 0 = none."""
 
@@ -33,6 +36,9 @@ class StepWarmdownConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"step_warmdown.{name}: expected an int >= 0, got {value!r}")
+        f = self.warmdown_frac
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1:
+            raise ConfigError(f"step_warmdown.warmdown_frac: expected a number in [0, 1], got {f!r}")
 
     def build(self) -> StepWarmdown:
         """The schedule callable."""
@@ -53,7 +59,12 @@ class StepWarmdown:
     def __call__(self, step: int, elapsed_ms: float, *, iterations: int, max_wallclock_ms: float) -> float:
         """LR multiplier for the next step, in [0, 1]; ``elapsed_ms`` and the cap are ignored."""
         decay = lr_multiplier(
-            step, 0.0, iterations=iterations, warmdown_iters=self.cfg.warmdown_iters, max_wallclock_ms=0.0
+            step,
+            0.0,
+            iterations=iterations,
+            warmdown_iters=self.cfg.warmdown_iters,
+            max_wallclock_ms=0.0,
+            warmdown_frac=self.cfg.warmdown_frac,
         )
         warm = _warmup(step, self.cfg.warmup_steps)
         return min(warm, decay)

@@ -30,6 +30,9 @@ class WallclockWarmdownConfig:
     warmdown_iters: int = 1200
     """Warmdown length in steps, turned into time with the mean step time (WARMDOWN_ITERS;
     B 1200, T1 3000, P1573 3500); 0 = constant LR."""
+    warmdown_frac: float = 0.0
+    """If > 0, the decay spans this fraction of the cap (of iterations without a cap) instead of
+    warmdown_iters steps (PR #1493 WARMDOWN_FRAC 0.72); 0 = warmdown_iters."""
     warmup_steps: int = 0
     """Steps of linear LR warm-up (the k-th step gets k/warmup_steps); 0 = none, as upstream."""
 
@@ -38,6 +41,9 @@ class WallclockWarmdownConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"wallclock_warmdown.{name}: expected an int >= 0, got {value!r}")
+        f = self.warmdown_frac
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1:
+            raise ConfigError(f"wallclock_warmdown.warmdown_frac: expected a number in [0, 1], got {f!r}")
 
     def build(self) -> WallclockWarmdown:
         """The schedule callable."""
@@ -63,6 +69,7 @@ class WallclockWarmdown:
             iterations=iterations,
             warmdown_iters=self.cfg.warmdown_iters,
             max_wallclock_ms=max_wallclock_ms,
+            warmdown_frac=self.cfg.warmdown_frac,
         )
         return min(_warmup(step, self.cfg.warmup_steps), decay)
 

@@ -123,3 +123,30 @@ def test_quantizer_compressor_pair_roundtrips_through_the_artifact(qname, cname,
     for key in state:
         assert torch.equal(loaded[key], direct[key]), key
         assert loaded[key].dtype == state[key].dtype and loaded[key].shape == state[key].shape
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("adapter"))
+def test_adapter_scores_every_target_once_and_only_after_its_chunk(name):
+    """Any adapter, in the harness's walk: every target scored once, chunk 0 scored by the
+    unadapted model, and the model changed afterwards only through its weights."""
+    from harness.pipeline.adaptation import evaluate_adaptive
+    from harness.pipeline.bpb import ByteLUTs
+    from harness.pipeline.eval import evaluate_sliding
+
+    luts = ByteLUTs(
+        base_bytes=torch.ones(VOCAB, dtype=torch.int32),
+        has_leading_space=torch.zeros(VOCAB, dtype=torch.bool),
+        is_boundary=torch.zeros(VOCAB, dtype=torch.bool),
+        vocab_size=VOCAB,
+    )
+    tokens = torch.randint(0, VOCAB, (97,), generator=torch.Generator().manual_seed(4))
+    walk = dict(window=16, stride=8, batch_seqs=4, device="cpu")
+    plain = evaluate_sliding(tiny_model(), tokens, luts, **walk)
+    model = tiny_model()
+    out = evaluate_adaptive(
+        model, REGISTRY.get("adapter", name).config_cls().build(), tokens, luts, chunk_tokens=32, **walk
+    )
+    assert (out.result.tokens, out.result.bytes) == (plain.tokens, plain.bytes) == (96, 96)
+    first = evaluate_sliding(tiny_model(), tokens[:33], luts, **walk)
+    assert out.chunks[0].loss_sum == pytest.approx(first.loss_sum, rel=1e-6)
+    assert [n for n, _ in model.named_parameters()] == [n for n, _ in tiny_model().named_parameters()]

@@ -53,7 +53,13 @@ def tiny_sets(name: str) -> list[str]:
 
 
 README = ROOT / "README.md"
-UPSTREAM_PARAMS = {"baseline": 17_059_912, "10L_int5mlp": 25_517_137, "12L_recycled": 29_406_940}
+# model_params of each record's logs (sp8192_recur_ttt: PR #1493's train_seed42/314/999.log).
+UPSTREAM_PARAMS = {
+    "baseline": 17_059_912,
+    "10L_int5mlp": 25_517_137,
+    "12L_recycled": 29_406_940,
+    "sp8192_recur_ttt": 35_944_536,
+}
 
 
 def _env():

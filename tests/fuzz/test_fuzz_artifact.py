@@ -282,7 +282,7 @@ def test_unmutated_artifacts_load(artifacts, registry):
         assert manifest["compressor"]["name"] in path.name
 
 
-@pytest.mark.parametrize("name", ["zlib", "zstd", "lzma", "ans"])
+@pytest.mark.parametrize("name", ["zlib", "zstd", "lzma", "ans", "brotli"])
 def test_decompression_bomb_is_bounded(name, registry, tmp_path):
     """A payload that inflates to 16-32 MiB under a manifest declaring a few KiB is refused
     without ever holding much more than the declared size."""

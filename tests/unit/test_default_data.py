@@ -213,6 +213,18 @@ def test_incomplete_folder_is_detected(built, tmp_path):
     assert not default_data.is_complete(copy)
 
 
+def test_cache_without_binding_fields_is_rebuilt(built, tmp_path):
+    """A cache written before manifests bound their tokenizer is not reused as is."""
+    copy = tmp_path / "old"
+    shutil.copytree(built[0].data_path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert manifest["tokenizer_sha256"] == file_sha256(copy / "tokenizer.model")
+    assert manifest["vocab_size"] == 1024
+    del manifest["tokenizer_sha256"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert not default_data.is_complete(copy)
+
+
 def test_build_is_deterministic(built, tmp_path):
     dataset, _ = built
     other = default_data.build_default_dataset(tmp_path / "second", progress=False)
@@ -225,12 +237,17 @@ def test_concurrent_builders_build_once(tmp_path, monkeypatch):
     monkeypatch.setenv("PGOLF_CACHE_DIR", str(tmp_path))
     builds = []
 
-    def slow_fake_build(dest, progress=True):
+    def slow_fake_build(dest, progress=True, vocab_size=1024):
         builds.append(dest)
         time.sleep(0.3)  # long enough for the other thread to reach the lock
         dest.mkdir(parents=True)
         (dest / "tokenizer.model").write_bytes(b"x")
-        manifest = {"build_version": default_data.BUILD_VERSION, "bytes": {"tokenizer.model": 1}}
+        manifest = {
+            "build_version": default_data.BUILD_VERSION,
+            "bytes": {"tokenizer.model": 1},
+            "tokenizer_sha256": "0" * 64,
+            "vocab_size": vocab_size,
+        }
         (dest / "manifest.json").write_text(json.dumps(manifest))
         return default_data._load(dest)
 

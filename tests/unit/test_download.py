@@ -87,10 +87,10 @@ def remote_files() -> dict[str, bytes]:
 class FakeHub:
     """A thread serving ``files`` the way the Hub's resolve endpoint does."""
 
-    def __init__(self, files: dict[str, bytes]) -> None:
+    def __init__(self, files: dict[str, bytes], repo: str = REPO) -> None:
         self.files = files
         self.requests: list[tuple[str, str]] = []
-        self.prefix = f"/datasets/{REPO}/resolve/main/"
+        self.prefix = f"/datasets/{repo}/resolve/main/"
         hub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -168,9 +168,19 @@ def test_downloads_expected_files_in_upstream_layout(hub, tmp_path):
         "fineweb_train_000001.bin",
         "fineweb_val_000000.bin",
         "fineweb_val_000001.bin",
+        "manifest.json",  # ours: the binding to the tokenizer
     ]
-    for path in out.iterdir():
+    for path in out.glob("*.bin"):
         assert path.read_bytes() == hub.files[f"datasets/datasets/fineweb10B_sp1024/{path.name}"]
+    binding = json.loads((out / "manifest.json").read_text())
+    model = hub.files["datasets/tokenizers/fineweb_1024_bpe.model"]
+    assert binding["tokenizer_sha256"] == hashlib.sha256(model).hexdigest()
+    assert binding["vocab_size"] == spm.SentencePieceProcessor(model_proto=model).vocab_size() == 40
+    assert binding["source"] == {
+        "repo_id": REPO,
+        "remote_root": "datasets",
+        "tokenizer": "tokenizers/fineweb_1024_bpe.model",
+    }
     assert read_shard(out / "fineweb_val_000001.bin").tolist() == [1, 11, 21]
     assert read_shard(out / "fineweb_train_000001.bin").tolist() == [1, 101, 1, 101]
     assert sorted(p.name for p in (dest / "tokenizers").iterdir()) == [
@@ -207,7 +217,7 @@ def test_train_shard_bounds(hub, tmp_path):
         fetch(hub, tmp_path / "data", train_shards=4)
     assert "4" in str(err.value) and "only 3" in str(err.value)
     out = fetch(hub, tmp_path / "data", train_shards=0)
-    assert sorted(p.name for p in out.iterdir()) == ["fineweb_val_000000.bin", "fineweb_val_000001.bin"]
+    assert sorted(p.name for p in out.glob("*.bin")) == ["fineweb_val_000000.bin", "fineweb_val_000001.bin"]
     with pytest.raises(ConfigError):
         fetch(hub, tmp_path / "data", train_shards=-1)
 
@@ -255,3 +265,124 @@ def test_manifest_from_other_repo_is_refetched(hub, tmp_path):
     fetch(hub, dest, train_shards=0, remote_root="other")
     assert "other/manifest.json" in hub.gets()
     assert json.loads((dest / "manifest.json").read_text())["version"] == "other"
+
+
+SP8192_REPO = "kevclark/parameter-golf"  # where the SP8192 records' READMEs point MATCHED_FINEWEB_REPO_ID
+
+
+def small_byte_fallback_tokenizer() -> bytes:
+    """A stand-in for fineweb_8192_bpe.model: same kind (BPE, byte fallback), fewer pieces."""
+    model = io.BytesIO()
+    text = ["pre-tokenized shards and their tokenizer travel together " * 3, "vocabulary 8192 golf"] * 30
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(text),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=300,
+        byte_fallback=True,
+        hard_vocab_limit=False,
+        add_dummy_prefix=False,
+        minloglevel=2,
+        num_threads=1,
+    )
+    return model.getvalue()
+
+
+def sp8192_files(listed_vocab: int | None = None) -> dict[str, bytes]:
+    """An SP8192 export in upstream's layout, with shards really encoded by its tokenizer."""
+    model = small_byte_fallback_tokenizer()
+    sp = spm.SentencePieceProcessor(model_proto=model)
+    tokenizer = {
+        "name": "sp_bpe_8192",
+        "kind": "sentencepiece_bpe",
+        "vocab_size": sp.vocab_size() if listed_vocab is None else listed_vocab,
+        "model_path": "tokenizers/fineweb_8192_bpe.model",
+        "vocab_path": "tokenizers/fineweb_8192_bpe.vocab",
+    }
+    dataset = {
+        "name": "fineweb10B_sp8192",
+        "tokenizer_name": "sp_bpe_8192",
+        "stats": {"files_train": 1, "files_val": 1},
+    }
+    base = "datasets/datasets/fineweb10B_sp8192"
+    docs = ["their tokenizer travels with the shards", "golf vocabulary shards together"] * 20
+    tokens = [t for ids in sp.encode(docs) for t in (1, *ids)]
+    return {
+        "datasets/manifest.json": json.dumps({"tokenizers": [tokenizer], "datasets": [dataset]}).encode(),
+        f"{base}/fineweb_val_000000.bin": shard(tokens),
+        f"{base}/fineweb_train_000000.bin": shard(tokens[::-1]),
+        "datasets/tokenizers/fineweb_8192_bpe.model": model,
+        "datasets/tokenizers/fineweb_8192_bpe.vocab": b"<pad>\t0\n",
+    }
+
+
+@pytest.fixture
+def sp8192_hub(hub):
+    """The SP8192 export served under its own repo (the `hub` fixture set up the environment)."""
+    fake = FakeHub(sp8192_files(), repo=SP8192_REPO)
+    fake.thread.start()
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()
+
+
+def test_sp8192_variant_comes_from_its_repo_and_is_bound(sp8192_hub, tmp_path):
+    from harness.pipeline.data_binding import check_data_binding
+
+    dest = tmp_path / "data"
+    out = download_challenge_data("sp8192", 1, dest, endpoint=sp8192_hub.endpoint, progress=False)
+    assert out == dest / "datasets" / "fineweb10B_sp8192"
+    assert set(sp8192_hub.gets()) == {
+        "datasets/manifest.json",
+        "datasets/datasets/fineweb10B_sp8192/fineweb_val_000000.bin",
+        "datasets/datasets/fineweb10B_sp8192/fineweb_train_000000.bin",
+        "datasets/tokenizers/fineweb_8192_bpe.model",
+        "datasets/tokenizers/fineweb_8192_bpe.vocab",
+    }
+    model = dest / "tokenizers" / "fineweb_8192_bpe.model"
+    assert model.read_bytes() == sp8192_hub.files["datasets/tokenizers/fineweb_8192_bpe.model"]
+    binding = json.loads((out / "manifest.json").read_text())
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    assert binding["tokenizer_sha256"] == sha and binding["source"]["repo_id"] == SP8192_REPO
+    vocab = binding["vocab_size"]
+    assert check_data_binding(out, model, sha, vocab) == "binding:manifest"
+    other = tmp_path / "other.model"
+    other.write_bytes(tiny_tokenizer())
+    with pytest.raises(DataError, match="sha256"):
+        check_data_binding(out, other, hashlib.sha256(other.read_bytes()).hexdigest(), vocab)
+
+
+def test_explicit_repo_still_wins_over_the_variant_default(hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("MATCHED_FINEWEB_REPO_ID", REPO)
+    with pytest.raises(DataError, match=f"unknown variant 'sp8192'.*{REPO}|{REPO}.*sp8192"):
+        download_challenge_data("sp8192", 0, tmp_path / "data", endpoint=hub.endpoint, progress=False)
+
+
+def test_tokenizer_disagreeing_with_hub_manifest_is_refused(hub, tmp_path):
+    fake = FakeHub(sp8192_files(listed_vocab=8192), repo=SP8192_REPO)
+    fake.thread.start()
+    try:
+        with pytest.raises(DataError, match="vocab size .* 8192"):
+            download_challenge_data("sp8192", 0, tmp_path / "data", endpoint=fake.endpoint, progress=False)
+    finally:
+        fake.server.shutdown()
+        fake.server.server_close()
+
+
+@pytest.mark.parametrize("variant", ["sp", "sp8192x", "bytes", "../sp1024", ""])
+def test_malformed_variant_is_a_config_error(variant, tmp_path):
+    with pytest.raises(ConfigError, match="sp<VOCAB_SIZE>"):
+        download_challenge_data(variant, 0, tmp_path / "data", progress=False)
+
+
+def test_cli_names_the_bound_tokenizer(sp8192_hub, hub, tmp_path, monkeypatch, capsys):
+    from harness.tools.cli import main
+
+    monkeypatch.setenv("HF_ENDPOINT", sp8192_hub.endpoint)
+    dest = tmp_path / "data"
+    fetch(hub, dest, train_shards=0)  # a second tokenizer in data/tokenizers: the CLI must not guess
+    capsys.readouterr()
+    assert main(["data", "download", "--variant", "sp8192", "--train-shards", "0", "--dest", str(dest)]) == 0
+    out = capsys.readouterr().out
+    assert f"tokenizer: {(dest / 'tokenizers' / 'fineweb_8192_bpe.model').resolve()}\n" in out
+    assert "fineweb_1024_bpe.model" not in out

@@ -87,14 +87,14 @@ def test_tables_sections_and_order(tmp_path: Path) -> None:
     assert heads == [
         "# t",
         "## Our runs — full protocol",
-        "### Dataset fingerprint abababababab",
-        "### Dataset fingerprint cdcdcdcdcdcd",
+        "### Dataset / tokenizer fingerprints abababababab / unrecorded",
+        "### Dataset / tokenizer fingerprints cdcdcdcdcdcd / unrecorded",
         "## Our runs — smoke protocol (not comparable to the challenge)",
-        "### Dataset fingerprint unrecorded",
+        "### Dataset / tokenizer fingerprints unrecorded",
         "## Upstream records — 10 min / 16 MB track",
-        "### Dataset fingerprint unrecorded",
+        "### Dataset / tokenizer fingerprints unrecorded",
         "## Upstream records — non-record / unlimited compute",
-        "### Dataset fingerprint unrecorded",
+        "### Dataset / tokenizer fingerprints unrecorded",
         "## Plots",
     ]
     names = [

@@ -1,6 +1,6 @@
 """Tests for harness.leaderboard.records: the shared upstream record folders (expected values computed by
 hand from their submission.json and logs) and synthetic folders for every variant of
-docs/protocol.md §8.3, size limits, malformed JSON, and our own runs."""
+docs/protocol.md §8.3, size limits and malformed JSON (our own runs: tests/unit/test_pooling.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ import pytest
 
 from harness.leaderboard import records
 from harness.leaderboard.entry import (
-    FLAG_BASELINES,
     FLAG_FEW_SEEDS,
-    FLAG_INVALID,
     FLAG_NO_LOGS,
     FLAG_OVER_BUDGET,
     FLAG_SCORE_UNSUPPORTED,
@@ -24,7 +22,6 @@ from harness.leaderboard.records import (
     FLAG_JSON_DISAGREES,
     FLAG_LOG_TOO_LARGE,
     import_records,
-    import_runs,
 )
 
 RECORDS = Path(__file__).resolve().parents[2] / "../shared/data/records"
@@ -314,85 +311,3 @@ def test_json_size_limit(tmp_path: Path) -> None:
         records.RecordReadError, match="submission.json: 20.. bytes, over the 1000-byte limit"
     ):
         records.read_json_limited(path, limit=1000)
-
-
-# ----------------------------------------------------------------------------- our runs
-
-
-def _run(
-    root: Path,
-    sub: str,
-    run: str,
-    bpb: float,
-    *,
-    seed: int,
-    protocol: str = "full",
-    log_bpb: float | None = None,
-    **extra: object,
-) -> None:
-    d = root / sub / "runs" / run
-    d.mkdir(parents=True)
-    data = {
-        "name": sub,
-        "protocol": protocol,
-        "dataset_sha256": "ab" * 32,
-        "val_bpb": bpb,
-        "val_loss": 2 * bpb,
-        "seed": seed,
-        "valid": True,
-        "over_budget": False,
-        "val_tokens": 400,
-        "val_bytes": 1000,
-        "bytes_total": 1000,
-        "date": "2026-11-22T05:12:02Z",
-        "baselines": {"beats_all": True},
-    } | extra
-    (d / "submission.json").write_text(json.dumps(data))
-    shown = bpb if log_bpb is None else log_bpb
-    (d / "train.log").write_text(
-        f"run_id:{run} run_dir:{d}\nfinal_int8_zlib_roundtrip_sliding_window_exact stride:64 window:128 "
-        f"val_loss:{2 * shown:.8f} val_bpb:{shown:.8f}\n"
-    )
-
-
-def test_import_runs_groups_seeds_and_flags(tmp_path: Path) -> None:
-    _run(tmp_path, "a", "r1", 1.2, seed=1)
-    _run(tmp_path, "a", "r2", 1.4, seed=2)
-    _run(tmp_path, "a", "r3", 3.0, seed=1, protocol="smoke")
-    _run(
-        tmp_path,
-        "b",
-        "r1",
-        1.1,
-        seed=5,
-        valid=False,
-        over_budget=True,
-        baselines={"beats_all": False},
-        log_bpb=1.2,
-    )
-    a_full, a_smoke, b = import_runs(tmp_path)
-    assert a_full.key.startswith("a[full") and a_smoke.key.startswith("a[smoke")
-    assert a_full.score_bpb == pytest.approx(1.3) and [s.seed for s in a_full.seeds] == ["1", "2"]
-    assert a_full.flags == [FLAG_FEW_SEEDS] and a_smoke.flags == []
-    assert a_full.tokens_per_byte == pytest.approx(0.4)
-    assert set(b.flags) == {
-        FLAG_OVER_BUDGET,
-        FLAG_INVALID,
-        FLAG_BASELINES,
-        FLAG_SCORE_UNSUPPORTED,
-        FLAG_FEW_SEEDS,
-    }
-
-
-def test_a_multi_seed_summary_is_not_counted_as_a_run(tmp_path: Path) -> None:
-    """`pgolf run --seeds` writes runs/<base>_summary/submission.json; the leaderboard counts
-    the seed runs themselves, once each, and the summary not at all."""
-    _run(tmp_path, "a", "s_seed1", 1.2, seed=1)
-    _run(tmp_path, "a", "s_seed2", 1.4, seed=2)
-    summary = tmp_path / "a" / "runs" / "s_summary"
-    summary.mkdir(parents=True)
-    (summary / "submission.json").write_text(
-        json.dumps({"name": "a", "val_bpb": 1.3, "seeds": [1, 2], "seed_results": {"1": {}, "2": {}}})
-    )
-    (entry,) = import_runs(tmp_path)
-    assert entry.key == "a" and entry.score_bpb == pytest.approx(1.3) and len(entry.seeds) == 2

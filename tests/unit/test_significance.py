@@ -144,3 +144,31 @@ def test_compare_uses_b_ratio_then_a_ratio() -> None:
     text = compare(a, b)
     assert "tokens/byte 0.300000 of A (new)" in text
     assert f"{1.12 * math.log(2) / 0.3:.8f}" in text
+
+
+@pytest.mark.parametrize(
+    ("a_fields", "b_fields", "reason"),
+    [
+        (
+            {"tokenizer_sha256": "ab" * 32},
+            {"tokenizer_sha256": "cd" * 32},
+            "different tokenizer fingerprints",
+        ),
+        ({"dataset_sha256": "ab" * 32}, {"dataset_sha256": "cd" * 32}, "different dataset fingerprints"),
+        ({"non_record": "eval stride 32, records use 64"}, {}, "only one is scored with the record protocol"),
+    ],
+)
+def test_compare_gives_no_verdict_on_incomparable_entries(
+    a_fields: dict, b_fields: dict, reason: str
+) -> None:
+    """The same numbers as the significant report above: only the comparability differs."""
+    a = _entry("new", [1.1000, 1.1010, 1.0995])
+    b = _entry("old", [1.1200, 1.1210, 1.1190])
+    assert compare(a, b).rstrip().endswith("verdict: significant (p < 0.01)")
+    for entry, fields in ((a, a_fields), (b, b_fields)):
+        for key, value in fields.items():
+            setattr(entry, key, value)
+    text = compare(a, b)
+    assert f"not comparable: {reason}" in text and text.rstrip().endswith(
+        "verdict: undetermined (not comparable)"
+    )
