@@ -79,7 +79,7 @@ def reading(kind: str, meta: Mapping, key: str, nbytes: int) -> tuple[int, int]:
 
 
 def layout_from_manifest(entries: Mapping[str, Mapping]) -> list[Segment]:
-    """Segments of the raw payload from a manifest's ``tensors`` (sorted names, then keys)."""
+    """Segments of the raw payload from a manifest's ``tensors``, in payload (offset) order."""
     segments = []
     for name in sorted(entries):
         entry = entries[name]
@@ -88,7 +88,7 @@ def layout_from_manifest(entries: Mapping[str, Mapping]) -> list[Segment]:
             bits, count = reading(entry["kind"], entry["meta"], key, spec["nbytes"])
             cls = tensor_class(name, entry["kind"], key)
             segments.append(Segment(spec["offset"], spec["nbytes"], bits, count, cls, f"{name}.{key}"))
-    return segments
+    return sorted(segments, key=lambda s: s.offset)
 
 
 def read_symbols(buf: np.ndarray, bits: int, count: int) -> np.ndarray | None:

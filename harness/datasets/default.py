@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -51,8 +52,12 @@ import sentencepiece as spm
 from tqdm import tqdm
 
 from harness.api.errors import ConfigError, DataError
-from harness.datasets.byte_level import SPEC_NAME, convert_to_bytes
+from harness.pipeline.byte_spec import SPEC_NAME
 from harness.pipeline.shards import file_sha256, write_shard
+
+BYTE_LEVEL_MODULE = "harness.datasets.byte_level"
+"""Imported by name, for the ``bytes`` variant only, so that the bundle of a run on another
+variant does not carry the converter (`harness.pipeline.setup.modules_reached_by_name`)."""
 
 BUILD_VERSION = 1
 """Bump when the recipe changes, so old caches are not reused."""
@@ -362,6 +367,19 @@ def _build_lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+def _byte_level() -> Any:
+    """`harness.datasets.byte_level`, or a ConfigError inside a bundle made without it."""
+    try:
+        return importlib.import_module(BYTE_LEVEL_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name != BYTE_LEVEL_MODULE:
+            raise
+        raise ConfigError(
+            "data.default_variant='bytes' needs harness/datasets/byte_level.py, which this bundle "
+            "(made for another variant) does not carry: run the submission from the repository"
+        ) from None
+
+
 def build_default_bytes_dataset(dest: Path, source: DefaultDataset, progress: bool = True) -> DefaultDataset:
     """Convert the sp1024 dataset ``source`` into ``dest`` (replacing an incomplete one); return it.
 
@@ -372,7 +390,7 @@ def build_default_bytes_dataset(dest: Path, source: DefaultDataset, progress: bo
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        convert_to_bytes(source.data_path, source.tokenizer_path, tmp, progress=progress)
+        _byte_level().convert_to_bytes(source.data_path, source.tokenizer_path, tmp, progress=progress)
         manifest = json.loads((tmp / "manifest.json").read_text(encoding="utf-8"))
         manifest.update(
             name=dest.name,

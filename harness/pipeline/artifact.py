@@ -10,15 +10,16 @@ format; no plugin can change it.
 File layout (integers little-endian)::
 
     magic     8 B   b"PGOLFAR1"
-    version   u16   FORMAT_VERSION
+    version   u16   FORMAT_VERSION (2; version 1 files are still read)
     mlen      u32   manifest length
-    manifest  mlen  UTF-8 JSON, compact, sorted keys
+    manifest  mlen  zlib-9 of UTF-8 JSON, compact, sorted keys (version 1: the JSON itself)
     digest    32 B  sha256 of the payload
     payload   rest  compressor.compress(raw); raw = every array's bytes, back to back
 
-Arrays are laid out in manifest order (tensor names sorted, then array keys sorted), so the
-same tensors always give the same file. Reading validates everything before use and bounds
-decompression by the manifest's ``raw_bytes`` (decompression bombs).
+Arrays are laid out in a canonical order (`artifact_manifest.array_order`: codes, then scales,
+then the rest, each by name; version 1: by name), so the same tensors always give the same
+file. Reading validates everything before use and bounds decompression by the manifest's
+``raw_bytes`` (decompression bombs).
 
 Longer than 400 lines because it is the whole artifact format, writer and bounded reader
 together (header, manifest, payload, hash, config JSON), so the format is defined once and the
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import os
 import struct
@@ -48,10 +48,18 @@ from harness.api.layout import layout_from_manifest
 from harness.api.protocols import Compressor, LayoutAwareCompressor, QTensor
 from harness.api.quantization import dtype_name, host_bytes
 from harness.api.registry import Registry
+from harness.pipeline.artifact_manifest import (
+    DERIVED_KEYS,
+    FORMAT_NAMES,
+    WRITTEN_VERSION,
+    array_order,
+    decode_manifest,
+    encode_manifest,
+)
 
 MAGIC = b"PGOLFAR1"
-FORMAT_VERSION = 1
-FORMAT_NAME = "pgolf-artifact/1"
+FORMAT_VERSION = WRITTEN_VERSION
+FORMAT_NAME = FORMAT_NAMES[FORMAT_VERSION]
 DIGEST_BYTES = 32
 _HEADER = struct.Struct("<8sHI")  # magic, version, manifest length
 
@@ -118,7 +126,7 @@ def write_artifact(
     }
     manifest_bytes = _encode_manifest(path, manifest)
     # What the reader will check, checked now: a bad name or config fails before any write.
-    _validate_manifest(path, json.loads(manifest_bytes))
+    _validate_manifest(path, decode_manifest(path, manifest_bytes, FORMAT_VERSION), FORMAT_VERSION)
     payload = _compress(compressor, b"".join(chunks), entries)
     blob = b"".join(
         (
@@ -138,27 +146,26 @@ def write_artifact(
 
 
 def _layout(path: Path, tensors: Mapping[str, QTensor]) -> tuple[dict, list[bytes], int]:
-    """Manifest entries and the raw byte chunks, in canonical (sorted) order."""
+    """Manifest entries and the raw byte chunks, in canonical order (`array_order`)."""
     entries: dict[str, Any] = {}
-    chunks: list[bytes] = []
-    offset = 0
-    for name in sorted(tensors):
+    for name in sorted(tensors, key=str):
         qt = tensors[name]
         if not isinstance(name, str) or not isinstance(qt, QTensor):
             raise ArtifactError(f"{path}: tensor {name!r} must be a str name mapped to a QTensor")
-        arrays: dict[str, Any] = {}
-        for key in sorted(qt.arrays):
-            data = _array_bytes(path, name, key, qt.arrays[key])
-            arr = qt.arrays[key]
-            arrays[key] = {
-                "dtype": dtype_name(arr.dtype),
-                "shape": list(arr.shape),
-                "offset": offset,
-                "nbytes": len(data),
-            }
-            chunks.append(data)
-            offset += len(data)
-        entries[name] = {"kind": qt.kind, "meta": qt.meta, "arrays": arrays}
+        entries[name] = {"kind": qt.kind, "meta": qt.meta, "arrays": dict.fromkeys(sorted(qt.arrays))}
+    chunks: list[bytes] = []
+    offset = 0
+    for name, key in array_order(entries, FORMAT_VERSION):
+        arr = tensors[name].arrays[key]
+        data = _array_bytes(path, name, key, arr)
+        entries[name]["arrays"][key] = {
+            "dtype": dtype_name(arr.dtype),
+            "shape": list(arr.shape),
+            "offset": offset,
+            "nbytes": len(data),
+        }
+        chunks.append(data)
+        offset += len(data)
     return entries, chunks, offset
 
 
@@ -187,12 +194,11 @@ def _array_bytes(path: Path, name: str, key: str, arr: object) -> bytes:
 
 def _encode_manifest(path: Path, manifest: dict) -> bytes:
     try:
-        text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        data = encode_manifest(manifest, FORMAT_VERSION)
     except (TypeError, ValueError) as exc:
         raise ArtifactError(
             f"{path}: the manifest (configs, meta, extras) is not plain JSON: {exc}"
         ) from None
-    data = text.encode("utf-8")
     if len(data) >= 2**32:
         raise ArtifactError(f"{path}: manifest of {len(data)} bytes does not fit the u32 length field")
     return data
@@ -273,19 +279,16 @@ def _read_head(path: Path, f: BinaryIO, file_size: int) -> dict:
     magic, version, mlen = _HEADER.unpack(head)
     if magic != MAGIC:
         raise ArtifactError(f"{path}: is not a pgolf artifact (magic {magic!r}, expected {MAGIC!r})")
-    if version != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: format version {version} is not supported (expected {FORMAT_VERSION})")
+    if version not in FORMAT_NAMES:
+        raise ArtifactError(
+            f"{path}: format version {version} is not supported (expected one of {sorted(FORMAT_NAMES)})"
+        )
     if _HEADER.size + mlen + DIGEST_BYTES > file_size:
         raise ArtifactError(
             f"{path}: file is truncated (manifest length {mlen} + digest do not fit in {file_size} bytes)"
         )
-    try:
-        manifest = json.loads(f.read(mlen).decode("utf-8"))
-    except RecursionError:
-        raise ArtifactError(f"{path}: manifest JSON is nested too deeply") from None
-    except ValueError as exc:  # bad UTF-8, bad JSON, or an integer literal over Python's digit limit
-        raise ArtifactError(f"{path}: manifest is not valid UTF-8 JSON: {exc}") from None
-    _validate_manifest(path, manifest)
+    manifest = decode_manifest(path, f.read(mlen), version)
+    _validate_manifest(path, manifest, version)
     return manifest
 
 
@@ -331,13 +334,17 @@ def _decode_array(where: str, raw: bytes, spec: dict) -> torch.Tensor:
 # ---------------------------------------------------------------- manifest validation
 
 
-def _validate_manifest(path: Path, m: object) -> None:
-    """Check every field a reader relies on; each error names the field."""
+def _validate_manifest(path: Path, m: object, version: int) -> None:
+    """Check every field a reader relies on (each error names the field); a version 2
+    manifest gets its arrays' derived ``offset`` and ``nbytes`` filled in."""
     if not isinstance(m, dict) or set(m) != _MANIFEST_KEYS:
         got = sorted(m) if isinstance(m, dict) else type(m).__name__
         raise ArtifactError(f"{path}: manifest keys must be {sorted(_MANIFEST_KEYS)}, got {got}")
-    if m["format"] != FORMAT_NAME:
-        raise ArtifactError(f"{path}: manifest format: expected {FORMAT_NAME!r}, got {m['format']!r}")
+    if m["format"] != FORMAT_NAMES[version]:
+        raise ArtifactError(
+            f"{path}: manifest format: expected {FORMAT_NAMES[version]!r} (version {version}), "
+            f"got {m['format']!r}"
+        )
     for slot in ("quantizer", "compressor"):
         comp = m[slot]
         if (
@@ -358,16 +365,15 @@ def _validate_manifest(path: Path, m: object) -> None:
         raise ArtifactError(
             f"{path}: manifest tensors: expected an object, got {type(m['tensors']).__name__}"
         )
-    end = _validate_tensors(path, m["tensors"])
+    end = _validate_tensors(path, m["tensors"], version)
     if end != raw_bytes:
         raise ArtifactError(
             f"{path}: manifest raw_bytes: expected {end} (the sum of array sizes), got {raw_bytes}"
         )
 
 
-def _validate_tensors(path: Path, tensors: dict) -> int:
+def _validate_tensors(path: Path, tensors: dict, version: int) -> int:
     """Validate every tensor entry; arrays must tile the raw bytes in canonical order."""
-    offset = 0
     for name in sorted(tensors):
         entry = tensors[name]
         where = f"{path}: manifest tensors.{name}"
@@ -379,15 +385,20 @@ def _validate_tensors(path: Path, tensors: dict) -> int:
             or not isinstance(entry["arrays"], dict)
         ):
             raise ArtifactError(f"{where}: expected {{'kind': str, 'meta': dict, 'arrays': dict}}")
-        for key in sorted(entry["arrays"]):
-            offset = _validate_array(f"{where}.arrays.{key}", entry["arrays"][key], offset)
+    offset = 0
+    for name, key in array_order(tensors, version):
+        offset = _validate_array(
+            f"{path}: manifest tensors.{name}.arrays.{key}", tensors[name]["arrays"][key], offset, version
+        )
     return offset
 
 
-def _validate_array(where: str, spec: object, offset: int) -> int:
-    """Validate one array spec placed at ``offset``; returns the offset after it."""
-    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "offset", "nbytes"}:
-        raise ArtifactError(f"{where}: expected keys dtype, nbytes, offset, shape; got {spec!r}")
+def _validate_array(where: str, spec: object, offset: int, version: int) -> int:
+    """Validate one array spec placed at ``offset``; returns the offset after it. Version 2
+    stores no ``offset`` and ``nbytes``: they are filled in here, then checked like version 1's."""
+    stored = {"dtype", "shape"} | (set() if version >= 2 else set(DERIVED_KEYS))
+    if not isinstance(spec, dict) or set(spec) != stored:
+        raise ArtifactError(f"{where}: expected keys {', '.join(sorted(stored))}; got {spec!r}")
     dtype = spec["dtype"]
     if dtype not in DTYPES:
         raise ArtifactError(f"{where}.dtype: {dtype!r} is not allowed (allowed: {', '.join(DTYPES)})")
@@ -400,9 +411,11 @@ def _validate_array(where: str, spec: object, offset: int) -> int:
         raise ArtifactError(
             f"{where}.shape: {shape!r} exceeds the limits ({MAX_NDIM} dims, {MAX_RAW_BYTES} elements)"
         )
+    if version >= 2:
+        spec["offset"], spec["nbytes"] = offset, math.prod(shape) * DTYPES[dtype].itemsize
     if spec["offset"] != offset or not _is_count(spec["offset"]):
         raise ArtifactError(
-            f"{where}.offset: expected {offset} (arrays are stored back to back in sorted order), "
+            f"{where}.offset: expected {offset} (arrays are stored back to back in canonical order), "
             f"got {spec['offset']!r}"
         )
     nbytes = math.prod(shape) * DTYPES[dtype].itemsize

@@ -10,12 +10,12 @@ Allowed: the standard library; installed third-party plugin packages (the ``pgol
 which the bundler carries, except inside a bundle, where they must be served from it; the declared
 runtime dependencies (`RUNTIME_DEPENDENCIES`, the ``[project] dependencies`` of pyproject.toml) and
 the distributions they require; modules served from a bundle; files under the repository's
-``harness/``, ``plugins/`` and ``submissions/`` and under the running submission's folder. Checked:
-the submission module's imports (every module, function or class its namespace refers to), the
-registered plugin modules, the modules of the config's components, and, when the submission runs as
-a script, every module the process imported. A module the submission reaches only by a dynamic
-import (``importlib.import_module``) from a plugin package is not found by the bundler's import
-scan; inside the bundle it then fails to import."""
+``harness/``, ``plugins/``, ``submissions/`` and ``tests/`` and under the running submission's
+folder. Checked: the submission module's imports (every module, function or class its namespace
+refers to), the registered plugin modules, the modules of the config's components, and, when the
+submission runs as a script, every module the process imported. A module the submission reaches only
+by a dynamic import (``importlib.import_module``) from a plugin package is not found by the
+bundler's import scan; inside the bundle it then fails to import."""
 
 from __future__ import annotations
 
@@ -47,13 +47,15 @@ RUNTIME_DEPENDENCIES: tuple[str, ...] = (
     "python-minifier",
     "brotli",
 )
-"""pyproject.toml's ``[project] dependencies`` (tests/unit/test_code_origin.py keeps them equal)."""
+"""pyproject.toml's ``[project] dependencies`` (tests/e2e/test_code_origin.py keeps them equal)."""
 STARTUP_MODULES = frozenset({"sitecustomize", "usercustomize", "_virtualenv", "_distutils_hack"})
 """Modules the interpreter's ``site`` step imports before any script runs (environment set-up, not
 project code)."""
 BUNDLE_ORIGIN = "<pgolf-bundle>/"
 _ROOT = Path(__file__).resolve().parents[2]
-_PROJECT_DIRS = ("harness", "plugins", "submissions")
+_PROJECT_DIRS = ("harness", "plugins", "submissions", "tests")
+"""Folders of this repository whose code may run. ``tests``: the suite defines observer plugins in its
+own modules and runs them in-process; such a run's bundle does not carry them (it is never shipped)."""
 
 
 def _norm(name: str) -> str:

@@ -26,10 +26,10 @@ from harness.pipeline.calibration import TrainCalibration
 from harness.pipeline.distributed import (
     barrier,
 )
-from harness.pipeline.entropy_report import entropy_report
 from harness.pipeline.eval import autocast_context
 from harness.pipeline.setup import RunState
 from harness.pipeline.training import source_artifact
+from harness.pipeline.unshipped import skipped_line, unshipped_module
 
 
 def _name_artifact(run: RunState) -> None:
@@ -145,7 +145,11 @@ def _log_entropy(
 ) -> None:
     """Order-0 bound of the written symbols per class vs the file's size (kept for the report);
     ``coded``: the bytes per class a layout-aware coder reports."""
-    rep = entropy_report(qtensors, bytes_on_disk)
+    entropy = unshipped_module("entropy")
+    if entropy is None:
+        run.log.log(skipped_line("entropy"))
+        return
+    rep = entropy.entropy_report(qtensors, bytes_on_disk)
     lines = rep.log_lines(coded)
     for line in lines[:-1]:
         run.log.log(line)

@@ -137,8 +137,16 @@ def check_scoring_code(when: str, snapshot: ScoringSnapshot = SNAPSHOT) -> None:
 
 
 def config_fingerprint(config: RunConfig) -> str:
-    """The resolved config as canonical JSON: what `check_config_unchanged` compares."""
-    return cfgmod.dumps(config)
+    """The resolved config as canonical JSON, without ``plugins`` (an observer's Config may carry its
+    own mutable state, such as a list it appends to): what `check_config_unchanged` compares."""
+    tree = json.loads(cfgmod.dumps(config))
+    tree.pop("plugins", None)
+    return json.dumps(tree, sort_keys=True)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}...[{len(text)} chars]"
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -155,7 +163,7 @@ def check_config_unchanged(config: RunConfig, fingerprint: str, when: str) -> No
         return
     old, new = _flat(json.loads(fingerprint)), _flat(json.loads(now))
     diffs = [
-        f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}"
+        f"{key}: {_short(old.get(key, '<absent>'))} -> {_short(new.get(key, '<absent>'))}"
         for key in sorted(set(old) | set(new))
         if old.get(key, "<absent>") != new.get(key, "<absent>")
     ]

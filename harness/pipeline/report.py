@@ -16,11 +16,6 @@ import torch
 import harness
 from harness.api.config_checks import nonrecord_reasons
 from harness.api.errors import ConfigError
-from harness.pipeline.baselines import (
-    DEFAULT_SHUFFLE_SEED,
-    BaselineReport,
-    uniform_ce,
-)
 from harness.pipeline.budget import Budget, measure_budget
 from harness.pipeline.eval import EVAL_VERSION, EvalResult
 from harness.pipeline.scorer import scoring_window
@@ -29,12 +24,8 @@ from harness.pipeline.shards import (
     file_sha256,
 )
 from harness.pipeline.submission_json import write_submission_json
-from harness.pipeline.telemetry import (
-    model_flops_per_token,
-    telemetry_line,
-    throughput,
-)
 from harness.pipeline.trainer import TrainContext, TrainResult
+from harness.pipeline.unshipped import skipped_line, unshipped_module
 
 _HARNESS_KEYS_NOTE = "keys the harness owns; pg_report implementations may only add new keys"
 
@@ -75,14 +66,19 @@ def _verdict(run: RunState, budget: Budget, eval_ms: float, eval_stopped: str | 
     return invalid
 
 
-def _baselines(run: RunState, roundtrip: EvalResult, shuffled: float) -> dict[str, Any]:
-    """Model CE next to uniform, unigram and shuffled-context CE (true ln, held-out val)."""
-    rep = BaselineReport(
+def _baselines(run: RunState, roundtrip: EvalResult, shuffled: float) -> dict[str, Any] | None:
+    """Model CE next to uniform, unigram and shuffled-context CE (true ln, held-out val);
+    None in a bundle that left the baselines out (`harness.pipeline.unshipped`)."""
+    baselines = unshipped_module("baselines")
+    if baselines is None:
+        run.log.log(skipped_line("baselines"))
+        return None
+    rep = baselines.BaselineReport(
         model_ce=roundtrip.val_loss,
-        uniform_ce=uniform_ce(run.config.data.vocab_size),
+        uniform_ce=baselines.uniform_ce(run.config.data.vocab_size),
         unigram_ce=run.unigram_ce,
         shuffled_ce=shuffled,
-        shuffle_seed=DEFAULT_SHUFFLE_SEED,
+        shuffle_seed=baselines.DEFAULT_SHUFFLE_SEED,
         unigram_tokens=run.unigram.tokens,
     )
     run.log.log(rep.log_line(), event="baselines", **rep.as_record())
@@ -94,13 +90,18 @@ def _baselines(run: RunState, roundtrip: EvalResult, shuffled: float) -> dict[st
     return rep.as_record()
 
 
-def _telemetry(run: RunState, ctx: TrainContext, res: TrainResult, device: str) -> dict[str, Any]:
-    """GPU samples (n/a on CPU), train tokens/s over the timed steps, and MFU."""
+def _telemetry(run: RunState, ctx: TrainContext, res: TrainResult, device: str) -> dict[str, Any] | None:
+    """GPU samples (n/a on CPU), train tokens/s over the timed steps, and MFU; None in a bundle
+    that left telemetry out."""
+    telemetry = unshipped_module("telemetry")
+    if telemetry is None:
+        run.log.log(skipped_line("telemetry"))
+        return None
     window = run.config.train.train_seq_len
-    flops = model_flops_per_token(run.n_params, ctx.model.attention_layers, window, ctx.model.width)
+    flops = telemetry.model_flops_per_token(run.n_params, ctx.model.attention_layers, window, ctx.model.width)
     out = {
-        **run.gpu,
-        **throughput(
+        **(run.gpu if run.gpu is not None else telemetry.cpu_telemetry()),
+        **telemetry.throughput(
             res.steps,
             run.config.train.train_batch_tokens,
             res.train_time_ms,
@@ -109,7 +110,7 @@ def _telemetry(run: RunState, ctx: TrainContext, res: TrainResult, device: str) 
             num_devices=run.dist.world_size,
         ),
     }
-    run.log.log(telemetry_line(out), event="telemetry", **out)
+    run.log.log(telemetry.telemetry_line(out), event="telemetry", **out)
     return out
 
 
@@ -198,8 +199,12 @@ def report(
         "torch_version": torch.__version__,
         "wall_time_s": round(time.time() - run.wall_start, 1),
     }
-    record["baselines"] = _baselines(run, roundtrip, scores["shuffled_ce"])
-    record["telemetry"] = _telemetry(run, ctx, res, device)
+    for key, value in (
+        ("baselines", _baselines(run, roundtrip, scores["shuffled_ce"])),
+        ("telemetry", _telemetry(run, ctx, res, device)),
+    ):
+        if value is not None:  # left out, not null, where a bundle did not ship the phase
+            record[key] = value
     if run.entropy is not None:  # absent in eval-only runs, which write no artifact
         record["entropy"] = run.entropy
     extra: dict[str, Any] = {}

@@ -40,7 +40,6 @@ from harness.pipeline.failure import error_line, report_failure
 from harness.pipeline.flags import RunFlags, add_run_flags, run_flags
 from harness.pipeline.integrity import check_config_unchanged, check_scoring_code, config_fingerprint
 from harness.pipeline.plugin_manager import run_manager
-from harness.pipeline.preflight import preflight
 from harness.pipeline.report import report
 from harness.pipeline.runlog import RunLogger
 from harness.pipeline.scorer import fmt_scores
@@ -58,6 +57,7 @@ from harness.pipeline.setup import (
 )
 from harness.pipeline.trainer import grad_accum_steps
 from harness.pipeline.training import load_trained, train
+from harness.pipeline.unshipped import skipped_line, unshipped_module
 
 
 def run(
@@ -144,7 +144,9 @@ def pipeline(
     )
     manager = run_manager(cfgmod.component_modules(config))
     manager.hook.pg_configure(run=config)
-    preflight(config, manager.registry)  # every component built once: nothing fails after training
+    checks = unshipped_module("preflight")  # a bundle without it finds a broken component later
+    if checks is not None:
+        checks.preflight(config, manager.registry)  # every component built once: nothing fails after training
     check_scoring_code("before training")  # defence in depth (issue 11); pgolf verify is the check
     check_code_origin(submission_dir, cfgmod.component_modules(config))  # every byte that runs is counted
     frozen = config_fingerprint(config)
@@ -158,6 +160,8 @@ def pipeline(
     eval_only = bool(config.train.load_model_path)
     try:
         start(run_state, submission_dir)
+        if checks is None:
+            log.log(skipped_line("preflight"))
         scorer = load_data(run_state)
         ctx, result = (
             load_trained(run_state) if eval_only else train(run_state, scorer, resume=resume is not None)

@@ -30,12 +30,7 @@ from harness.api.config import RunConfig
 from harness.api.config_checks import nonrecord_reasons
 from harness.api.errors import ConfigError
 from harness.api.fileio import write_atomic
-from harness.pipeline.baselines import (
-    train_unigram,
-    unigram_ce,
-)
 from harness.pipeline.bpb import build_byte_luts, tokenizer_sha256
-from harness.pipeline.data_binding import check_data_binding
 from harness.pipeline.distributed import (
     DistInfo,
     barrier,
@@ -49,9 +44,7 @@ from harness.pipeline.shards import (
     list_shards,
     load_validation_tokens,
 )
-from harness.pipeline.telemetry import (
-    cpu_telemetry,
-)
+from harness.pipeline.unshipped import unshipped_module
 
 
 @dataclass(frozen=True)
@@ -134,14 +127,22 @@ record-protocol runs; ``nonrecord_reasons`` in ``submission.json`` says why."""
 
 
 ADAPTATION_MODULE = "harness.pipeline.adaptation"
+BYTE_LEVEL_MODULE = "harness.datasets.byte_level"
+"""The byte-level converter, which `harness.datasets.default` reaches by name for its
+``bytes`` variant only."""
 
 
-def modules_reached_by_name(data_path: str | None, adapter: bool = False) -> tuple[str, ...]:
+def modules_reached_by_name(
+    data_path: str | None, adapter: bool = False, variant: str = "sp1024"
+) -> tuple[str, ...]:
     """Modules a run imports by name (never statically, so the pipeline imports no dataset
     builder) that its bundle must embed: the default dataset's builder when the run has no
-    ``data.data_path`` of its own and so uses the built-in default data; the score-first TTT
-    walk when the run has an ``eval.adapter`` (runs without one do not pay for its bytes)."""
-    return (() if data_path else (DEFAULT_DATASET_MODULE,)) + ((ADAPTATION_MODULE,) if adapter else ())
+    ``data.data_path`` of its own and so uses the built-in default data, with the byte-level
+    converter when that data is the ``bytes`` ``variant``; the score-first TTT walk when the run
+    has an ``eval.adapter`` (runs without one do not pay for its bytes)."""
+    converter = (BYTE_LEVEL_MODULE,) if variant == "bytes" else ()
+    data = () if data_path else (DEFAULT_DATASET_MODULE, *converter)
+    return data + ((ADAPTATION_MODULE,) if adapter else ())
 
 
 def ship_code(
@@ -169,7 +170,9 @@ def ship_code(
     # bundle ships itself and never needs the bundler (saves its bytes in every submission).
     bundler = importlib.import_module("harness.tools.bundle")
     compress = config.compress_code
-    extra = modules_reached_by_name(config.data.data_path, adapter=config.eval.adapter is not None)
+    extra = modules_reached_by_name(
+        config.data.data_path, adapter=config.eval.adapter is not None, variant=config.data.default_variant
+    )
     if compress:  # the readable twin is for reviewers; only train_gpt.py ships and counts
         readable = bundler.bundle_submission(
             submission_dir, run_dir / "train_gpt_readable.py", extra_modules=extra, overrides=overrides
@@ -332,7 +335,8 @@ class RunState:
     unigram_ce: float = float("nan")
     overrides: dict[str, str] = field(default_factory=dict)
     """What the shipped ``train_gpt.py`` records (`replay_overrides`)."""
-    gpu: dict[str, Any] = field(default_factory=cpu_telemetry)
+    gpu: dict[str, Any] | None = None
+    """The GPU sampler's summary (None: no sampler ran; the report then says "n/a")."""
     entropy: dict[str, Any] | None = None
     """The export's entropy report, for ``submission.json``."""
 
@@ -365,12 +369,9 @@ def load_data(run: RunState) -> Scorer:
         "dataset_sha256": dataset_fingerprint(val_shards),
         "tokenizer_sha256": tokenizer_sha256(run.data.tokenizer_path),
     }
-    binding = check_data_binding(
-        run.data.data_path,
-        run.data.tokenizer_path,
-        run.fingerprint["tokenizer_sha256"],
-        config.data.vocab_size,
-    )
+    check = unshipped_module("data_binding")
+    tok = (run.data.tokenizer_path, run.fingerprint["tokenizer_sha256"], config.data.vocab_size)
+    binding = check.check_data_binding(run.data.data_path, *tok) if check else "binding:skipped (not shipped)"
     full = run.dist.device.type == "cuda" and not run.data.builtin and config.eval.val_max_tokens == 0
     run.protocol = "full" if full else "smoke"
     for reason in nonrecord_reasons(config):  # labelled apart: never ranked with record-protocol runs
@@ -386,7 +387,8 @@ def load_data(run: RunState) -> Scorer:
         protocol=run.protocol,
         **run.fingerprint,
     )
-    if run.dist.is_main:  # the unigram baseline: token frequencies of the training split
-        run.unigram = train_unigram(run.data.data_path, config.data.vocab_size)
-        run.unigram_ce = unigram_ce(run.unigram.probs, val_tokens)
+    baselines = unshipped_module("baselines")
+    if run.dist.is_main and baselines is not None:  # the unigram baseline: training split frequencies
+        run.unigram = baselines.train_unigram(run.data.data_path, config.data.vocab_size)
+        run.unigram_ce = baselines.unigram_ce(run.unigram.probs, val_tokens)
     return Scorer(config, run.dist, luts, val_tokens, run.autocast, run.accum)

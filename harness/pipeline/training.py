@@ -26,11 +26,8 @@ from harness.pipeline.setup import RunState, checkpoint_module, seed_everything
 from harness.pipeline.shards import (
     DistributedTokenLoader,
 )
-from harness.pipeline.telemetry import (
-    GpuSampler,
-    nvml_device_for,
-)
 from harness.pipeline.trainer import TrainContext, Trainer, TrainResult
+from harness.pipeline.unshipped import unshipped_module
 
 
 def register_run_plugins(manager: PluginManager, config: RunConfig) -> list[Any]:
@@ -133,9 +130,10 @@ def train(run: RunState, scorer: Scorer, resume: bool = False) -> tuple[TrainCon
             train_time_ms=start["train_ms"],
         )
     # NVML sampling on rank 0's GPU over the timed loop only (after compile priming).
+    telemetry = unshipped_module("telemetry") if dist.device.type == "cuda" and dist.is_main else None
     sampler = (
-        GpuSampler(nvml_device_for(dist.local_rank)).start()
-        if dist.device.type == "cuda" and dist.is_main
+        telemetry.GpuSampler(telemetry.nvml_device_for(dist.local_rank)).start()
+        if telemetry is not None
         else None
     )
     try:

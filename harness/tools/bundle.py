@@ -53,6 +53,7 @@ from harness import __version__
 from harness.api.errors import ConfigError
 from harness.api.fileio import write_atomic
 from harness.pipeline.plugin_packages import plugin_package_roots
+from harness.tools.dead_code import prune_sources
 from harness.tools.minify import minify_source
 
 BUNDLE_FORMAT_VERSION = 1
@@ -363,13 +364,17 @@ def prepare_sources(
     name: str, modules: dict[str, _Module], main_source: str, minify: bool
 ) -> tuple[dict[str, str], str, str]:
     """The sources to embed ({module: source}, the submission's source) and ``sources_sha256``.
-    ``minify``: the embedded sources are minified (the sha256 still names the sources as
-    written, so a bundle says which code it was made from). Shared with `bundle_report`."""
+    ``minify``: the embedded sources are pruned of top-level definitions nothing refers to
+    (`harness.tools.dead_code`), then minified (the sha256 still names the sources as written, so a
+    bundle says which code it was made from). Shared with `bundle_report`."""
     names = sorted(modules)
     sources = {n: (_read_source(m.path) if m.path is not None else "") for n, m in modules.items()}
     main_origin = f"submissions/{name}/train_gpt.py"
     sha = _sources_sha256([(modules[n].origin, sources[n]) for n in names] + [(main_origin, main_source)])
     if minify:
+        main_key = "\0main"  # no module is named so: the submission, kept whole
+        sources = prune_sources({**sources, main_key: main_source}, roots=[main_key])
+        del sources[main_key]
         sources = {n: minify_source(s, modules[n].origin) for n, s in sources.items()}
         main_source = minify_source(main_source, main_origin)
     return sources, main_source, sha

@@ -25,7 +25,8 @@ module has a size of its own in it; these are the definitions used here:
 
 The submission's own ``train_gpt.py`` is a row too, named ``<main>``. The embedded modules are
 the ones the run embeds (`harness.pipeline.setup.modules_reached_by_name`): by default the
-run uses the built-in default data, so the default dataset's builder is counted. The command
+run uses the built-in default data, so the default dataset's builder is counted, with what the
+submission's config reaches by name (the byte converter, the TTT walk). The command
 line always reports that case (a run on its own data ships that module's cost less);
 `bundle_report` takes other ``extra_modules``.
 """
@@ -132,12 +133,23 @@ def definition_costs(minified_source: str) -> list[DefinitionCost]:
     return sorted(out, key=lambda d: (-d.shipped, d.name))
 
 
-def default_extra_modules(data_path: str | None = None) -> tuple[str, ...]:
+def default_extra_modules(
+    data_path: str | None = None, submission_dir: Path | None = None
+) -> tuple[str, ...]:
     """The modules a run embeds by name (`harness.pipeline.setup.modules_reached_by_name`):
-    the default dataset's builder unless the run has its own ``data_path``."""
+    the default dataset's builder unless the run has its own ``data_path``; with
+    ``submission_dir``, also what that submission's config reaches (the byte-level converter
+    for the ``bytes`` default data, the TTT walk for an ``eval.adapter``)."""
     from harness.pipeline.setup import modules_reached_by_name  # imported here: it pulls in torch
 
-    return modules_reached_by_name(data_path)
+    if submission_dir is None:
+        return modules_reached_by_name(data_path)
+    from harness.pipeline.submission import build_submission_config
+
+    config = build_submission_config(Path(submission_dir))
+    return modules_reached_by_name(
+        data_path, adapter=config.eval.adapter is not None, variant=config.data.default_variant
+    )
 
 
 def bundle_report(
@@ -146,11 +158,13 @@ def bundle_report(
     """Measure the shipped bundle of ``submission_dir`` module by module (see the module docstring).
 
     ``extra_modules`` as in `harness.tools.bundle.bundle_submission`; None means those of a run
-    on the default data (`default_extra_modules`). Writes nothing.
+    of the submission's config on the default data (`default_extra_modules`). Writes nothing.
     """
     submission_dir = Path(submission_dir)
     root = Path(root) if root is not None else Path(_bundle.__file__).resolve().parents[2]
-    extra = default_extra_modules() if extra_modules is None else tuple(extra_modules)
+    if extra_modules is None:
+        extra_modules = default_extra_modules(submission_dir=submission_dir)
+    extra = tuple(extra_modules)
     entry = submission_dir / "train_gpt.py"
     if not entry.is_file():
         raise ConfigError(f"submission folder {submission_dir} has no train_gpt.py")

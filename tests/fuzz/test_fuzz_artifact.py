@@ -3,11 +3,14 @@ takes): real artifacts, written by `write_artifact` for each registered compress
 quantizer, are mutated thousands of times and each must load sanely or fail with a
 `PgolfError` — never another exception, a hang or a memory blow-up.
 
-Mutation families: raw bytes anywhere (header, manifest, digest, payload); the payload only,
-with the digest recomputed (a valid header over a corrupt body reaches the decompressor);
-the manifest re-serialised with hostile values (huge/negative/float/string shapes, numel
-overflow, deep nesting, NaN, wrong types) and the length field fixed up; manifests whose
-layout is re-tiled consistently so odd shapes/dtypes reach the tensor decoder and the
+The seeds are files of the written format (version 2, zlib-compressed manifest) and, converted
+by hand, of the old version 1 (plain JSON manifest with offsets, arrays by name), which the
+reader still accepts. Mutation families: raw bytes anywhere (header, manifest, digest,
+payload); the payload only, with the digest recomputed (a valid header over a corrupt body
+reaches the decompressor); the manifest re-serialised with hostile values
+(huge/negative/float/string shapes, numel overflow, deep nesting, NaN, wrong types), or its
+JSON text byte-mutated, and the length field fixed up (re-compressed for version 2); manifests
+whose layout is re-tiled consistently so odd shapes/dtypes reach the tensor decoder and the
 quantizer; the header's length/version fields; pickle payloads (the ``torch.save`` attack);
 and decompression bombs, which must be refused within the declared size.
 """
@@ -20,15 +23,18 @@ import lzma
 import random
 import struct
 import tracemalloc
+import zlib
 from pathlib import Path
 
 import pytest
 import torch
 
 from harness.api.errors import ArtifactError
+from harness.api.quantization import host_bytes
 from harness.pipeline.artifact import (
     _HEADER,
     DIGEST_BYTES,
+    DTYPES,
     MAX_RAW_BYTES,
     load_state_dict,
     read_artifact,
@@ -79,7 +85,30 @@ def artifacts(tmp_path_factory, registry) -> list[Path]:
             extras={"arch": "gpt"},
         )
         paths.append(path)
+    # The old format, which the reader must still accept (and survive when corrupted).
+    for path in [p for p in paths if p.name in ("model.int8.zlib.pgolf", "model.intn.zlib.pgolf")]:
+        old = path.with_name(path.name.replace(".pgolf", ".v1.pgolf"))
+        old.write_bytes(_as_version_1(path, registry))
+        paths.append(old)
     return paths
+
+
+def _as_version_1(path: Path, registry) -> bytes:
+    """The artifact at ``path`` rewritten in format version 1: plain JSON manifest with every
+    array's offset and nbytes, arrays back to back by tensor name then key."""
+    tensors, manifest = read_artifact(
+        path, compressor_for=lambda n, c: registry.get("compressor", n).config_cls(**c).build()
+    )
+    chunks = [
+        host_bytes(tensors[n].arrays[k]).tobytes() for n in sorted(tensors) for k in sorted(tensors[n].arrays)
+    ]
+    for spec in _arrays(manifest):
+        spec.pop("offset"), spec.pop("nbytes")
+    _retile(manifest, 1)
+    comp = manifest["compressor"]
+    codec = registry.get("compressor", comp["name"]).config_cls(**comp["config"]).build()
+    manifest["format"] = "pgolf-artifact/1"
+    return _join(json.dumps(manifest, sort_keys=True), codec.compress(b"".join(chunks)), version=1)
 
 
 def _json(cfg: object) -> dict:
@@ -91,17 +120,20 @@ def _json(cfg: object) -> dict:
 # ----------------------------------------------------------------------------- file surgery
 
 
-def _split(blob: bytes) -> tuple[dict, bytes]:
-    """(manifest, payload) of a well-formed artifact."""
-    _magic, _version, mlen = _HEADER.unpack_from(blob)
+def _split(blob: bytes) -> tuple[dict, bytes, int]:
+    """(manifest as stored, payload, version) of a well-formed artifact."""
+    _magic, version, mlen = _HEADER.unpack_from(blob)
     start = _HEADER.size
-    manifest = json.loads(blob[start : start + mlen])
-    return manifest, blob[start + mlen + DIGEST_BYTES :]
+    stored = blob[start : start + mlen]
+    manifest = json.loads(zlib.decompress(stored) if version == 2 else stored)
+    return manifest, blob[start + mlen + DIGEST_BYTES :], version
 
 
 def _join(manifest_text: str | bytes, payload: bytes, version: int = 1) -> bytes:
-    """An artifact with a correct header length and payload digest around these parts."""
+    """An artifact with a correct header length and payload digest around these parts (the
+    manifest text zlib-compressed for version 2, as that version stores it)."""
     mbytes = manifest_text.encode("utf-8") if isinstance(manifest_text, str) else manifest_text
+    mbytes = zlib.compress(mbytes, 1) if version == 2 else mbytes
     return (
         _HEADER.pack(b"PGOLFAR1", version, len(mbytes)) + mbytes + hashlib.sha256(payload).digest() + payload
     )
@@ -115,18 +147,22 @@ def _arrays(manifest: dict) -> list[dict]:
     ]
 
 
-def _retile(manifest: dict) -> None:
-    """Recompute offsets, nbytes and raw_bytes after shapes/dtypes changed (so the manifest
-    passes the layout checks and the odd values reach the decoder)."""
-    from harness.pipeline.artifact import DTYPES
+def _nbytes(spec: dict) -> int:
+    numel = 1
+    for d in spec["shape"]:
+        numel *= d
+    return numel * DTYPES[spec["dtype"]].itemsize
 
+
+def _retile(manifest: dict, version: int) -> None:
+    """Recompute raw_bytes (and version 1's offsets and nbytes, in name order; version 2
+    derives them) after shapes/dtypes changed, so the manifest passes the layout checks and
+    the odd values reach the decoder."""
     offset = 0
     for spec in _arrays(manifest):
-        numel = 1
-        for d in spec["shape"]:
-            numel *= d
-        spec["offset"], spec["nbytes"] = offset, numel * DTYPES[spec["dtype"]].itemsize
-        offset += spec["nbytes"]
+        if version == 1:
+            spec["offset"], spec["nbytes"] = offset, _nbytes(spec)
+        offset += _nbytes(spec)
     manifest["raw_bytes"] = offset
 
 
@@ -164,26 +200,30 @@ class ArtifactMutator(Mutator):
                 "payload",
                 "manifest",
                 "manifest",
+                "manifest_text",
                 "shape",
                 "retile",
                 "header",
                 "pickle",
             )
         )
-        manifest, payload = _split(blob)
+        manifest, payload, v = _split(blob)
         if kind == "bytes":
             sub, out = self.bytes_(blob)
             return f"bytes:{sub}", out
         if kind == "payload":
             sub, body = self.bytes_(payload)
-            return f"payload:{sub}", _join(json.dumps(manifest, sort_keys=True), body)
+            return f"payload:{sub}", _join(json.dumps(manifest, sort_keys=True), body, v)
         if kind == "manifest":
-            return "manifest:hostile", _join(dumps_hostile(self.json_value(manifest)), payload)
+            return "manifest:hostile", _join(dumps_hostile(self.json_value(manifest)), payload, v)
+        if kind == "manifest_text":
+            sub, text = self.bytes_(json.dumps(manifest, sort_keys=True).encode())
+            return f"manifest_text:{sub}", _join(text, payload, v)
         if kind == "shape":
             self.rng.choice(_arrays(manifest))["shape"] = self.rng.choice(_HOSTILE_SHAPES)
-            return "manifest:shape", _join(dumps_hostile(manifest), payload)
+            return "manifest:shape", _join(dumps_hostile(manifest), payload, v)
         if kind == "retile":
-            return self._retiled(manifest, payload, registry)
+            return self._retiled(manifest, payload, registry, v)
         if kind == "header":
             buf = bytearray(blob)
             at = self.rng.choice((8, 10))  # version (u16) or manifest length (u32)
@@ -191,14 +231,14 @@ class ArtifactMutator(Mutator):
         bomb = pickle_payload(marker)
         if self.rng.random() < 0.5:
             return "pickle:file", bomb
-        return "pickle:payload", _join(json.dumps(manifest, sort_keys=True), bomb)
+        return "pickle:payload", _join(json.dumps(manifest, sort_keys=True), bomb, v)
 
-    def _retiled(self, manifest: dict, payload: bytes, registry) -> tuple[str, bytes]:
+    def _retiled(self, manifest: dict, payload: bytes, registry, v: int) -> tuple[str, bytes]:
         """A structurally valid artifact whose arrays have other shapes/dtypes/kinds/meta."""
         spec = self.rng.choice(_arrays(manifest))
         roll = self.rng.random()
         if roll < 0.4:
-            numel = max(1, spec["nbytes"] // 4)
+            numel = max(1, _nbytes(spec) // 4)
             spec["shape"] = self.rng.choice(
                 ([numel, 1] + [1] * self.rng.choice((0, 3, 70)), [0, 2**70], [self.rng.randint(0, 99)])
             )
@@ -213,9 +253,9 @@ class ArtifactMutator(Mutator):
             entry["kind"] = self.rng.choice(
                 ("passthrough", "int8_row", "int8_tensor", "intn_row", "mixed", "", "x")
             )
-        _retile(manifest)
+        _retile(manifest, v)
         if manifest["raw_bytes"] > 2**24:  # too big to materialise: the declared size is the test
-            return "retile:huge", _join(dumps_hostile(manifest), payload)
+            return "retile:huge", _join(dumps_hostile(manifest), payload, v)
         n = manifest["raw_bytes"]
         # A random 512-byte tile, repeated: random enough for the decoders, and cheap to
         # compress (level-9 DEFLATE of incompressible bytes would dominate the test's time).
@@ -224,7 +264,7 @@ class ArtifactMutator(Mutator):
             raw = raw.translate(_LOW_BIT)
         comp = manifest["compressor"]
         codec = registry.get("compressor", comp["name"]).config_cls(**comp["config"]).build()
-        return "retile:valid", _join(dumps_hostile(manifest), codec.compress(raw))
+        return "retile:valid", _join(dumps_hostile(manifest), codec.compress(raw), v)
 
 
 def _check_sane(path: Path, registry):
@@ -282,8 +322,21 @@ def test_unmutated_artifacts_load(artifacts, registry):
         assert manifest["compressor"]["name"] in path.name
 
 
-@pytest.mark.parametrize("name", ["zlib", "zstd", "lzma", "ans", "brotli"])
-def test_decompression_bomb_is_bounded(name, registry, tmp_path):
+def _stored(manifest: dict, version: int) -> str:
+    """A version 1 manifest as JSON text, or as version 2 writes it (no offsets or sizes)."""
+    if version == 2:
+        manifest = {**manifest, "format": "pgolf-artifact/2"}
+        for entry in manifest["tensors"].values():
+            entry["arrays"] = {
+                k: {"dtype": a["dtype"], "shape": a["shape"]} for k, a in entry["arrays"].items()
+            }
+    return json.dumps(manifest, sort_keys=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "version"), [("zlib", 1), ("zstd", 1), ("lzma", 1), ("ans", 1), ("brotli", 1), ("zlib", 2)]
+)
+def test_decompression_bomb_is_bounded(name, version, registry, tmp_path):
     """A payload that inflates to 16-32 MiB under a manifest declaring a few KiB is refused
     without ever holding much more than the declared size."""
     if name not in registry.names("compressor"):
@@ -307,7 +360,7 @@ def test_decompression_bomb_is_bounded(name, registry, tmp_path):
     bomb = lzma.compress(zeros, preset=0) if name == "lzma" else codec.compress(zeros)
     assert len(bomb) < len(zeros) // 50
     path = tmp_path / "bomb.pgolf"
-    path.write_bytes(_join(json.dumps(manifest, sort_keys=True), bomb))
+    path.write_bytes(_join(_stored(manifest, version), bomb, version))
     del zeros
     tracemalloc.start()
     try:
@@ -319,7 +372,8 @@ def test_decompression_bomb_is_bounded(name, registry, tmp_path):
     assert peak < 8 * 2**20, f"peak {peak} bytes while refusing a bomb declared as 4096 bytes"
 
 
-def test_declared_size_over_hard_limit_is_refused(registry, tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_declared_size_over_hard_limit_is_refused(version, registry, tmp_path):
     """raw_bytes beyond the hard global limit fails before any decompression."""
     n = MAX_RAW_BYTES // 2 + 1  # two arrays, each within the per-array bound, together over it
     arrays = {
@@ -335,14 +389,15 @@ def test_declared_size_over_hard_limit_is_refused(registry, tmp_path):
         "tensors": {"w": {"kind": "passthrough", "meta": {}, "arrays": arrays}},
     }
     path = tmp_path / "huge.pgolf"
-    path.write_bytes(_join(json.dumps(manifest), b"x"))
+    path.write_bytes(_join(_stored(manifest, version), b"x", version))
     with pytest.raises(ArtifactError, match="raw_bytes"):
         load_state_dict(path, registry)
 
 
-def test_deeply_nested_manifest_is_a_clean_error(tmp_path, registry):
+@pytest.mark.parametrize("version", [1, 2])
+def test_deeply_nested_manifest_is_a_clean_error(version, tmp_path, registry):
     path = tmp_path / "deep.pgolf"
-    path.write_bytes(_join(dumps_hostile({"format": deep_nesting(100_000)}), b""))
+    path.write_bytes(_join(dumps_hostile({"format": deep_nesting(100_000)}), b"", version))
     with pytest.raises(ArtifactError, match="deep.pgolf"):
         load_state_dict(path, registry)
 

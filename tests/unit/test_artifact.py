@@ -1,8 +1,9 @@
 """The pickle-free artifact container: exact roundtrips, the documented byte layout, tampering.
 
 The file layout is parsed and re-assembled here by hand from the spec (magic, u16 version,
-u32 manifest length, JSON, sha256, payload) with `struct`, `json`, `hashlib` and stdlib
-`zlib`, so the reader is tested against the format, not against the writer alone.
+u32 manifest length, zlib-compressed JSON, sha256, payload; version 1: plain JSON, arrays by
+name) with `struct`, `json`, `hashlib` and stdlib `zlib`, so the reader is tested against the
+format, not against the writer alone.
 """
 
 from __future__ import annotations
@@ -97,18 +98,21 @@ def _write(
 
 
 def _split(blob: bytes) -> tuple[bytes, int, dict, bytes, bytes]:
-    """(magic, version, manifest, digest, payload) parsed by the documented layout."""
+    """(magic, version, manifest as stored, digest, payload) parsed by the documented layout."""
     magic, version, mlen = HEADER.unpack_from(blob)
     start = HEADER.size
-    manifest = json.loads(blob[start : start + mlen].decode("utf-8"))
+    stored = blob[start : start + mlen]
+    manifest = json.loads((zlib.decompress(stored) if version == 2 else stored).decode("utf-8"))
     digest = blob[start + mlen : start + mlen + 32]
     return magic, version, manifest, digest, blob[start + mlen + 32 :]
 
 
-def _assemble(manifest: dict | bytes, payload: bytes, magic: bytes = b"PGOLFAR1", version: int = 1) -> bytes:
-    """A file with a correct payload digest (so only what the test changed is wrong)."""
+def _assemble(manifest: dict | bytes, payload: bytes, magic: bytes = b"PGOLFAR1", version: int = 2) -> bytes:
+    """A file with a correct payload digest (so only what the test changed is wrong); a dict
+    manifest is stored as the version says (zlib-9 JSON for 2, plain JSON for 1)."""
     if isinstance(manifest, dict):
         manifest = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+        manifest = zlib.compress(manifest, 9) if version == 2 else manifest
     return HEADER.pack(magic, version, len(manifest)) + manifest + hashlib.sha256(payload).digest() + payload
 
 
@@ -142,28 +146,32 @@ def test_file_layout_matches_the_documented_format(tmp_path: Path) -> None:
     info = _write(tmp_path / "a.pgaf", tensors)
     blob = (tmp_path / "a.pgaf").read_bytes()
     magic, version, manifest, digest, payload = _split(blob)
-    assert magic == b"PGOLFAR1" and version == 1
+    assert magic == b"PGOLFAR1" and version == 2
     mlen = HEADER.unpack_from(blob)[2]
-    text = blob[HEADER.size : HEADER.size + mlen].decode()
+    text = zlib.decompress(blob[HEADER.size : HEADER.size + mlen]).decode()
     assert text == json.dumps(manifest, sort_keys=True, separators=(",", ":"))  # compact, sorted
-    assert manifest["format"] == "pgolf-artifact/1"
+    assert manifest["format"] == "pgolf-artifact/2"
     assert digest == hashlib.sha256(payload).digest()
-    # raw = every array's bytes, tensors by sorted name, arrays by sorted key.
+    # raw = every array's bytes, tensors by sorted name, arrays by sorted key ("raw" is not a
+    # quantized kind, so every array here is in the last role group).
     expected_raw = b"".join(
         tensors[n].arrays[k].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
         for n in sorted(tensors)
         for k in sorted(tensors[n].arrays)
     )
     assert zlib.decompress(payload) == expected_raw
-    spec = manifest["tensors"]["t.float32"]["arrays"]["a"]
-    assert spec["dtype"] == "float32" and spec["shape"] == [3, 5] and spec["nbytes"] == 60
+    # Offsets and sizes are not stored; the reader derives them.
+    assert manifest["tensors"]["t.float32"]["arrays"]["a"] == {"dtype": "float32", "shape": [3, 5]}
+    spec = read_manifest(tmp_path / "a.pgaf")["tensors"]["t.float32"]["arrays"]["a"]
+    assert spec["nbytes"] == 60 and spec["offset"] == expected_raw.index(
+        tensors["t.float32"].arrays["a"].view(torch.uint8).numpy().tobytes()
+    )
     assert info == ArtifactInfo(
         path=str(tmp_path / "a.pgaf"),
         bytes_on_disk=len(blob),
         raw_bytes=len(expected_raw),
         sha256=hashlib.sha256(blob).hexdigest(),
     )
-    assert read_manifest(tmp_path / "a.pgaf") == manifest
 
 
 def test_same_tensors_give_identical_files(tmp_path: Path) -> None:
@@ -200,7 +208,8 @@ def test_flipped_payload_byte_is_a_digest_error(tmp_path: Path) -> None:
     [
         (b"PGOLFAR2", 1, "not a pgolf artifact"),
         (b"PK\x03\x04xxxx", 1, "magic"),
-        (b"PGOLFAR1", 2, "version 2"),
+        (b"PGOLFAR1", 3, "version 3"),
+        (b"PGOLFAR1", 0, "version 0"),
     ],
 )
 def test_wrong_magic_or_version_is_refused(tmp_path: Path, magic: bytes, version: int, match: str) -> None:
@@ -231,9 +240,12 @@ def _edit_spec(manifest: dict, field: str, value: object) -> dict:
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
-        (lambda m: _edit_spec(m, "shape", [3, 6]), r"t\.int16\.arrays\.a\.nbytes"),
-        (lambda m: _edit_spec(m, "offset", 0), r"t\.int16\.arrays\.a\.offset"),
-        (lambda m: _edit_spec(m, "nbytes", 2), r"t\.int16\.arrays\.a\.nbytes"),
+        (
+            lambda m: _edit_spec(m, "shape", [3, 6]),
+            r"raw_bytes: expected 534 .*got 528",
+        ),  # 16 x (1+1+2+4+8+2+2+4+8+1)
+        (lambda m: _edit_spec(m, "offset", 0), r"t\.int16\.arrays\.a: expected keys dtype, shape"),
+        (lambda m: _edit_spec(m, "nbytes", 30), r"t\.int16\.arrays\.a: expected keys dtype, shape"),
         (
             lambda m: _edit_spec(m, "dtype", "complex64"),
             r"t\.int16\.arrays\.a\.dtype: 'complex64' is not allowed",
@@ -242,6 +254,7 @@ def _edit_spec(manifest: dict, field: str, value: object) -> dict:
         (lambda m: _edit_spec(m, "shape", [3, -5]), "shape"),
         (lambda m: {**m, "raw_bytes": m["raw_bytes"] + 8}, "raw_bytes"),
         (lambda m: {**m, "format": "pgolf-artifact/0"}, "format"),
+        (lambda m: {**m, "format": "pgolf-artifact/1"}, r"format: expected 'pgolf-artifact/2' \(version 2\)"),
         (lambda m: {k: v for k, v in m.items() if k != "extras"}, "manifest keys"),
         (lambda m: {**m, "compressor": {"name": 3, "config": {}}}, "compressor"),
     ],
@@ -255,9 +268,72 @@ def test_edited_manifest_is_refused_naming_the_field(tmp_path: Path, edit, match
 
 
 def test_manifest_that_is_not_json_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "bad.pgaf").write_bytes(_assemble(b"{not json", zlib.compress(b"")))
+    (tmp_path / "bad.pgaf").write_bytes(_assemble(zlib.compress(b"{not json"), zlib.compress(b"")))
     with pytest.raises(ArtifactError, match="JSON"):
         read_manifest(tmp_path / "bad.pgaf")
+    (tmp_path / "bad1.pgaf").write_bytes(_assemble(b"{not json", zlib.compress(b""), version=1))
+    with pytest.raises(ArtifactError, match="JSON"):
+        read_manifest(tmp_path / "bad1.pgaf")
+
+
+@pytest.mark.parametrize(
+    ("stored", "match"),
+    [
+        (b'{"format":"pgolf-artifact/2"}', "not a valid zlib stream"),  # version 1's plain JSON
+        (zlib.compress(b"{}")[:-3], "truncated"),
+        (zlib.compress(b"{}") + b"xx", "2 bytes after its zlib stream"),
+        (zlib.compress(b" " * (64 * 2**20 + 1), 9), "inflates past the limit"),  # a bomb
+    ],
+)
+def test_version_2_manifest_stream_is_checked_and_bounded(tmp_path: Path, stored: bytes, match: str) -> None:
+    (tmp_path / "bad.pgaf").write_bytes(_assemble(stored, zlib.compress(b"")))
+    with pytest.raises(ArtifactError, match=match):
+        read_manifest(tmp_path / "bad.pgaf")
+
+
+def _as_version_1(tensors: dict[str, QTensor], manifest: dict) -> bytes:
+    """A version 1 file of ``tensors`` built by hand from the old spec: plain JSON with every
+    array's offset and nbytes, arrays back to back by tensor name then key."""
+    chunks, offset = [], 0
+    for name in sorted(tensors):
+        for key in sorted(tensors[name].arrays):
+            data = tensors[name].arrays[key].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            manifest["tensors"][name]["arrays"][key].update(offset=offset, nbytes=len(data))
+            chunks.append(data)
+            offset += len(data)
+    return _assemble({**manifest, "format": "pgolf-artifact/1"}, zlib.compress(b"".join(chunks)), version=1)
+
+
+def test_version_1_files_still_load(tmp_path: Path) -> None:
+    sd = _state_dict()
+    tensors = int8_plugin.Int8Config().build().quantize(sd)
+    _write_quantized(tmp_path / "v2.pgaf", int8_plugin.Int8Config())
+    _, _, manifest, _, _ = _split((tmp_path / "v2.pgaf").read_bytes())
+    (tmp_path / "v1.pgaf").write_bytes(_as_version_1(tensors, manifest))
+    got, back = _read(tmp_path / "v1.pgaf")
+    assert back["format"] == "pgolf-artifact/1"
+    for name, qt in tensors.items():
+        for key, arr in qt.arrays.items():
+            assert torch.equal(got[name].arrays[key], arr), (name, key)
+    old, _ = load_state_dict(tmp_path / "v1.pgaf", _registry())
+    new, _ = load_state_dict(tmp_path / "v2.pgaf", _registry())
+    assert all(torch.equal(old[k], new[k]) for k in sd)
+    # Version 2 keeps codes, then scales, then the rest; version 1 kept each tensor's together.
+    v2 = read_manifest(tmp_path / "v2.pgaf")["tensors"]
+    assert v2["tok_emb.weight"]["arrays"]["q"]["offset"] == 0
+    assert v2["tok_emb.weight"]["arrays"]["scale"]["offset"] == 300 * 256
+    assert v2["blocks.0.attn_scale"]["arrays"]["w"]["offset"] == 300 * 256 + 300 * 2
+
+
+def test_version_1_manifest_must_keep_its_offsets(tmp_path: Path) -> None:
+    tensors = int8_plugin.Int8Config().build().quantize(_state_dict())
+    _write_quantized(tmp_path / "v2.pgaf", int8_plugin.Int8Config())
+    _, _, manifest, _, _ = _split((tmp_path / "v2.pgaf").read_bytes())
+    _, _, v1, _, payload = _split(_as_version_1(tensors, manifest))
+    del v1["tensors"]["step"]["arrays"]["w"]["offset"]
+    (tmp_path / "bad.pgaf").write_bytes(_assemble(v1, payload, version=1))
+    with pytest.raises(ArtifactError, match=r"step\.arrays\.w: expected keys dtype, nbytes, offset, shape"):
+        _read(tmp_path / "bad.pgaf")
 
 
 def test_payload_larger_than_declared_is_a_bounded_error(tmp_path: Path) -> None:

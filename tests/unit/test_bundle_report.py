@@ -73,6 +73,9 @@ def _toy_module(rng: random.Random, functions: int) -> str:
             f"    return sum(t * scale for t in table) + value * {rng.randrange(1000)}\n\n"
         )
     out.append("class Holder:\n    size: int = 3\n\n    def get(self) -> int:\n        return self.size\n")
+    # Referenced, so the shipped form's dead-code pass (harness.tools.dead_code) keeps them all.
+    names = [line.split("(")[0][4:] for line in out if line.startswith("def ")]
+    out.append(f"\n\nFUNCTIONS = ({', '.join(names)},)\n")
     return "".join(out)
 
 
@@ -82,7 +85,9 @@ def _toy_tree(root: Path) -> Path:
         "harness/__init__.py": '__version__ = "0.0.1-toy"\n',
         "harness/big.py": _toy_module(rng, 60),
         "harness/small.py": _toy_module(rng, 8),
-        "submissions/toy/train_gpt.py": "from harness import big, small\n\nprint(big.Holder().get())\n",
+        "submissions/toy/train_gpt.py": (
+            "from harness import big, small\n\nprint(big.Holder().get(), big.FUNCTIONS, small.FUNCTIONS)\n"
+        ),
     }
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -130,3 +135,17 @@ def test_cli_report_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None
 def test_default_extra_modules_follow_the_data_path() -> None:
     assert default_extra_modules() == (DEFAULT_DATASET_MODULE,)
     assert default_extra_modules("/data/fineweb") == ()
+
+
+def test_default_extra_modules_follow_the_submission_config() -> None:
+    subs = REPO / "submissions"
+    # byte_gpt trains on the default data's bytes variant; sp8192_recur_ttt adapts at eval time.
+    assert default_extra_modules(submission_dir=subs / "byte_gpt") == (
+        DEFAULT_DATASET_MODULE,
+        "harness.datasets.byte_level",
+    )
+    assert default_extra_modules(submission_dir=subs / "sp8192_recur_ttt") == (
+        DEFAULT_DATASET_MODULE,
+        "harness.pipeline.adaptation",
+    )
+    assert default_extra_modules(submission_dir=subs / "baseline") == (DEFAULT_DATASET_MODULE,)

@@ -1,5 +1,6 @@
 """Each submission's shipped bundle stays within its code budget: the table "Code budgets" in
-the README (the bundle as the main job writes it: compressed, minified, default data)."""
+the README (the bundle as the main job writes it: compressed, minified, default data, with
+what the submission's config reaches by name: the byte converter, the TTT walk)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.pipeline.setup import DEFAULT_DATASET_MODULE
 from harness.tools.bundle import bundle_submission
+from harness.tools.bundle_report import default_extra_modules
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBMISSIONS = sorted(p.name for p in (ROOT / "submissions").iterdir() if (p / "train_gpt.py").is_file())
@@ -32,7 +33,7 @@ def test_shipped_code_is_within_its_budget(name, tmp_path):
         ROOT / "submissions" / name,
         tmp_path / "train_gpt.py",
         compress=True,
-        extra_modules=(DEFAULT_DATASET_MODULE,),
+        extra_modules=default_extra_modules(submission_dir=ROOT / "submissions" / name),
     )
     budget = _budgets()[name]
     assert info.bytes <= budget, (

@@ -157,14 +157,15 @@ def test_layout_tiles_the_written_payload(tmp_path):
         compressor_config=config_to_json(cfg),
     )
     segs = layout_from_manifest(read_manifest(path)["tensors"])
+    # Payload order (artifact format 2): codes, then scales, then the rest, each by name.
     assert [s.name for s in segs] == [
         "blocks.0.attn.c_q.weight.codes",
-        "blocks.0.attn.c_q.weight.scale",
         "blocks.0.mlp.fc.weight.q",
-        "blocks.0.mlp.fc.weight.scale",
-        "norm.weight.w",
         "tok_emb.weight.q",
+        "blocks.0.attn.c_q.weight.scale",
+        "blocks.0.mlp.fc.weight.scale",
         "tok_emb.weight.scale",
+        "norm.weight.w",
     ]
     assert segs[0].offset == 0 and all(
         a.offset + a.nbytes == b.offset for a, b in zip(segs[:-1], segs[1:], strict=True)

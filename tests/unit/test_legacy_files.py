@@ -1,7 +1,8 @@
 """Files written before the package layout moved (pgolf 0.1, flat ``harness/``; late QAT and
 pruning under ``plugins/quant/``) still load: the artifact rescores to the numbers its run
 logged, and the interrupted run's checkpoint, whose config and plugin keys name the old
-class paths, resumes to the same artifact bytes as the uninterrupted run.
+class paths, resumes to the same quantized tensors and score as the uninterrupted run (the
+bytes differ: today's writer writes artifact format version 2, the old run wrote version 1).
 The fixtures and the command that wrote them: tests/fixtures/legacy_0_1/README.md."""
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from harness.api.registry import current_class_path
-from harness.pipeline.artifact import read_manifest
+from harness.pipeline.artifact import read_artifact, read_manifest
 from harness.pipeline.checkpoint import read_checkpoint_meta
+from harness.pipeline.plugin_manager import full_manager
 from harness.pipeline.runner import run
 from harness.pipeline.submission import build_submission_config
 from harness.tools.rescore import rescore
@@ -80,5 +82,16 @@ def test_old_checkpoint_resumes_to_the_same_artifact(tmp_path, default_dataset):
     record = run(build_submission_config(sub), submission_dir=sub, resume=run_dir)
     expected = json.loads((FULL / "submission.json").read_text(encoding="utf-8"))
     assert record is not None and record["steps"] == expected["steps"]
-    assert record["artifact_sha256"] == expected["artifact_sha256"]
+    registry = full_manager().registry
+
+    def codec(name: str, cfg: dict):
+        return registry.get("compressor", name).config_cls(**cfg).build()
+
+    new, new_manifest = read_artifact(run_dir / record["artifact_file"], compressor_for=codec)
+    old, old_manifest = read_artifact(FULL / expected["artifact_file"], compressor_for=codec)
+    assert (old_manifest["format"], new_manifest["format"]) == ("pgolf-artifact/1", "pgolf-artifact/2")
+    assert set(new) == set(old)
+    for name, qt in old.items():
+        assert new[name].kind == qt.kind and new[name].meta == qt.meta, name
+        assert all(new[name].arrays[k].equal(a) for k, a in qt.arrays.items()), name
     assert record["val_bpb"] == expected["val_bpb"]
