@@ -8,9 +8,10 @@ interleaving 1-byte codes with 2-byte fp16 scales cost the compressor about 30 k
 
 * arrays are grouped by role, the way upstream's export dict groups them (all ``quantized``
   codes, then all ``scales``, then ``passthrough``): codes of quantized tensors first, then
-  their scales, then every other array; by tensor name, then array key, within a role.
-  Grouping by role then name measured smallest with zstd-22 and lzma-9 and within 0.05 % of
-  the best order tried with zlib-9 (role then shape);
+  their scales, then every other array; by tensor name, then array key, within a role. Of the
+  six orders measured there (``benchmarks/container_vs_upstream.txt``), this one is within
+  0.05 % of the best for zlib-9 and zstd-22 and 0.8 % behind the best for lzma-9 (grouping by
+  dtype, fp16 first, which costs zstd-22 9 %): no order was best for all three;
 * the manifest drops each array's ``offset`` and ``nbytes`` (both follow from the order, the
   dtypes and the shapes) and is zlib-9 compressed (about 20x smaller). Its decompression is
   bounded by `MAX_MANIFEST_BYTES`. Readers get the offsets and sizes back, filled in, so a

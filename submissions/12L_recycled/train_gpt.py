@@ -13,6 +13,10 @@ was baked by compile, so it never changed the artifact; add LateQATConfig() to g
 effect); one 2-D parameter per matrix instead of 4 parameter banks with a hand-written parallel
 Muon (same update per matrix); gradients clipped after DDP averaging, not per rank before it.
 
+Compressor: lzma-9 stays because it is what PR #1573 shipped on its bit-packed int5 codes (the
+run reproduces the record's artifact, not the smallest one); the ``ans`` coder measured smaller
+on this submission's smoke artifact (README, Compression at the entropy bound).
+
 Run: torchrun --standalone --nproc_per_node=8 harness/run.py submissions/12L_recycled
 """
 

@@ -5,6 +5,10 @@
 scalars; per-row int8 + zlib-9 export. Upstream: val_bpb 1.2244 on 8xH100, 15,863,489
 bytes, model_params:17059912.
 
+Compressor: zlib-9 stays although every other codec measured smaller on trained codes
+(benchmarks/compression_bound.txt): it is upstream's, and this submission reproduces upstream's
+baseline and its byte count.
+
 Run: torchrun --standalone --nproc_per_node=8 harness/run.py submissions/baseline
 """
 

@@ -19,6 +19,11 @@ decay, with the harness warmdown (hexa: Adam lr 0.05 constant on 24-byte windows
 on GPU. Stride 256 scores every byte with >= 256 bytes of context, more than the receptive
 field, so it equals stride 64 at a quarter of the cost.
 
+Compressor: lzma-9 stays although byte shuffle + Brotli-11 measured 0.85 % smaller on the
+random-init payload (14,945,185 against 15,073,880 bytes): it took about 9x as long (100 s
+against 11 s on 2 busy CPU cores) for that gain, and the codes here are int4 nibbles, two per
+byte, a layout benchmarks/compression_bound.txt (one code per byte) does not cover.
+
 Run: torchrun --standalone --nproc_per_node=8 harness/run.py submissions/conv_moe
 """
 

@@ -327,7 +327,7 @@ def test_default_random_init_fits_the_budget(tmp_path):
         quantizer_name="mixed",
         quantizer_config=config_to_json(run.quantizer),
         compressor=codec,
-        compressor_name="lzma",
+        compressor_name="brotli",
         compressor_config=config_to_json(run.compressor),
     )
     assert info.bytes_on_disk == os.path.getsize(tmp_path / "a.pgolf")
@@ -487,7 +487,7 @@ def test_submission_config_is_the_reference_recipe():
 
 def test_submission_pipeline_runs_on_sp1024_data(tmp_path, default_dataset):
     """The whole harness path (configure, train, export, roundtrip, sliding eval, report) with
-    the byte GPT, AdamW, the reference cosine and the int6 + lzma export, on the sp1024 data
+    the byte GPT, AdamW, the reference cosine and the int6 + brotli export, on the sp1024 data
     (the model is vocabulary-agnostic), so it stays tested independently of the byte data."""
     from harness.pipeline.runner import run
 
@@ -516,7 +516,7 @@ def test_submission_pipeline_runs_on_sp1024_data(tmp_path, default_dataset):
         record["steps"] == 3
         and record["valid"]
         and record["quantizer"] == "int6"
-        and record["compressor"] == "lzma"
+        and record["compressor"] == "brotli"
     )
     assert record["sliding_val_bpb"] is not None and math.isfinite(record["val_bpb"])
     events = [json.loads(line) for line in (sub / "runs" / "t" / "metrics.jsonl").read_text().splitlines()]
