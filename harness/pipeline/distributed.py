@@ -23,7 +23,9 @@ import importlib
 import math
 import os
 import re
+import signal
 import sys
+import threading
 from datetime import timedelta
 
 import torch
@@ -68,7 +70,30 @@ def init_distributed() -> DistInfo:
         dist.init_process_group(
             backend=backend, device_id=device if cuda else None, timeout=collective_timeout()
         )
+    _end_quietly_on_sigterm(rank, world)
     return DistInfo(rank, world, local_rank, device, backend)
+
+
+_error_printed = False
+
+
+def _end_quietly_on_sigterm(rank: int, world: int) -> None:
+    """torchrun's agent ends its workers with SIGTERM when the job is lost (another rank failed,
+    or the node hosting the rendezvous store died): the worker then says so in one line instead
+    of dying silently, and says nothing more when it already reported its own failure."""
+
+    def on_sigterm(_signum: int, _frame: object) -> None:
+        if not _error_printed:
+            print(
+                f"error: rank {rank}/{world} stopped by its torchrun agent (SIGTERM): another rank or "
+                "node failed first, or the rendezvous store was lost",
+                file=sys.stderr,
+                flush=True,
+            )
+        os._exit(128 + signal.SIGTERM)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def collective_timeout(environ: dict[str, str] | None = None) -> timedelta:
@@ -135,6 +160,8 @@ def report_rank_failure(info: DistInfo, exc: BaseException) -> None:
     at once: torchrun may kill this process's peers, and then this one, right after)."""
     if not info.distributed:
         return
+    global _error_printed
+    _error_printed = True
     print(
         f"error: rank {info.rank}/{info.world_size} failed: {failure_cause(exc)}",
         file=sys.stderr,
