@@ -571,12 +571,13 @@ def evaluate_sliding(
     ``deadline`` (a ``time.perf_counter()`` value) it stops between batches and raises
     `EvalTimeLimit`.
     """
-    windows, _mine = _sliding_setup(val_tokens, luts, window, stride, batch_seqs, rank, world_size)
+    # evaluate_windows checks batch_seqs and the ranks and takes this rank's share itself.
+    check_tokens(val_tokens, luts, 2)
     return evaluate_windows(
         forward,
         val_tokens,
         luts,
-        windows,
+        sliding_windows(val_tokens.numel() - 1, window, stride),
         window=window,
         stride=stride,
         batch_seqs=batch_seqs,
