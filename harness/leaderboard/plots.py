@@ -118,6 +118,15 @@ def _pad(lo: float, hi: float, frac: float, least: float) -> tuple[float, float]
     return lo - pad, hi + pad
 
 
+def _panel_grid(count: int, panel_height: float, title: str) -> tuple[Any, list[Any]]:
+    """A figure with one panel per table (at least one), two panels to a row."""
+    n = max(count, 1)
+    ncols = min(n, 2)
+    nrows = math.ceil(n / ncols)
+    fig = _new_figure(6.5 * ncols, panel_height * nrows, title)
+    return fig, [fig.add_subplot(nrows, ncols, i + 1) for i in range(n)]
+
+
 def _groups(rows: list[Row]) -> dict[str, list[Row]]:
     out: dict[str, list[Row]] = {}
     for r in rows:
@@ -226,11 +235,7 @@ def _bytes_figure(rows: list[Row]) -> Any:
     from matplotlib.transforms import blended_transform_factory
 
     tables = _groups(rows)
-    n = max(len(tables), 1)
-    ncols = min(n, 2)
-    nrows = math.ceil(n / ncols)
-    fig = _new_figure(6.5 * ncols, 5.0 * nrows, "Score against bytes")
-    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n)]
+    fig, axes = _panel_grid(len(tables), 5.0, "Score against bytes")
     if not tables:
         return _empty(fig, axes[0], "no results yet")
     pending = []
@@ -314,11 +319,7 @@ def _progression_figure(rows: list[Row]) -> Any:
     from matplotlib.legend_handler import HandlerTuple
 
     tables = _groups(rows)
-    n = max(len(tables), 1)
-    ncols = min(n, 2)
-    nrows = math.ceil(n / ncols)
-    fig = _new_figure(6.5 * ncols, 4.8 * nrows, "Record progression")
-    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n)]
+    fig, axes = _panel_grid(len(tables), 4.8, "Record progression")
     if not tables:
         return _empty(fig, axes[0], "no results yet")
     pending = []
