@@ -27,7 +27,6 @@ from harness.api import config as cfgmod
 from harness.api.config import RunConfig
 from harness.api.context import DistInfo
 from harness.api.errors import TrainingInterrupted
-from harness.pipeline.code_origin import check_code_origin
 from harness.pipeline.distributed import (
     already_reported,
     init_distributed,
@@ -38,7 +37,6 @@ from harness.pipeline.distributed import (
 from harness.pipeline.export import export, ship_existing_artifact
 from harness.pipeline.failure import error_line, report_failure
 from harness.pipeline.flags import RunFlags, add_run_flags, run_flags
-from harness.pipeline.integrity import check_config_unchanged, check_scoring_code, config_fingerprint
 from harness.pipeline.plugin_manager import run_manager
 from harness.pipeline.report import report
 from harness.pipeline.runlog import RunLogger
@@ -121,9 +119,15 @@ def _run_and_shutdown(
         shutdown(dist, finished=finished)
 
 
+# Imported with the runner, as a plain import would be: its snapshot of the scoring code is
+# taken before any submission code that imports the runner can run.
+_INTEGRITY = unshipped_module("integrity")
+
+
 def _untampered(config: RunConfig, frozen: str, when: str) -> None:
-    check_scoring_code(when)
-    check_config_unchanged(config, frozen, when)
+    if _INTEGRITY is not None:
+        _INTEGRITY.check_scoring_code(when)
+        _INTEGRITY.check_config_unchanged(config, frozen, when)
 
 
 def pipeline(
@@ -147,9 +151,12 @@ def pipeline(
     checks = unshipped_module("preflight")  # a bundle without it finds a broken component later
     if checks is not None:
         checks.preflight(config, manager.registry)  # every component built once: nothing fails after training
-    check_scoring_code("before training")  # defence in depth (issue 11); pgolf verify is the check
-    check_code_origin(submission_dir, cfgmod.component_modules(config))  # every byte that runs is counted
-    frozen = config_fingerprint(config)
+    origin = unshipped_module("code_origin")
+    if _INTEGRITY is not None:  # defence in depth (issue 11); pgolf verify is the check
+        _INTEGRITY.check_scoring_code("before training")
+    if origin is not None:  # every byte that runs is counted
+        origin.check_code_origin(submission_dir, cfgmod.component_modules(config))
+    frozen = _INTEGRITY.config_fingerprint(config) if _INTEGRITY is not None else ""
     rid, run_dir = prepare_run_dir(submission_dir, run_id, dist, resume)
     if resume is not None:  # refuse a mismatched resume before anything in the folder changes
         checkpoint_module().check_resume_dir(run_dir, config, dist.world_size)
@@ -160,8 +167,9 @@ def pipeline(
     eval_only = bool(config.train.load_model_path)
     try:
         start(run_state, submission_dir)
-        if checks is None:
-            log.log(skipped_line("preflight"))
+        for phase, module in (("preflight", checks), ("code_origin", origin), ("integrity", _INTEGRITY)):
+            if module is None:
+                log.log(skipped_line(phase))
         scorer = load_data(run_state)
         ctx, result = (
             load_trained(run_state) if eval_only else train(run_state, scorer, resume=resume is not None)

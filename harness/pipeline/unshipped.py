@@ -3,8 +3,10 @@ so shipped bundles leave them out and do not pay for their bytes (pgolf issue 13
 
 The rule (docs/architecture.md, "What ships"): everything that changes the training losses, the
 artifact's bytes or the scores ships in the counted ``train_gpt.py``. A module that only
-describes the run (baselines, telemetry, the entropy report) or only refuses bad input before
-anything is computed (the preflight, the data/tokenizer binding) does not. A run from the
+describes the run (baselines, telemetry, the entropy report) or only refuses (the preflight, the
+data/tokenizer binding before anything is computed; the code-origin and tamper checks, which are
+defence in depth inside the submission's own process, where `pgolf verify`'s trusted scorer is
+the check that counts) does not. A run from the
 repository, which writes the claimed ``submission.json``, runs them all as before; ``pgolf
 verify`` re-runs the shipped file and compares its scores, token and byte counts and dataset
 and tokenizer fingerprints with that claim. A bundle run without them logs one
@@ -28,6 +30,8 @@ UNSHIPPED: dict[str, str] = {
     "entropy": "harness.pipeline.entropy_report",
     "data_binding": "harness.pipeline.data_binding",
     "preflight": "harness.pipeline.preflight",
+    "code_origin": "harness.pipeline.code_origin",
+    "integrity": "harness.pipeline.integrity",
 }
 """Phase name (as the ``skipped`` line says it) -> the module that implements it."""
 

@@ -6,9 +6,9 @@ that import ``harness`` and ``plugins``, so counting them alone would under-coun
 finds the modules a submission reaches (by parsing with `ast`; nothing is imported or run)
 and writes one file that embeds their sources and serves them from an import hook
 (`importlib.abc.MetaPathFinder`, PEP 451), then runs the submission as ``__main__``.
-The optional lzma+base85 self-extracting wrapper is the shape upstream records ship from
-PR #1285 on; inside it the sources are minified (`harness.tools.minify`), as the frontier
-records ship theirs.
+The optional self-extracting shell (`harness.tools.bundle_wrapper`: compressed, one string
+literal) is the shape upstream records ship from PR #1285 on; inside it the sources are
+minified (`harness.tools.minify`), as the frontier records ship theirs.
 
 Decisions:
 * Imports under ``if TYPE_CHECKING:`` are skipped, because they never run. Imports inside
@@ -38,10 +38,8 @@ format in two places.
 from __future__ import annotations
 
 import ast
-import base64
 import hashlib
 import importlib.util
-import lzma
 import os
 import re
 import sys
@@ -53,13 +51,13 @@ from harness import __version__
 from harness.api.errors import ConfigError
 from harness.api.fileio import write_atomic
 from harness.pipeline.plugin_packages import plugin_package_roots
+from harness.tools.bundle_wrapper import shell_codecs, wrap
 from harness.tools.dead_code import prune_sources
+from harness.tools.error_sites import shorten_error_messages
 from harness.tools.minify import minify_source
 
 BUNDLE_FORMAT_VERSION = 1
 BUNDLED_PACKAGES: tuple[str, ...] = ("harness", "plugins")
-LZMA_PRESET = 9 | lzma.PRESET_EXTREME
-"""The self-extracting wrapper's lzma preset (`harness.tools.bundle_report` measures with it too)."""
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 ORIGIN_PREFIX = "<pgolf-bundle>/"
 """Prefix of every embedded module's ``__file__``. It is not a real path, so nothing on disk
@@ -364,15 +362,19 @@ def prepare_sources(
     name: str, modules: dict[str, _Module], main_source: str, minify: bool
 ) -> tuple[dict[str, str], str, str]:
     """The sources to embed ({module: source}, the submission's source) and ``sources_sha256``.
-    ``minify``: the embedded sources are pruned of top-level definitions nothing refers to
-    (`harness.tools.dead_code`), then minified (the sha256 still names the sources as written, so a
-    bundle says which code it was made from). Shared with `bundle_report`."""
+    ``minify``: the messages of refusals become the place they are raised
+    (`harness.tools.error_sites`), the embedded sources are pruned of top-level definitions
+    nothing refers to (`harness.tools.dead_code`), then minified (the sha256 still names the
+    sources as written, so a bundle says which code it was made from). Shared with `bundle_report`."""
     names = sorted(modules)
     sources = {n: (_read_source(m.path) if m.path is not None else "") for n, m in modules.items()}
     main_origin = f"submissions/{name}/train_gpt.py"
     sha = _sources_sha256([(modules[n].origin, sources[n]) for n in names] + [(main_origin, main_source)])
     if minify:
         main_key = "\0main"  # no module is named so: the submission, kept whole
+        # Messages first, on the sources as written, so each names its line in the readable bundle.
+        sources = {n: shorten_error_messages(s, modules[n].origin) for n, s in sources.items()}
+        main_source = shorten_error_messages(main_source, main_origin)
         sources = prune_sources({**sources, main_key: main_source}, roots=[main_key])
         del sources[main_key]
         sources = {n: minify_source(s, modules[n].origin) for n, s in sources.items()}
@@ -446,15 +448,6 @@ def _render(
     return assemble(name, version, modules, sources, main_source, sha, minify, overrides, packages)
 
 
-def self_extracting(text: str) -> str:
-    """Wrap ``text`` as one lzma+base85 line that execs it in the same globals (upstream's shape)."""
-    packed = base64.b85encode(lzma.compress(text.encode(), preset=LZMA_PRESET)).decode("ascii")
-    return (
-        "import lzma,base64;exec(compile(lzma.decompress("
-        f'base64.b85decode("{packed}")),"{ORIGIN_PREFIX}train_gpt.py","exec"))\n'
-    )
-
-
 def _check_target(submission_file: Path, out_path: Path) -> None:
     """Refuse an output path that is the submission's own source (also through links)."""
     same = out_path.resolve() == submission_file.resolve()
@@ -473,12 +466,14 @@ def bundle_submission(
     minify: bool | None = None,
     extra_modules: Sequence[str] = (),
     overrides: Mapping[str, str] | None = None,
+    encoding: str = "latin1",
 ) -> BundleInfo:
     """Write one self-contained ``train_gpt.py`` for ``submission_dir`` to ``out_path``.
 
     ``root`` holds the ``harness`` and ``plugins`` folders; by default it is the folder
     above this package. The output is deterministic: the same sources always give the same
-    bytes. ``compress=True`` writes the lzma+base85 self-extracting form of the same bundle,
+    bytes. ``compress=True`` writes the self-extracting form of the same bundle (`harness.tools.
+    bundle_wrapper`: the smallest codec, written as ``encoding``, latin1 or base85),
     with minified sources unless ``minify=False`` (``minify`` defaults to ``compress``: the
     shipped form is golfed, the readable one is not). ``extra_modules`` are embedded with what
     they import although the submission does not import them: modules the run reaches by name
@@ -513,13 +508,15 @@ def bundle_submission(
         packages=BUNDLED_PACKAGES + tuple(carried),
     )
     if compress:
-        text = self_extracting(text)
-    data = text.encode("utf-8")
+        codecs = shell_codecs(_read_source(m.path) for m in modules.values() if m.path is not None)
+        data = wrap(text, encoding, codecs).data
+    else:
+        data = text.encode("utf-8")
     write_atomic(out_path, data)
     return BundleInfo(
         path=out_path,
         bytes=os.path.getsize(out_path),
-        lines=text.count("\n"),
+        lines=data.count(b"\n"),
         modules=sorted(modules),
         sha256=hashlib.sha256(data).hexdigest(),
     )

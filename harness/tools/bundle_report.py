@@ -1,25 +1,24 @@
 """What each embedded module, and each top-level function or class in it, costs in shipped bytes.
 
-``pgolf bundle SUBMISSION --report``. The shipped ``train_gpt.py`` is one lzma+base85 line over
-the minified sources of every module the submission reaches (`harness.tools.bundle`), so no
-module has a size of its own in it; these are the definitions used here:
+``pgolf bundle SUBMISSION --report``. The shipped ``train_gpt.py`` is one compressed string
+literal over the minified sources of every module the submission reaches (`harness.tools.bundle`,
+`harness.tools.bundle_wrapper`), so no module has a size of its own in it; these are the
+definitions used here:
 
 * **module (measured, marginal cost)**: the bytes of the shipped bundle minus the bytes of the
-  same bundle with that module's minified source replaced by an empty string (its name, header
-  line and marker entry stay). This is what deleting the module's code would save after
-  lzma+base85, including what it shares with the rest (text that other modules repeat costs
-  little). Chosen by measurement over the alternative (each source compressed alone, times the
-  bundle's base85 factor): one compress of the ~190 KB minified ``12L_recycled`` bundle takes
-  about 0.06 s, so its ~50 non-empty modules cost ~3 s of compressing (run on a few threads),
-  and the whole report takes ~5 s on 2 cores, minifying included. Costs move in steps of 5
-  (base85 writes 5 characters per 4 bytes). The marginal costs do not sum to the total: the
-  rest (bootstrap, header, wrapper, and the context shared by several modules) is printed as
+  same bundle, in the same codec, with that module's minified source replaced by an empty string
+  (its name, header line and marker entry stay). This is what deleting the module's code would
+  save, including what it shares with the rest (text that other modules repeat costs little).
+  Chosen by measurement over the alternative (each source compressed alone): one brotli-11
+  compress of a ~160 KB minified bundle takes about 0.15 s, so the ~50 non-empty modules of a
+  bundle cost a few seconds on a few threads. The marginal costs do not sum to the total: the
+  rest (bootstrap, header, shell, and the context shared by several modules) is printed as
   "not attributed".
 * **function / class (approximation)**: its minified source (`ast.get_source_segment` on the
-  minified module parsed again, decorators included) compressed alone with the bundle's lzma
-  preset and base85-encoded, minus the 40 bytes that the same codec gives an empty input (the
-  xz container). A definition compressed alone gets no context from the rest of the bundle,
-  so this over-states what removing it would save; it ranks definitions, it is not exact.
+  minified module parsed again, decorators included) compressed alone with lzma in the latin-1
+  shell, minus what the same shell costs around an empty input. A definition compressed alone
+  gets no context from the rest of the bundle, so this over-states what removing it would save;
+  it ranks definitions, it is not exact.
 * **totals**: shipped bytes are exact (the same text `bundle_submission(compress=True)` writes);
   readable bytes are those of the readable, unminified bundle (``train_gpt_readable.py``).
 
@@ -34,8 +33,6 @@ line always reports that case (a run on its own data ships that module's cost le
 from __future__ import annotations
 
 import ast
-import base64
-import lzma
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,27 +41,20 @@ from pathlib import Path
 
 from harness.api.errors import ConfigError
 from harness.tools import bundle as _bundle
+from harness.tools import bundle_wrapper as _wrapper
 
 MAIN_ROW = "<main>"
 """Row name of the submission's own ``train_gpt.py``."""
 
 
-def _packed_size(text: str) -> int:
-    """Bytes of ``text`` after the bundle's codec: lzma (its preset) then base85. The dictionary
-    is cut to 1 MiB for inputs that fit in it (the xz header has the same size, and nothing
-    in the input is out of reach): preset 9's 64 MiB take ~20 ms to set up per call."""
+def _packed_size(text: str, codec: str = "lzma") -> int:
+    """Bytes of ``text`` in the shipped shell (`harness.tools.bundle_wrapper`) with ``codec``."""
     data = text.encode("utf-8")
-    filters = [{"id": lzma.FILTER_LZMA2, "preset": _bundle.LZMA_PRESET, "dict_size": 1 << 20}]
-    packed = (
-        lzma.compress(data, filters=filters)
-        if len(data) < 1 << 20
-        else lzma.compress(data, preset=_bundle.LZMA_PRESET)
-    )
-    return len(base64.b85encode(packed))
+    return len(_wrapper.shell(codec, "latin1", _wrapper.compress(codec, data)))
 
 
 _EMPTY_PACKED = _packed_size("")
-"""What the codec gives an empty input (the xz container alone): 40 bytes."""
+"""What the shell costs around an empty input (the lzma container and the shell's code)."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +67,7 @@ class DefinitionCost:
     minified: int
     """Bytes of its minified source."""
     shipped: int
-    """Its minified source compressed alone (lzma+base85), less the codec's empty-input bytes."""
+    """Its minified source compressed alone (lzma, latin-1 shell), less the shell's empty-input bytes."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +94,8 @@ class BundleReport:
     """Size of the readable (unminified, uncompressed) bundle."""
     modules: list[ModuleCost]
     """Every embedded module once, plus ``<main>``; largest shipped cost first."""
+    codec: str = "lzma"
+    """The codec the shipped shell chose (`harness.tools.bundle_wrapper`)."""
 
     @property
     def unattributed(self) -> int:
@@ -175,24 +167,27 @@ def bundle_report(
     readable = _bundle._render(name, version, modules, main_source, minify=False)
     sources, main_min, sha = _bundle.prepare_sources(name, modules, main_source, minify=True)
 
-    def shipped(srcs: dict[str, str], main: str) -> int:
-        text = _bundle.assemble(name, version, modules, srcs, main, sha, True)
-        return len(_bundle.self_extracting(text).encode("utf-8"))
+    codecs = _wrapper.shell_codecs(_bundle._read_source(m.path) for m in modules.values() if m.path)
+    full = _wrapper.wrap(
+        _bundle.assemble(name, version, modules, sources, main_min, sha, True), codecs=codecs
+    )
+    total, codec = len(full.data), full.codec
 
-    # One compress per variant; lzma releases the GIL, so threads run them side by side (each
-    # preset-9 compressor holds ~0.7 GB, hence few workers).
+    def shipped(srcs: dict[str, str], main: str) -> int:  # with the codec the whole bundle chose
+        return _packed_size(_bundle.assemble(name, version, modules, srcs, main, sha, True), codec)
+
+    # One compress per variant; the codecs release the GIL, so threads run them side by side
+    # (each preset-9 lzma compressor holds ~0.7 GB, hence few workers).
     variants = {MAIN_ROW: (sources, "")} | {m: ({**sources, m: ""}, main_min) for m in modules if sources[m]}
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        total_job = pool.submit(shipped, sources, main_min)
         jobs = {m: pool.submit(shipped, *v) for m, v in variants.items()}
-        total = total_job.result()
         cost = {m: total - job.result() for m, job in jobs.items()}
     rows = [ModuleCost(MAIN_ROW, len(main_min.encode("utf-8")), cost[MAIN_ROW], definition_costs(main_min))]
     for mod in sorted(modules):
         src = sources[mod]
         rows.append(ModuleCost(mod, len(src.encode("utf-8")), cost.get(mod, 0), definition_costs(src)))
     rows.sort(key=lambda r: (-r.shipped, r.name))
-    return BundleReport(name, total, len(readable.encode("utf-8")), rows)
+    return BundleReport(name, total, len(readable.encode("utf-8")), rows, codec)
 
 
 def format_report(report: BundleReport, *, top_modules: int = 10, top_definitions: int = 5) -> str:
@@ -203,7 +198,8 @@ def format_report(report: BundleReport, *, top_modules: int = 10, top_definition
     lines = [
         f"submission {report.submission}: shipped train_gpt.py {total:,} bytes (exact), "
         f"readable bundle {report.readable_bytes:,} bytes",
-        "shipped bytes per module: marginal cost after lzma+base85 (bundle minus bundle with it emptied)",
+        f"shipped bytes per module: marginal cost in its {report.codec}+latin1 shell "
+        "(bundle minus bundle with it emptied)",
         f"{'module':<{width}} | {'minified bytes':>14} | {'shipped bytes (est.)':>20} | {'share':>6}",
         f"{'-' * width}-|-{'-' * 14}-|-{'-' * 20}-|-{'-' * 6}",
     ]

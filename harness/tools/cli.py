@@ -67,7 +67,9 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         return 0
     out = args.output or (Path(args.submission) / "dist" / "train_gpt.py")
     out.parent.mkdir(parents=True, exist_ok=True)
-    info = bundle_submission(Path(args.submission), out, compress=args.compress)
+    encoding = "base85" if args.ascii else "latin1"
+    compress = args.compress or args.ascii
+    info = bundle_submission(Path(args.submission), out, compress=compress, encoding=encoding)
     print(
         f"bundled {len(info.modules)} modules into {info.path}: {info.bytes} bytes, "
         f"{info.lines} lines, sha256 {info.sha256[:16]}"
@@ -249,7 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bundle", help="write the self-contained train_gpt.py of a submission")
     b.add_argument("submission", type=Path)
     b.add_argument("-o", "--output", type=Path, default=None, help="default: <submission>/dist/train_gpt.py")
-    b.add_argument("--compress", action="store_true", help="lzma+base85 self-extracting bundle")
+    b.add_argument(
+        "--compress", action="store_true", help="minified, compressed, self-extracting (what a run ships)"
+    )
+    b.add_argument("--ascii", action="store_true", help="like --compress, written in base85 (pure ASCII)")
     b.add_argument(
         "--report", action="store_true", help="print each module's cost in shipped bytes (writes nothing)"
     )

@@ -3,8 +3,8 @@ the seed its bundle records taken out (so the bundles of one configuration compa
 the ``--set`` flags that turn the submission's ``build_config()`` into a run's resolved config
 (the exact command in the record's README).
 
-The shipped ``train_gpt.py`` is read as text, unwrapped from its lzma+base85 shell when it has
-one (`harness.tools.bundle.self_extracting` writes that shell), and its ``__pgolf_bundle__``
+The shipped ``train_gpt.py`` is unwrapped from its self-extracting shell when it has one
+(`harness.tools.bundle_wrapper`), and its ``__pgolf_bundle__``
 marker is parsed with `ast.literal_eval`: nothing in it is executed. The submission's own
 ``train_gpt.py`` is imported to build its config, as `harness.pipeline.submission` does for a run.
 """
@@ -12,9 +12,7 @@ marker is parsed with `ast.literal_eval`: nothing in it is executed. The submiss
 from __future__ import annotations
 
 import ast
-import base64
 import json
-import lzma
 import re
 from pathlib import Path
 from typing import Any
@@ -22,12 +20,10 @@ from typing import Any
 from harness.api.config import apply_overrides, dumps, resolve
 from harness.api.errors import DataError, PgolfError
 from harness.pipeline.submission import build_submission_config
+from harness.tools.bundle_wrapper import unwrap
 
 MAX_BUNDLE_TEXT = 50_000_000
-"""Decompressed size accepted when unwrapping a shipped lzma+base85 ``train_gpt.py``."""
-_WRAPPED = re.compile(
-    r'^import lzma,base64;exec\(compile\(lzma\.decompress\(base64\.b85decode\("([^"]*)"\)\)'
-)
+"""Decompressed size accepted when unwrapping a shipped (self-extracting) ``train_gpt.py``."""
 _MARKER = re.compile(r"^__pgolf_bundle__ = (\{.*\})$", re.MULTILINE)
 
 
@@ -38,22 +34,20 @@ def without_seed(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def code_without_seed(path: Path) -> str:
-    """The text of a shipped ``train_gpt.py`` (unwrapped when it is lzma+base85), with the seed
+    """The text of a shipped ``train_gpt.py`` (unwrapped when it is a shell), with the seed
     taken out of the overrides its bundle marker records: each seed's run ships a bundle that
     replays that seed, and the bundles of one configuration differ only there. The marker is
     read with `ast.literal_eval`; nothing is executed."""
-    text = path.read_text(encoding="utf-8")
-    wrapped = _WRAPPED.match(text)
-    if wrapped:
-        try:
-            unpacker = lzma.LZMADecompressor()
-            inner = unpacker.decompress(base64.b85decode(wrapped.group(1)), MAX_BUNDLE_TEXT).decode("utf-8")
-        except (ValueError, lzma.LZMAError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: cannot unwrap the lzma+base85 bundle ({exc})") from None
-        if not unpacker.eof:
-            raise DataError(f"{path}: the bundle unpacks to more than {MAX_BUNDLE_TEXT:,} bytes")
+    data = path.read_bytes()
+    wrapped = unwrap(data, MAX_BUNDLE_TEXT, where=str(path))
+    if wrapped is not None:
         # The shell around the payload stays in: bytes outside it count and run too.
-        text = f"{text[: wrapped.start(1)]}<unpacked>\n{inner}\n</unpacked>{text[wrapped.end(1) :]}"
+        text = f"{wrapped.head}<unpacked>\n{wrapped.inner}\n</unpacked>{wrapped.tail}"
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: neither UTF-8 text nor a shell pgolf writes") from None
     marker = _MARKER.search(text)
     if marker is None:
         return text

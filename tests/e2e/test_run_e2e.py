@@ -5,9 +5,7 @@ the 2-process gloo path runs."""
 from __future__ import annotations
 
 import ast
-import base64
 import json
-import lzma
 import os
 import re
 import shutil
@@ -20,6 +18,7 @@ from harness.pipeline import budget
 from harness.pipeline.runner import run
 from harness.pipeline.submission import build_submission_config
 from harness.pipeline.submission_json import REQUIRED_KEYS
+from harness.tools.bundle_wrapper import unwrap
 from harness.tools.rescore import rescore
 from tests.conftest import ROOT, write_tiny_submission
 
@@ -119,9 +118,9 @@ def test_bytes_come_from_the_shipped_files(finished_run):
     assert record["bytes_model"] == os.path.getsize(run_dir / "final_model.int8.zlib.pgolf")
     assert record["bytes_total"] == record["bytes_code"] + record["bytes_model"]
     assert not record["over_budget"] and record["valid"]
-    shipped = (run_dir / "train_gpt.py").read_text()
-    assert shipped.startswith("import lzma,base64;exec(")  # compress_code=True by default
-    inner = lzma.decompress(base64.b85decode(re.search(r'b85decode\("([^"]+)"\)', shipped).group(1))).decode()
+    shipped = unwrap((run_dir / "train_gpt.py").read_bytes(), 10**8)
+    assert shipped is not None and shipped.encoding == "latin1"  # compress_code=True by default
+    inner = shipped.inner
     readable = (run_dir / "train_gpt_readable.py").read_text()
 
     def marker(text: str) -> dict:

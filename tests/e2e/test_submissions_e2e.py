@@ -160,6 +160,6 @@ def test_submission_trains_bundles_and_bundle_reproduces(name, tmp_path, default
     # The harness run reports every phase; the shipped file skips the unshipped ones, loudly.
     assert "baselines" in record and "telemetry" in record and "entropy" in record
     assert "baselines" not in rec_b and "telemetry" not in rec_b and "entropy" not in rec_b
-    for phase in ("preflight", "baselines", "telemetry", "entropy"):
+    for phase in ("preflight", "code_origin", "integrity", "baselines", "telemetry", "entropy"):
         assert not re.search(rf"^{phase}: skipped", log_h, re.M)
         assert re.search(rf"^{phase}: skipped \(not shipped", log_b, re.M), phase

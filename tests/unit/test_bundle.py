@@ -337,9 +337,9 @@ def test_compressed_bundle_runs_and_prints_the_same(toy: Path, tmp_path: Path) -
     packed = bundle_submission(
         toy / "submissions/toy", tmp_path / "packed/train_gpt.py", root=toy, compress=True, minify=False
     )
-    text = packed.path.read_text()
-    assert text.startswith("import lzma,base64;exec(compile(lzma.decompress(base64.b85decode(")
-    assert packed.lines == 1 and packed.bytes == os.path.getsize(packed.path)
+    data = packed.path.read_bytes()
+    assert data.startswith(b"# coding: latin-1\nimport ") and b";exec(compile(" in data
+    assert packed.lines == 2 and packed.bytes == os.path.getsize(packed.path)
     got_plain = _run_json(plain.path, tmp_path)
     got_packed = _run_json(packed.path, tmp_path)
     assert Path(got_packed.pop("main_file")).resolve() == packed.path.resolve()

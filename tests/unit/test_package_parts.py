@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harness.api.errors import DataError
-from harness.tools.bundle import self_extracting
+from harness.tools.bundle_wrapper import wrap as shell_of
 from harness.tools.package import folder_name
 from harness.tools.record_code import code_without_seed
 from harness.tools.record_readme import SIGNIFICANCE_END, SIGNIFICANCE_START, write_significance
@@ -16,7 +16,7 @@ def _bundle(tmp_path, name: str, overrides: dict, wrap: bool = True, tail: str =
     marker = {"format": 1, "submission": "tiny", "overrides": overrides}
     text = f"x = 1\n__pgolf_bundle__ = {marker!r}\nprint(x)\n"
     path = tmp_path / name
-    path.write_text((self_extracting(text) if wrap else text) + tail)
+    path.write_bytes((shell_of(text).data if wrap else text.encode()) + tail.encode())
     return path
 
 
