@@ -37,6 +37,7 @@ def test_cli_flags_are_frozen():
         "bundle -o",
         "bundle --output",
         "bundle --compress",
+        "bundle --ascii",
         "bundle --report",
         "data",
         "data build-default",
