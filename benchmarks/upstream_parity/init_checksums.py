@@ -14,6 +14,11 @@ per-layer matrices with the script's own ``_unbank_state_dict``. For every tenso
 before upstream's ``.bfloat16()`` cast: shape, sum and sum of squares in float64, and the
 sha256 of its little-endian fp32 bytes. ``tests/unit/test_init_parity.py`` compares our
 submissions' initial weights with these files.
+
+The bits of an orthogonal init depend on torch's intra-op thread count (``orthogonal_`` runs a
+QR decomposition in MKL/LAPACK, whose blocking follows the threads; measured with torch
+2.13.0+cpu: 1, 2, 3 and 4 threads give four different matrices from the same seed), so the
+count is recorded as ``num_threads`` and the test builds at that count. ``--threads`` sets it.
 """
 
 from __future__ import annotations
@@ -62,7 +67,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--upstream", required=True, help="an upstream train_gpt.py (plain or lzma-wrapped)")
     ap.add_argument("--seed", type=int, default=1337)
+    ap.add_argument(
+        "--threads", type=int, default=2, help="torch intra-op threads (orthogonal_ depends on it)"
+    )
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     up = load_upstream(args.upstream)
     kwargs = gpt_kwargs(up)
     torch.manual_seed(args.seed)
@@ -72,10 +81,11 @@ def main() -> None:
         state = up._unbank_state_dict(state, kwargs["num_layers"])
     report = {
         "command": "python benchmarks/upstream_parity/init_checksums.py --upstream train_gpt.py "
-        f"--seed {args.seed}",
+        f"--seed {args.seed} --threads {args.threads}",
         "upstream_file_sha256": hashlib.sha256(Path(args.upstream).read_bytes()).hexdigest(),
         "torch": torch.__version__,
         "seed": args.seed,
+        "num_threads": torch.get_num_threads(),
         "gpt_kwargs": {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool))},
         "tensors": checksums(state),
     }

@@ -12,7 +12,8 @@ logits only: the harness owns the loss.
 
 Small knobs of the T1 (10L Int5-MLP) and P1573 (12L RecycledCore) records are fields of
 ``GPTConfig`` (``mlp_mult``, ``mlp_activation``, ``rope_dims``, ``rope_train_seq_len``,
-``ln_scale``, ``orthogonal_init``, ``orthogonal_proj_scale``); the add-on modules are
+``ln_scale``, ``orthogonal_init``, ``orthogonal_proj_scale``, and ``init_order``, P1573's
+order of random draws at build); the add-on modules are
 ``components``: Configs of kind ``arch_component`` from other plugin modules (BigramHash,
 SmearGate, value embeddings, value residual, gated attention, XSA, recycled core, parallel
 residuals, QK temperature; docs/techniques.md). This module never imports them: a component's
@@ -64,6 +65,9 @@ from harness.api.hooks import hookimpl
 from harness.api.registry import Registry
 
 MLP_ACTIVATIONS = ("relu2", "leaky_relu2")
+INIT_ORDERS = ("modules", "banks")
+# init_order="banks": the components P1573 builds after its blocks rather than before them.
+BANKS_LATE_SLOTS = ("ve_shared",)
 
 # Extension-point order by slot: VE before value residual (v0 includes VE), XSA before the
 # gate (docs/techniques.md §3). Unknown slots run after these, in config order.
@@ -127,6 +131,15 @@ class GPTConfig:
     """T1 only, with orthogonal_init: multiply re-drawn Linears named ``.proj`` by
     1/sqrt(2·num_layers). Meant as muP for output projections, it reaches only bigram.proj,
     because the block projections are zero-flagged (docs/techniques.md §13 row 7)."""
+    init_order: str = "modules"
+    """Order of the random draws at build, so a seed gives the initial weights of the upstream
+    script a submission rebuilds (issue 16). "modules" (baseline, T1): every Linear draws its
+    default init when constructed, components before blocks, then the tied embedding's
+    normal, then the orthogonal pass. "banks" (P1573, needs orthogonal_init): the block
+    matrices draw nothing when constructed (upstream allocates them as empty parameter
+    banks); the gated-attention gates draw right after the blocks, the value embedding is
+    built after them, then the tied embedding's normal; the orthogonal pass draws Q, K, V
+    and MLP-up layer by layer (whatever their size) before the other Linears."""
     components: tuple[Any, ...] = ()
     """Add-on module Configs (kind ``arch_component``), e.g. ``(BigramHashConfig(),
     SmearGateConfig())``; each at most once. Run in COMPONENT_ORDER, not in listed order."""
@@ -175,6 +188,12 @@ def _validate(cfg: GPTConfig) -> None:
     if not cfg.tied_embed_init_std >= 0:
         raise ConfigError(f"gpt.tied_embed_init_std: expected >= 0, got {cfg.tied_embed_init_std}")
     _validate_rope(cfg)
+    if cfg.init_order not in INIT_ORDERS:
+        raise ConfigError(f"gpt.init_order: expected one of {INIT_ORDERS}, got {cfg.init_order!r}")
+    if cfg.init_order == "banks" and cfg.orthogonal_init is not True:
+        raise ConfigError(
+            "gpt.init_order='banks' draws the block matrices in the orthogonal pass: set orthogonal_init=True"
+        )
     for name in ("tie_embeddings", "ln_scale", "orthogonal_init", "orthogonal_proj_scale"):
         if not isinstance(getattr(cfg, name), bool):
             raise ConfigError(f"gpt.{name}: expected a bool, got {getattr(cfg, name)!r}")
@@ -396,6 +415,18 @@ class Block(nn.Module):
         return x + self.mlp_scale.to(x.dtype) * self.mlp(self._normed(x))
 
 
+def _check_component(comp: Any) -> None:
+    slot = getattr(comp, "slot", None)
+    if not isinstance(comp, nn.Module) or not isinstance(slot, str) or not slot.isidentifier():
+        raise ConfigError(f"gpt.components: {type(comp).__name__} must be an nn.Module with a str `slot`")
+
+
+def _in_component_order(built: list[Any]) -> list[Any]:
+    rank = {slot: i for i, slot in enumerate(COMPONENT_ORDER)}
+    # sorted() is stable: unknown slots keep their config order, after the known ones.
+    return sorted(built, key=lambda c: rank.get(getattr(c, "slot", ""), len(rank)))
+
+
 def _defines(comp: nn.Module, name: str) -> bool:
     # Looked up on the class: BigramHash's child module `embed` must not count as a hook.
     return callable(getattr(type(comp), name, None))
@@ -420,16 +451,24 @@ class GPT(nn.Module):
         # The upstream_numerics component sets bf16 RoPE tables and fp32 logits (upstream casts
         # its softcapped logits to fp32 before the loss).
         self.rope_dtype, self.logits_fp32 = torch.float32, False
-        built = self._build_components(cfg, vocab_size)
-        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+        # init_order="banks" (P1573): the block matrices are empty banks upstream, so their
+        # constructor draws are undone; the gates' draws (attach) and the late components come
+        # before the head and the embedding's normal init.
+        banks = cfg.init_order == "banks"
+        built, late = self._build_components(cfg, vocab_size, BANKS_LATE_SLOTS if banks else ())
+        with torch.random.fork_rng(devices=[], enabled=banks):
+            self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+        if banks:
+            self._attach_components(cfg, built, late, vocab_size)
         # Upstream zero-inits an untied head too.
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(cfg.model_dim, vocab_size, zero_init=True)
         if cfg.tie_embeddings:
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
-        # skip_weights (sized by the layer plan) is created in there, before any component attaches.
-        self._attach_components(cfg, built)
+        if not banks:
+            # skip_weights (sized by the layer plan) is created in there, before any component attaches.
+            self._attach_components(cfg, built)
         if cfg.orthogonal_init:
-            self._orthogonal_init()
+            self._orthogonal_init(banks)
         self.attention_backend = ""
         self._probed_device: torch.device | None = None
         self.probe_attention()
@@ -437,25 +476,44 @@ class GPT(nn.Module):
     # ------------------------------------------------------------------ build
 
     @staticmethod
-    def _build_components(cfg: GPTConfig, vocab_size: int) -> list[Any]:
-        """The components' modules, built in COMPONENT_ORDER (not yet registered)."""
-        built = [c.build(cfg, vocab_size) for c in cfg.components]
-        rank = {slot: i for i, slot in enumerate(COMPONENT_ORDER)}
-        built.sort(key=lambda c: rank.get(getattr(c, "slot", ""), len(rank)))  # stable for unknown slots
-        return built
+    def _build_components(
+        cfg: GPTConfig, vocab_size: int, late_slots: tuple[str, ...] = ()
+    ) -> tuple[list[Any], list[Any]]:
+        """The components' modules in COMPONENT_ORDER (built in config order, not yet
+        registered), and the Configs of those whose slot is in ``late_slots``: their build
+        is discarded and its draws undone, to be built again after the blocks."""
+        built, late = [], []
+        for c in cfg.components:
+            rng = torch.get_rng_state() if late_slots else None
+            comp = c.build(cfg, vocab_size)
+            if rng is not None and getattr(comp, "slot", None) in late_slots:
+                torch.set_rng_state(rng)
+                late.append(c)
+            else:
+                built.append(comp)
+        return _in_component_order(built), late
 
-    def _attach_components(self, cfg: GPTConfig, built: list[Any]) -> None:
+    def _attach_components(
+        self, cfg: GPTConfig, built: list[Any], late: tuple[Any, ...] | list[Any] = (), vocab_size: int = 0
+    ) -> None:
+        """Register the components in COMPONENT_ORDER and attach them. ``late`` Configs are
+        built only after the others attached (init_order="banks": P1573 draws its attention
+        gates before its value embedding); the registration order stays the same."""
         self._plan_layers(cfg, built)
-        for comp in built:
-            slot = getattr(comp, "slot", None)
-            if not isinstance(comp, nn.Module) or not isinstance(slot, str) or not slot.isidentifier():
-                raise ConfigError(
-                    f"gpt.components: {type(comp).__name__} must be an nn.Module with a str `slot`"
-                )
-            if hasattr(self, slot):
-                raise ConfigError(f"gpt.components: slot {slot!r} of {type(comp).__name__} is already taken")
-            self.add_module(slot, comp)
+        early = list(built) if late else []
+        for comp in early:
+            _check_component(comp)
             if _defines(comp, "attach"):
+                comp.attach(self)
+        built = _in_component_order(built + [c.build(cfg, vocab_size) for c in late])
+        for comp in built:
+            _check_component(comp)
+            if hasattr(self, comp.slot):
+                raise ConfigError(
+                    f"gpt.components: slot {comp.slot!r} of {type(comp).__name__} is already taken"
+                )
+            self.add_module(comp.slot, comp)
+            if _defines(comp, "attach") and not any(comp is e for e in early):
                 comp.attach(self)
         self._components = tuple(built)
         self._on_embed = tuple(c for c in built if _defines(c, "on_embed"))
@@ -534,14 +592,21 @@ class GPT(nn.Module):
         return middle
 
     @torch.no_grad()
-    def _orthogonal_init(self) -> None:
-        """T1/P1573 init pass: orthogonal (gain 1) for non-zero-flagged Linears with both dims >= 64."""
+    def _orthogonal_init(self, banks: bool = False) -> None:
+        """T1/P1573 init pass: orthogonal (gain 1) for non-zero-flagged Linears with both dims >= 64;
+        with ``banks``, first Q, K, V and MLP-up of each layer in turn, whatever their size (P1573)."""
         proj_scale = 1.0 / math.sqrt(2 * self.cfg.num_layers) if self.cfg.orthogonal_proj_scale else None
+        drawn: set[nn.Module] = set()
+        if banks:
+            for block in self.blocks:
+                for linear in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.fc):
+                    nn.init.orthogonal_(linear.weight, gain=1.0)
+                    drawn.add(linear)
         slots = {comp.slot for comp in self._components}
         # Component modules first (T1 registers bigram before its blocks, so its draws come first).
         ordered = sorted(self.named_modules(), key=lambda item: item[0].split(".")[0] not in slots)
         for name, module in ordered:
-            if not isinstance(module, nn.Linear):
+            if not isinstance(module, nn.Linear) or module in drawn:
                 continue
             if getattr(module, "_zero_init", False):  # checked first, as upstream
                 nn.init.zeros_(module.weight)

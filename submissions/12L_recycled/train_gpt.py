@@ -7,6 +7,9 @@ SmearGate, value embeddings on layers 10-11, value residual, gated attention, XS
 4 layers, partial RoPE (16 dims, the NTK base quirk of its hard-coded 1024 included), LN scale,
 orthogonal init; Muon WD 0.04 + AdamW groups; SWA (lr scale < 0.2, every 50) over EMA 0.997;
 int5 per-row with GPTQ-lite clip search, bit-packed, + lzma-9. model_params:29406940.
+``init_order="banks"`` draws in P1573's order (its banked matrices drawn in a per-layer
+orthogonal pass), so a seed gives the record's initial tensors bit for bit
+(tests/unit/test_init_parity.py).
 
 Deliberate differences: no late QAT (upstream's flag reached only fp16-exported layers and
 was baked by compile, so it never changed the artifact; add LateQATConfig() to get the intended
@@ -69,6 +72,7 @@ def build_config() -> RunConfig:
         rope_train_seq_len=1024,
         ln_scale=True,
         orthogonal_init=True,
+        init_order="banks",
         qk_gain_init=1.5,
         components=(
             BigramHashConfig(buckets=2048, dim=128),
