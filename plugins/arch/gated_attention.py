@@ -15,7 +15,6 @@ The gate Linear is flagged zero-init, so ``GPTConfig.orthogonal_init`` never red
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.api.errors import ConfigError
+from harness.api.field_checks import require_finite
 from harness.api.hooks import hookimpl
 from harness.api.registry import Registry
 
@@ -37,8 +36,7 @@ class GatedAttentionConfig:
 
     def check(self, model_cfg: Any) -> None:
         """Refuse a non-finite bias."""
-        if not isinstance(self.bias_init, (int, float)) or not math.isfinite(self.bias_init):
-            raise ConfigError(f"gated_attention.bias_init: expected a finite number, got {self.bias_init!r}")
+        require_finite(self.bias_init, "gated_attention.bias_init")
 
     def build(self, model_cfg: Any, vocab_size: int) -> GatedAttention:
         """The (parameter-free) gate applier; ``attach`` gives every block its gate Linear."""

@@ -13,14 +13,13 @@ Muon leaves it to the scalar Adam group, and small enough that quantizers keep i
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from harness.api.errors import ConfigError
+from harness.api.field_checks import require_finite
 from harness.api.hooks import hookimpl
 from harness.api.registry import Registry
 
@@ -34,12 +33,7 @@ class QKTemperatureConfig:
 
     def check(self, model_cfg: Any) -> None:
         """Refuse a non-finite initial log-scale."""
-        if (
-            isinstance(self.init, bool)
-            or not isinstance(self.init, (int, float))
-            or not math.isfinite(self.init)
-        ):
-            raise ConfigError(f"qk_temperature.init: expected a finite number, got {self.init!r}")
+        require_finite(self.init, "qk_temperature.init")
 
     def build(self, model_cfg: Any, vocab_size: int) -> QKTemperature:
         """One τ per head and physical layer of the host."""

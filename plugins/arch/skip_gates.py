@@ -14,14 +14,13 @@ by name), and small enough that quantizers keep it in float.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from harness.api.errors import ConfigError
+from harness.api.field_checks import require_finite
 from harness.api.hooks import hookimpl
 from harness.api.registry import Registry
 
@@ -35,12 +34,7 @@ class SkipGatesConfig:
 
     def check(self, model_cfg: Any) -> None:
         """Refuse a non-finite initial logit."""
-        if (
-            isinstance(self.init, bool)
-            or not isinstance(self.init, (int, float))
-            or not math.isfinite(self.init)
-        ):
-            raise ConfigError(f"skip_gates.init: expected a finite number, got {self.init!r}")
+        require_finite(self.init, "skip_gates.init")
 
     def build(self, model_cfg: Any, vocab_size: int) -> SkipGates:
         """The gates; their rows are created when the host attaches them."""

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.api.errors import ConfigError
+from harness.api.field_checks import require_finite
 from harness.api.hooks import hookimpl
 from harness.api.registry import Registry
 
@@ -33,8 +33,7 @@ class SmearGateConfig:
 
     def check(self, model_cfg: Any) -> None:
         """Refuse a non-finite initial logit."""
-        if not isinstance(self.gate_init, (int, float)) or not abs(self.gate_init) < float("inf"):
-            raise ConfigError(f"smeargate.gate_init: expected a finite number, got {self.gate_init!r}")
+        require_finite(self.gate_init, "smeargate.gate_init")
 
     def build(self, model_cfg: Any, vocab_size: int) -> SmearGate:
         """The gate for a GPT of width ``model_cfg.model_dim``."""
