@@ -49,7 +49,7 @@ from harness.pipeline.eval import (
     scoring_split,
     sliding_windows,
 )
-from harness.pipeline.scorer import Scorer, fmt_scores
+from harness.pipeline.scorer import Scorer, log_score
 from harness.pipeline.setup import RunState
 
 Window = tuple[int, int, int]
@@ -303,17 +303,7 @@ def score_ttt(run: RunState, scorer: Scorer, model: nn.Module, deadline: float, 
     )
     ms, ttt_ms, res = 1000.0 * (time.perf_counter() - t0), 1000.0 * out.adapt_s, out.result
     head = f"stride:{stride} window:{window} chunk_tokens:{chunk} chunks:{out.count}"
-    log.log(
-        f"{tag}_ttt {head} {fmt_scores(res, False)} eval_time:{ms:.0f}ms ttt_time:{ttt_ms:.0f}ms",
-        event="ttt",
-        val_loss=res.val_loss,
-        val_bpb=res.val_bpb,
-        eval_time_ms=ms,
-        ttt_time_ms=ttt_ms,
-        adapter=name,
-        chunks=out.count,
-        tokens=res.tokens,
-        bytes=res.bytes,
-    )
-    log.log(f"{tag}_ttt_exact {head} {fmt_scores(res, True)}")
+    timing = f"eval_time:{ms:.0f}ms ttt_time:{ttt_ms:.0f}ms"
+    extra = {"eval_time_ms": ms, "ttt_time_ms": ttt_ms, "adapter": name, "chunks": out.count}
+    log_score(log, f"{tag}_ttt", head, res, timing, "ttt", **extra)
     return {"ttt": res, "ttt_time_ms": ttt_ms}

@@ -5,6 +5,8 @@ numbers come from `harness.pipeline.eval` (BPB, the sliding window) and `harness
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from harness.api.config import RunConfig
@@ -105,6 +107,25 @@ def fmt_scores(result: EvalResult, exact: bool) -> str:
     """``val_loss:… val_bpb:…`` with 4 decimals, or 8 for the ``_exact`` lines (upstream style)."""
     digits = 8 if exact else 4
     return f"val_loss:{result.val_loss:.{digits}f} val_bpb:{result.val_bpb:.{digits}f}"
+
+
+def log_score(
+    log: Any, name: str, head: str, result: EvalResult, timing: str, event: str, **fields: Any
+) -> None:
+    """A scored pass's two lines, the upstream way: ``name [head] <4 decimals> <timing>``, with
+    its JSON event (``val_loss``, ``val_bpb``, then ``fields`` in order, then ``tokens`` and
+    ``bytes``), and ``name_exact [head] <8 decimals>``. The leaderboard parses both."""
+    lead = f"{name} {head} " if head else f"{name} "
+    log.log(
+        f"{lead}{fmt_scores(result, False)} {timing}",
+        event=event,
+        val_loss=result.val_loss,
+        val_bpb=result.val_bpb,
+        **fields,
+        tokens=result.tokens,
+        bytes=result.bytes,
+    )
+    log.log(f"{name}_exact {head + ' ' if head else ''}{fmt_scores(result, True)}")
 
 
 def scoring_window(config: RunConfig) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 from harness.api.errors import ConfigError, EvalTimeLimit
 from harness.pipeline.artifact import load_state_dict
 from harness.pipeline.eval import EvalResult
-from harness.pipeline.scorer import Scorer, fmt_scores
+from harness.pipeline.scorer import Scorer, log_score
 from harness.pipeline.setup import ADAPTATION_MODULE, RunState
 from harness.pipeline.unshipped import unshipped_module
 
@@ -80,16 +80,7 @@ def score_artifact(run: RunState, scorer: Scorer) -> dict[str, Any]:
         scores["eval_time_ms"] = 1000.0 * (time.perf_counter() - t0)
         return scores
     rt_ms = 1000.0 * (time.perf_counter() - t0)
-    log.log(
-        f"{tag} {fmt_scores(roundtrip, False)} eval_time:{rt_ms:.0f}ms",
-        event="roundtrip",
-        val_loss=roundtrip.val_loss,
-        val_bpb=roundtrip.val_bpb,
-        eval_time_ms=rt_ms,
-        tokens=roundtrip.tokens,
-        bytes=roundtrip.bytes,
-    )
-    log.log(f"{tag}_exact {fmt_scores(roundtrip, True)}")
+    log_score(log, tag, "", roundtrip, f"eval_time:{rt_ms:.0f}ms", "roundtrip", eval_time_ms=rt_ms)
     scores["roundtrip"] = roundtrip
     # The shuffled-context baseline is not part of the scored evaluation: timed apart. It uses
     # a private generator, so the passes after it score the same without it (bundles skip it).
@@ -121,18 +112,9 @@ def score_artifact(run: RunState, scorer: Scorer) -> dict[str, Any]:
         else:
             sw_ms = 1000.0 * (time.perf_counter() - t1)
             head = f"stride:{stride} window:{window}"
-            log.log(
-                f"{tag}_sliding_window {head} {fmt_scores(sliding, False)} eval_time:{sw_ms:.0f}ms",
-                event="sliding",
-                val_loss=sliding.val_loss,
-                val_bpb=sliding.val_bpb,
-                eval_time_ms=sw_ms,
-                stride=stride,
-                window=window,
-                tokens=sliding.tokens,
-                bytes=sliding.bytes,
-            )
-            log.log(f"{tag}_sliding_window_exact {head} {fmt_scores(sliding, True)}")
+            timing = f"eval_time:{sw_ms:.0f}ms"
+            fields = {"eval_time_ms": sw_ms, "stride": stride, "window": window}
+            log_score(log, f"{tag}_sliding_window", head, sliding, timing, "sliding", **fields)
             scores["sliding"] = sliding
     if ttt and scores["eval_stopped"] is None:
         scores["ttt_adapter"] = run.manager.registry.name_of(config.eval.adapter)
