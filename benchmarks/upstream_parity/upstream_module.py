@@ -34,8 +34,9 @@ def load_upstream(path: str | Path, name: str = "upstream_train_gpt") -> ModuleT
         path = Path(tempfile.mkdtemp(prefix="upstream_")) / path.name
         path.write_bytes(inner)
     for missing in GPU_ONLY_MODULES:
-        if importlib.util.find_spec(missing) is None:
-            sys.modules.setdefault(missing, _stub(missing))
+        # A stub from an earlier call has no __spec__, which find_spec refuses.
+        if missing not in sys.modules and importlib.util.find_spec(missing) is None:
+            sys.modules[missing] = _stub(missing)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"{path}: not an importable Python file")
@@ -49,6 +50,9 @@ def _stub(name: str) -> ModuleType:
     module = ModuleType(name)
 
     def missing(attr: str):
+        if attr.startswith("__"):  # module introspection (inspect reads __file__) must see a plain module
+            raise AttributeError(attr)
+
         def call(*args, **kwargs):
             raise RuntimeError(f"{name}.{attr} is GPU-only and was stubbed out for a CPU parity run")
 

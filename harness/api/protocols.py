@@ -306,6 +306,19 @@ class TrainingProgress(Protocol):
         """Set the forward for the next step; log lines for what changed (empty: nothing)."""
 
 
+@runtime_checkable
+class ClipOrder(Protocol):
+    """A model that registers its parameters in another order than the upstream script it
+    rebuilds. The trainer's gradient clip sums the per-tensor norms in ``clip_order()``'s order,
+    so the clip coefficient has the upstream script's bits: float addition is not associative,
+    and a last-bit difference there, amplified by Newton-Schulz's bf16 rounding, moved T1's
+    train loss by 7e-4 within 20 steps (benchmarks/upstream_parity/train_parity.py).
+    """
+
+    def clip_order(self) -> list[Any]:
+        """Every parameter of the model, in the upstream script's registration order."""
+
+
 # Parameter names routed to the scalar Adam group and kept fp32 by the baseline int8
 # export (upstream baseline `CONTROL_TENSOR_NAME_PATTERNS`). Shared by the optimizer and
 # quantizer plugins, so it lives here rather than in either plugin.

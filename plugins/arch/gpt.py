@@ -746,6 +746,21 @@ class GPT(nn.Module):
                 module.to(torch.bfloat16)
         return self
 
+    def clip_order(self) -> list[nn.Parameter]:
+        """`harness.api.protocols.ClipOrder`: the parameters as upstream's GPT registers them.
+
+        Its own tensors (skip_weights), the token embedding, the add-on modules (T1 builds
+        bigram and smear right after the embedding), then the blocks and the head; here the
+        add-ons register after the blocks (see ``__init__``), so they are moved up. The
+        baseline's order is unchanged."""
+        slots = {comp.slot for comp in self._components}
+
+        def rank(name: str) -> int:
+            head = name.split(".")[0]
+            return 0 if head == name else 1 if head == "tok_emb" else 2 if head in slots else 3
+
+        return [p for _, p in sorted(self.named_parameters(), key=lambda item: rank(item[0]))]
+
 
 @hookimpl
 def pg_register_components(registry: Registry) -> None:
