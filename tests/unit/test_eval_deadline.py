@@ -231,7 +231,7 @@ def test_run_with_sliding_cut_keeps_roundtrip_but_no_headline(tmp_path, default_
         Scorer, "sliding", lambda self, model, deadline=None: real(self, model, deadline=-math.inf)
     )
     # This fault injection is exactly what the run's tamper check refuses (issue 11); switch it off here.
-    monkeypatch.setattr("harness.pipeline.runner.check_scoring_code", lambda when: None)
+    monkeypatch.setattr("harness.pipeline.integrity.check_scoring_code", lambda when: None)
     sub = write_tiny_submission(tmp_path / "tiny")
     sets = {"train.iterations": "2", "train.warmup_steps": "0", "train.val_loss_every": "0"}
     record = run(build_submission_config(sub), submission_dir=sub, run_id="cut", sets=sets)
