@@ -76,6 +76,7 @@ RESUME_MAY_DIFFER = ("train.checkpoint_every_minutes", "train.stop_after_step")
 ADDED_WITH_DEFAULTS: dict[str, Any] = {
     "eval.adapter": None,
     "eval.ttt_chunk_tokens": 32_768,
+    "model.init_order": "modules",
     "optimizer.embed_weight_decay": None,
     "optimizer.row_normalize": False,
     "schedule.warmdown_frac": 0.0,
