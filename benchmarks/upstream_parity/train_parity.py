@@ -123,6 +123,42 @@ CONFIGS: dict[str, dict[str, dict[str, str]]] = {
             "WARMDOWN_ITERS": "10",
         },
     },
+    "12L_recycled": {
+        # P1573's 12 layers (3 and 4 replayed), 3x LeakyReLU(0.5)^2 MLP, BigramHash(2048, 128),
+        # value embeddings on 10-11, XSA on the last 4, partial RoPE 16 at a quarter of its width
+        # (16-dim heads, so RoPE covers all of them); the rest as the baseline's reduced shape.
+        # LATE_QAT_THRESHOLD=0: see train_parity_ours.UPSTREAM_ONLY.
+        "reduced": {
+            **_COMMON,
+            "NUM_LAYERS": "12",
+            "MODEL_DIM": "128",
+            "NUM_HEADS": "8",
+            "NUM_KV_HEADS": "4",
+            "MLP_MULT": "3",
+            "TRAIN_SEQ_LEN": "256",
+            "EVAL_SEQ_LEN": "256",
+            "TRAIN_BATCH_TOKENS": "16384",
+            "WARMUP_STEPS": "5",
+            "WARMDOWN_ITERS": "10",
+            "LATE_QAT_THRESHOLD": "0",
+        },
+        # The layer numbers of its components are fixed (no config key), so the tiny shape keeps
+        # 12 layers and narrows them: 64 wide, 4 query / 2 KV heads of 16 dims.
+        "tiny": {
+            **_COMMON,
+            "NUM_LAYERS": "12",
+            "MODEL_DIM": "64",
+            "NUM_HEADS": "4",
+            "NUM_KV_HEADS": "2",
+            "MLP_MULT": "3",
+            "TRAIN_SEQ_LEN": "64",
+            "EVAL_SEQ_LEN": "64",
+            "TRAIN_BATCH_TOKENS": "512",
+            "WARMUP_STEPS": "2",
+            "WARMDOWN_ITERS": "10",
+            "LATE_QAT_THRESHOLD": "0",
+        },
+    },
 }
 
 _UPSTREAM_TRAIN_LINE = re.compile(r"^step:(\d+)/\d+ train_loss:([0-9.naif+-]+) ", re.MULTILINE)

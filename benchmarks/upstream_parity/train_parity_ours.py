@@ -13,7 +13,9 @@ where the trainer logs every step at full precision when ``train.train_log_every
 
 Upstream environment variable names map onto config keys by the project's own table
 (`harness.api.config.ENV_OVERRIDES`) plus the model shape names in ``MODEL_KEYS``, which upstream
-reads in ``Hyperparameters`` but a pgolf run takes from the submission.
+reads in ``Hyperparameters`` but a pgolf run takes from the submission. A variable in
+``UPSTREAM_ONLY`` switches off an upstream behaviour our submission does not have; it is
+accepted only at that value and sets nothing here.
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ MODEL_KEYS: dict[str, str] = {
 }
 """Upstream model-shape variables -> our config keys (the rest: `harness.api.config.ENV_OVERRIDES`)."""
 
+UPSTREAM_ONLY: dict[str, str] = {
+    # P1573 turns on fake int6 rounding in its CastedLinears once the LR scale drops below 0.15.
+    # Compiled on GPU, the flag was read when the graph was traced, so the record never trained
+    # with it (submissions/12L_recycled: "no late QAT"); the eager CPU run would apply it.
+    "LATE_QAT_THRESHOLD": "0",
+}
+"""Upstream variables with no pgolf key, allowed only at the value that matches our run."""
+
 
 def config_keys(upstream_env: Mapping[str, str]) -> dict[str, str]:
     """The ``--set`` overrides that give our run the configuration ``upstream_env`` gives upstream's.
@@ -58,6 +68,13 @@ def config_keys(upstream_env: Mapping[str, str]) -> dict[str, str]:
     sets = {}
     for name, value in upstream_env.items():
         if name in ("DATA_PATH", "TOKENIZER_PATH"):
+            continue
+        if name in UPSTREAM_ONLY:
+            if str(value) != UPSTREAM_ONLY[name]:
+                raise ConfigError(
+                    f"parity config: upstream variable {name}={value!r} has no pgolf equivalent; "
+                    f"only {UPSTREAM_ONLY[name]!r} matches our run"
+                )
             continue
         if name not in table:
             raise ConfigError(f"parity config: upstream variable {name}={value!r} has no pgolf config key")

@@ -19,6 +19,13 @@ attribute to the real torch except:
 * ``torch.compile(f, ...)`` -> ``f`` (graph capture is a speed-up; eager runs the same ops);
 * ``torch.autocast(...)`` -> no context, so the forward runs in fp32 instead of bf16.
 
+Records that attend through FlashAttention 3 (P1573's ``flash_attn_3_func``, imported from
+``flash_attn_interface``, which has no CPU build) get ``_cpu_flash_attn`` in its place: the same
+causal attention by ``F.scaled_dot_product_attention`` with ``enable_gqa`` (query head h reads KV
+head h // (H / Hkv), FlashAttention's GQA grouping), scale 1/sqrt(head_dim), on the (B, T, H, D)
+layout FlashAttention takes and returns. Only the summation order inside the kernel differs from
+the GPU's.
+
 Also: upstream's ``GPT.bfloat16`` is replaced by the identity, so the embedding table stays fp32
 like everything else (upstream casts the model to bf16 and restores all but the embedding to
 fp32); upstream's ``nvidia-smi`` call gets an empty answer (``subprocess`` in the module is a
@@ -94,6 +101,16 @@ def _cpu_torch() -> _Forwarding:
     )
 
 
+def _cpu_flash_attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False, **kw: Any):
+    """FlashAttention's ``flash_attn_func(q, k, v, causal=...)`` on CPU: (B, T, H, D) in and out."""
+    if kw or not causal:
+        raise SystemExit(f"flash_attn_func stand-in: only causal=True without options is covered, got {kw}")
+    y = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True
+    )
+    return y.transpose(1, 2)
+
+
 def _no_nvidia_smi(*args: Any, **kwargs: Any) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, 0, stdout="", stderr="")
 
@@ -147,6 +164,8 @@ def run_upstream(path: str) -> dict[str, Any]:
     up.torch = _cpu_torch()
     up.subprocess = _Forwarding(subprocess, run=_no_nvidia_smi)
     up.GPT.bfloat16 = lambda self: self
+    if hasattr(up, "flash_attn_3_func"):
+        up.flash_attn_3_func = _cpu_flash_attn
     recorder = Recorder()
     recorder.install(up)
     args = up.Hyperparameters()

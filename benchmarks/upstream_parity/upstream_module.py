@@ -4,8 +4,9 @@ Upstream code is never committed to this repository: each script takes ``--upstr
 (README.md in this folder says where to fetch the file). Records that ship their script
 lzma+base85 wrapped (``exec(lzma.decompress(base64.b85decode(...)))``) are unwrapped first,
 so the module's classes are importable. GPU-only kernels a record imports at the top
-(``flash_attn_interface``) are replaced by stubs that fail when called: building a model and
-running it on CPU never calls them.
+(``flash_attn_interface``) are replaced by stubs that fail when called: building a model never
+calls them, and a script that runs the model puts a CPU equivalent in the module's name for the
+kernel (``train_parity_upstream._cpu_flash_attn``).
 """
 
 from __future__ import annotations

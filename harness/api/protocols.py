@@ -316,7 +316,9 @@ class ClipOrder(Protocol):
     """
 
     def clip_order(self) -> list[Any]:
-        """Every parameter of the model, in the upstream script's registration order."""
+        """Every parameter of the model, in the upstream script's registration order; a tuple
+        of parameters stands for one stacked tensor of the script (PR #1573's parameter banks),
+        whose norm is taken over the stack (harness/pipeline/grad_clip.py)."""
 
 
 # Parameter names routed to the scalar Adam group and kept fp32 by the baseline int8

@@ -77,6 +77,7 @@ ADDED_WITH_DEFAULTS: dict[str, Any] = {
     "eval.adapter": None,
     "eval.ttt_chunk_tokens": 32_768,
     "model.init_order": "modules",
+    "optimizer.bank_arithmetic": False,
     "optimizer.embed_weight_decay": None,
     "optimizer.row_normalize": False,
     "schedule.warmdown_frac": 0.0,

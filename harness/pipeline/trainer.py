@@ -40,11 +40,12 @@ import torch.nn.functional as F
 from harness.api.config import RunConfig
 from harness.api.context import TrainContext
 from harness.api.errors import ConfigError, TrainingDiverged, TrainingInterrupted
-from harness.api.protocols import ClipOrder, TrainingProgress
+from harness.api.protocols import TrainingProgress
 from harness.api.warmdown import lr_multiplier
 from harness.pipeline.distributed import all_reduce_max
 from harness.pipeline.eval import autocast_context
 from harness.pipeline.failure import RunInterrupted
+from harness.pipeline.grad_clip import clip_gradients
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,8 @@ class Trainer:
                 loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
             (loss / self.accum).backward()
             total += loss.detach()
-        if self.cfg.grad_clip_norm > 0:
-            raw = self.ctx.model  # norms summed in the upstream script's order (ClipOrder)
-            params = raw.clip_order() if isinstance(raw, ClipOrder) else raw.parameters()
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip_norm)
+        if self.cfg.grad_clip_norm > 0:  # norms summed in the upstream script's order (ClipOrder)
+            clip_gradients(self.ctx.model, self.cfg.grad_clip_norm)
         opt.step(step, lr_scale)
         opt.zero_grad()
         return total / self.accum

@@ -746,20 +746,44 @@ class GPT(nn.Module):
                 module.to(torch.bfloat16)
         return self
 
-    def clip_order(self) -> list[nn.Parameter]:
+    def clip_order(self) -> list[nn.Parameter | tuple[nn.Parameter, ...]]:
         """`harness.api.protocols.ClipOrder`: the parameters as upstream's GPT registers them.
 
         Its own tensors (skip_weights), the token embedding, the add-on modules (T1 builds
         bigram and smear right after the embedding), then the blocks and the head; here the
         add-ons register after the blocks (see ``__init__``), so they are moved up. The
-        baseline's order is unchanged."""
+        baseline's order is unchanged. With ``init_order="banks"``, P1573's: its four banks
+        (tuples: Q then out-projections, K then V, MLP up, MLP down, each over the layers) right
+        after its own tensors, and the components it builds after the blocks (value embeddings,
+        then the rest: the recycled core's modulations) after the blocks."""
         slots = {comp.slot for comp in self._components}
+        banks = self.cfg.init_order == "banks"
+        late = set(BANKS_LATE_SLOTS) | {"ve_layer_scales", "lm_head"} if banks else set()
 
         def rank(name: str) -> int:
             head = name.split(".")[0]
-            return 0 if head == name else 1 if head == "tok_emb" else 2 if head in slots else 3
+            if head == name:
+                return 0
+            if head == "tok_emb":
+                return 1
+            if head in slots and head not in late:
+                return 2 if not banks or head in ("bigram", "smear") else 5
+            return 4 if head in late else 3
 
-        return [p for _, p in sorted(self.named_parameters(), key=lambda item: rank(item[0]))]
+        order = [p for _, p in sorted(self.named_parameters(), key=lambda item: rank(item[0]))]
+        if not banks:
+            return order
+        b = self.blocks
+        stacks = [
+            tuple(blk.attn.c_q.weight for blk in b) + tuple(blk.attn.proj.weight for blk in b),
+            tuple(blk.attn.c_k.weight for blk in b) + tuple(blk.attn.c_v.weight for blk in b),
+            tuple(blk.mlp.fc.weight for blk in b),
+            tuple(blk.mlp.proj.weight for blk in b),
+        ]
+        stacked = {id(p) for stack in stacks for p in stack}
+        own = sum(1 for name, _ in self.named_parameters() if "." not in name)
+        rest = [p for p in order if id(p) not in stacked]
+        return [*rest[:own], *stacks, *rest[own:]]
 
 
 @hookimpl

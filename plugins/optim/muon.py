@@ -20,7 +20,10 @@ update no longer depends on how the gradient's rows are scaled.
 Deliberate differences from upstream:
 * P1573 keeps its block matrices in four layer-stacked "banks" and runs a reduce-scatter /
   all-gather "parallel Muon" without DDP; here every block matrix is its own 2-D parameter
-  under the baseline split below (same update per matrix, different communication).
+  under the baseline split below (same update per matrix, different communication). Its
+  arithmetic (bf16 momentum, the batched Newton-Schulz's roundings, the shape factor taken
+  with the learning rate) is ``bank_arithmetic``, which ``p1573_optimizer()`` turns on: with
+  it, 20 CPU fp32 steps give P1573's own losses bit for bit (benchmarks/upstream_parity).
 * Gradient clipping is the harness's (``TrainConfig.grad_clip_norm``), applied after DDP
   averaging as T1 does; P1573 clips each rank's local grad before its reduction.
 * Upstream ignores 2-D parameters it does not list by hand; here they join the scalar group.
@@ -96,6 +99,11 @@ class MuonConfig:
     row_normalize: bool = False
     """MuonEq-R: divide each row of the Nesterov update by its L2 norm before Newton-Schulz
     (P1493 MUON_ROW_NORMALIZE)."""
+    bank_arithmetic: bool = False
+    """P1573's parallel-Muon arithmetic: the gradient rounded to bf16 and the momentum buffer
+    and Nesterov sum kept in bf16; Newton-Schulz on the (1, rows, cols) stack its banks pass,
+    transposed before the normalisation, with b·A + c·(A·A); the sqrt(max(1, rows/cols)) factor
+    applied in fp32 with the learning rate instead of to the bf16 update."""
     beta1: float = 0.9
     """Adam beta1."""
     beta2: float = 0.95
@@ -138,8 +146,9 @@ def _validate(cfg: MuonConfig) -> None:
             raise ConfigError(f"muon.{name}: expected >= 0, got {getattr(cfg, name)!r}")
     if cfg.embed_weight_decay is not None and not cfg.embed_weight_decay >= 0:
         raise ConfigError(f"muon.embed_weight_decay: expected None or >= 0, got {cfg.embed_weight_decay!r}")
-    if not isinstance(cfg.row_normalize, bool):
-        raise ConfigError(f"muon.row_normalize: expected true or false, got {cfg.row_normalize!r}")
+    for name in ("row_normalize", "bank_arithmetic"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"muon.{name}: expected true or false, got {getattr(cfg, name)!r}")
     for name in ("momentum", "momentum_warmup_start", "beta1", "beta2"):
         if not 0 <= getattr(cfg, name) < 1:
             raise ConfigError(f"muon.{name}: expected a value in [0, 1), got {getattr(cfg, name)!r}")
@@ -169,6 +178,22 @@ def newton_schulz5(g: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
         gram = x @ x.T
         x = a * x + (b * gram + c * gram @ gram) @ x
     return x.T if transposed else x
+
+
+def newton_schulz5_stacked(g: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
+    """``newton_schulz5`` as P1573's banked Muon computes it: on a (1, rows, cols) stack (batched
+    matmuls), turned wide before the normalisation, and c·(A·A) rather than (c·A)·A. The same
+    map; the bf16 roundings differ, which is what ``MuonConfig.bank_arithmetic`` is for."""
+    a, b, c = NS5_COEFFS
+    x = g.bfloat16().unsqueeze(0)
+    transposed = x.size(-2) > x.size(-1)
+    if transposed:
+        x = x.mT
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + eps)
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * (gram @ gram)) @ x
+    return (x.mT if transposed else x).squeeze(0)
 
 
 def row_normalized(u: Tensor, eps: float = 1e-7) -> Tensor:
@@ -202,6 +227,7 @@ class Muon(torch.optim.Optimizer):
         nesterov: bool = True,
         weight_decay: float = 0.0,
         row_normalize: bool = False,
+        bank_arithmetic: bool = False,
     ) -> None:
         for p in params:
             if p.ndim != 2:
@@ -213,6 +239,7 @@ class Muon(torch.optim.Optimizer):
             nesterov=nesterov,
             weight_decay=weight_decay,
             row_normalize=row_normalize,
+            bank_arithmetic=bank_arithmetic,
         )
         super().__init__(params, defaults)
 
@@ -249,10 +276,12 @@ class Muon(torch.optim.Optimizer):
                 continue
             if wd > 0:
                 p.mul_(1.0 - lr * wd)
-            p.add_(update.to(p.dtype), alpha=-lr)
+            scale = _shape_scale(p) if group.get("bank_arithmetic", False) else 1.0
+            p.add_(update.to(p.dtype), alpha=-lr * scale)
 
     def _orthogonal_update(self, p: Tensor, group: dict[str, Any]) -> Tensor:
-        g = p.grad
+        banked = group.get("bank_arithmetic", False)
+        g = p.grad.bfloat16() if banked else p.grad
         state = self.state[p]
         if "momentum_buffer" not in state:
             state["momentum_buffer"] = torch.zeros_like(g)
@@ -262,9 +291,15 @@ class Muon(torch.optim.Optimizer):
         u = g.add(buf, alpha=mu) if group["nesterov"] else buf
         if group.get("row_normalize", False):
             u = row_normalized(u)
+        if banked:  # the shape factor goes with the learning rate (_step_group)
+            return newton_schulz5_stacked(u, steps=group["backend_steps"])
         o = newton_schulz5(u, steps=group["backend_steps"])
-        # Keeps the per-entry update RMS comparable for tall matrices (Muon reference scaling).
-        return o * max(1.0, p.size(0) / p.size(1)) ** 0.5
+        return o * _shape_scale(p)
+
+
+def _shape_scale(p: Tensor) -> float:
+    # Keeps the per-entry update RMS comparable for tall matrices (Muon reference scaling).
+    return max(1.0, p.size(0) / p.size(1)) ** 0.5
 
 
 def group_of(name: str, p: Tensor, cfg: MuonConfig) -> str:
@@ -345,6 +380,7 @@ class MuonOptimizerSet:
                 nesterov=cfg.nesterov,
                 weight_decay=cfg.weight_decay,
                 row_normalize=cfg.row_normalize,
+                bank_arithmetic=cfg.bank_arithmetic,
             )
             self.optimizers["muon"].param_groups[0]["base_lr"] = cfg.matrix_lr
         self._add_adam("adam_scalar", groups["scalar"], cfg.scalar_lr, wd=cfg.adam_weight_decay)
@@ -404,6 +440,8 @@ class MuonOptimizerSet:
                 extra = f" momentum:{group['momentum']:.4f}" if name == "muon" else ""
                 if group.get("row_normalize", False):
                     extra += " row_normalize:True"
+                if group.get("bank_arithmetic", False):
+                    extra += " bank_arithmetic:True"
                 if group.get("weight_decay", 0.0) > 0:
                     extra += f" weight_decay:{group['weight_decay']:g}"
                 lines.append(
@@ -456,6 +494,7 @@ def p1573_optimizer() -> MuonConfig:
         adam_weight_decay=0.04,
         control_patterns=P1573_CONTROL_PATTERNS,
         token_patterns=("tok_emb", "bigram.embed", "ve_shared.embed"),
+        bank_arithmetic=True,
         # Upstream appends these to the scalar list by hand; "recycle." keeps the RecycleModulation
         # a/b there whatever their shape.
         scalar_extra_patterns=("bigram.proj", "ve_shared.proj", "attn_gate", "recycle."),

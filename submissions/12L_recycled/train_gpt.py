@@ -14,7 +14,9 @@ orthogonal pass), so a seed gives the record's initial tensors bit for bit
 Deliberate differences: no late QAT (upstream's flag reached only fp16-exported layers and
 was baked by compile, so it never changed the artifact; add LateQATConfig() to get the intended
 effect); one 2-D parameter per matrix instead of 4 parameter banks with a hand-written parallel
-Muon (same update per matrix); gradients clipped after DDP averaging, not per rank before it.
+Muon (same update per matrix: ``bank_arithmetic`` keeps its bf16 momentum and roundings, and the
+clip norms each bank as one tensor, so 20 CPU fp32 steps match its losses bit for bit,
+benchmarks/upstream_parity); gradients clipped after DDP averaging, not per rank before it.
 
 Compressor: lzma-9 stays because it is what PR #1573 shipped on its bit-packed int5 codes (the
 run reproduces the record's artifact, not the smallest one); the ``ans`` coder measured smaller
