@@ -29,3 +29,9 @@ class EvalTimeLimit(PgolfError):
 
 class TrainingInterrupted(PgolfError):
     """Training stopped on purpose after a checkpoint (``train.stop_after_step``)."""
+
+
+class DataNotPrepared(DataError):
+    """The built-in default data is not prepared where a shipped bundle looks for it. Its text
+    names the command that prepares it, so the shipped form keeps it whole
+    (`harness.tools.error_sites` shortens only the listed refusal types)."""

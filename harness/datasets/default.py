@@ -24,16 +24,15 @@ byte fallback on, so the conversion is lossless.
 Every manifest records ``tokenizer_sha256`` and ``vocab_size``, which bind the shards to their
 tokenizer: a run scoring them with another tokenizer is refused (`harness.pipeline.data_binding`).
 
-Longer than 400 lines because it builds the whole default dataset in one reproducible recipe
-(collect, split, train the tokenizer, encode, write, hash, lock), and the recipe's steps share
-the build version that names the cache.
+This module prepares the data and is never shipped in a bundle (data preparation is not counted
+code, as upstream's data scripts are not); where a prepared copy lives and whether it is whole is
+`harness.pipeline.prepared_data`, which a shipped run uses to find it.
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
-import importlib
 import io
 import json
 import os
@@ -43,7 +42,6 @@ import sys
 import sysconfig
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +49,23 @@ import numpy as np
 import sentencepiece as spm
 from tqdm import tqdm
 
-from harness.api.errors import ConfigError, DataError
-from harness.pipeline.byte_spec import SPEC_NAME
+from harness.api.errors import DataError
+from harness.datasets.byte_level import convert_to_bytes
+from harness.pipeline.prepared_data import (
+    BUILD_VERSION,
+    BYTES_BUILD_VERSION,
+    SP_VOCABS,
+    DefaultDataset,
+    default_bytes_dataset_dir,
+    default_dataset_dir,
+    find_prepared,
+    is_bytes_complete,
+    is_complete,
+    load_prepared,
+    load_prepared_bytes,
+)
 from harness.pipeline.shards import file_sha256, write_shard
 
-BYTE_LEVEL_MODULE = "harness.datasets.byte_level"
-"""Imported by name, for the ``bytes`` variant only, so that the bundle of a run on another
-variant does not carry the converter (`harness.pipeline.setup.modules_reached_by_name`)."""
-
-BUILD_VERSION = 1
-"""Bump when the recipe changes, so old caches are not reused."""
 SEED = 1337
 VAL_FRACTION = 0.05
 MAX_TEXT_BYTES = 12_000_000
@@ -88,43 +93,10 @@ TOKENIZER_SETTINGS: dict[str, Any] = {
     "num_threads": 1,
     "minloglevel": 2,
 }
-SP_VOCABS = {"sp1024": 1024, "sp8192": 8192}
-"""The SentencePiece variants and their vocabularies; all share the documents, split and settings."""
-VARIANTS = (*SP_VOCABS, "bytes")
-"""Values of ``data.default_variant``."""
-BYTES_BUILD_VERSION = 1
-"""Bump when the byte conversion changes, so old byte caches are not reused."""
 SOURCE = (
     "CPython documentation shipped with the interpreter: every pydoc_data.topics entry, "
     "and per standard-library .py file its module/class/function docstrings (parsed with ast)"
 )
-
-
-@dataclass(frozen=True)
-class DefaultDataset:
-    """A built default dataset: shard folder, tokenizer file and parsed manifest."""
-
-    data_path: Path
-    tokenizer_path: Path
-    manifest: dict
-
-
-def cache_root() -> Path:
-    """``$PGOLF_CACHE_DIR`` if set, else ``~/.cache/pgolf``."""
-    env = os.environ.get("PGOLF_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "pgolf"
-
-
-def default_dataset_dir(variant: str = "sp1024") -> Path:
-    """Cache folder of a SentencePiece variant of the default dataset for this Python and recipe."""
-    name = f"cpython_docs_{variant}_py{sys.version_info.major}{sys.version_info.minor}_v{BUILD_VERSION}"
-    return cache_root() / "datasets" / name
-
-
-def default_bytes_dataset_dir() -> Path:
-    """Cache folder of the byte variant: a sibling named after the sp1024 folder it is made from."""
-    sp_dir = default_dataset_dir()
-    return sp_dir.with_name(f"{sp_dir.name}_bytes_v{BYTES_BUILD_VERSION}")
 
 
 def _clean(text: str) -> str:
@@ -326,28 +298,7 @@ def build_default_dataset(dest: Path, progress: bool = True, vocab_size: int = 1
         os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return _load(dest)
-
-
-def _load(folder: Path) -> DefaultDataset:
-    """The DefaultDataset of a finished build folder."""
-    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    return DefaultDataset(data_path=folder, tokenizer_path=folder / "tokenizer.model", manifest=manifest)
-
-
-def is_complete(folder: Path) -> bool:
-    """True when ``manifest.json`` parses, has this build version, and lists only present files
-    of the right size."""
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        sizes = manifest["bytes"]
-        if manifest.get("build_version") != BUILD_VERSION or "tokenizer.model" not in sizes:
-            return False
-        if "tokenizer_sha256" not in manifest:  # built before manifests bound their tokenizer
-            return False
-        return all((folder / name).stat().st_size == size for name, size in sizes.items())
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    return load_prepared(dest)
 
 
 @contextlib.contextmanager
@@ -367,19 +318,6 @@ def _build_lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _byte_level() -> Any:
-    """`harness.datasets.byte_level`, or a ConfigError inside a bundle made without it."""
-    try:
-        return importlib.import_module(BYTE_LEVEL_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != BYTE_LEVEL_MODULE:
-            raise
-        raise ConfigError(
-            "data.default_variant='bytes' needs harness/datasets/byte_level.py, which this bundle "
-            "(made for another variant) does not carry: run the submission from the repository"
-        ) from None
-
-
 def build_default_bytes_dataset(dest: Path, source: DefaultDataset, progress: bool = True) -> DefaultDataset:
     """Convert the sp1024 dataset ``source`` into ``dest`` (replacing an incomplete one); return it.
 
@@ -390,7 +328,7 @@ def build_default_bytes_dataset(dest: Path, source: DefaultDataset, progress: bo
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _byte_level().convert_to_bytes(source.data_path, source.tokenizer_path, tmp, progress=progress)
+        convert_to_bytes(source.data_path, source.tokenizer_path, tmp, progress=progress)
         manifest = json.loads((tmp / "manifest.json").read_text(encoding="utf-8"))
         manifest.update(
             name=dest.name,
@@ -407,56 +345,27 @@ def build_default_bytes_dataset(dest: Path, source: DefaultDataset, progress: bo
         os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return _load_bytes(dest)
-
-
-def _load_bytes(folder: Path) -> DefaultDataset:
-    """The DefaultDataset of a finished byte-variant folder (tokenizer = the byte spec)."""
-    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    return DefaultDataset(data_path=folder, tokenizer_path=folder / SPEC_NAME, manifest=manifest)
-
-
-def is_bytes_complete(folder: Path, source: DefaultDataset) -> bool:
-    """True when the byte folder is finished, of this recipe, made from ``source``'s tokenizer, and intact."""
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        sizes = manifest["file_bytes"]
-        if (
-            manifest.get("variant") != "bytes"
-            or manifest.get("build_version") != BUILD_VERSION
-            or manifest.get("bytes_build_version") != BYTES_BUILD_VERSION
-            or manifest["source"]["tokenizer_sha256"] != source.manifest["sha256"]["tokenizer.model"]
-            or SPEC_NAME not in sizes
-            or "tokenizer_sha256" not in manifest
-        ):
-            return False
-        return all((folder / name).stat().st_size == size for name, size in sizes.items())
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    return load_prepared_bytes(dest)
 
 
 def ensure_default_dataset(progress: bool = True, variant: str = "sp1024") -> DefaultDataset:
-    """The cached default dataset, built on first use (about 5 s on 2 CPU cores).
+    """The prepared default dataset, built on first use (about 5 s on 2 CPU cores).
 
     ``variant`` is "sp1024" or "sp8192" (SentencePiece datasets of those vocabularies) or
     "bytes" (the byte variant, built from the sp1024 one, which is built first if needed).
     Builds run under one lock.
     """
-    if variant not in VARIANTS:
-        raise ConfigError(f"data.default_variant={variant!r}: expected one of {list(VARIANTS)}")
+    found = find_prepared(variant)  # refuses an unknown variant
+    if found is not None:
+        return found
     dest = default_dataset_dir(variant if variant in SP_VOCABS else "sp1024")
-    bytes_dest = default_bytes_dataset_dir()
-    if is_complete(dest):
-        if variant in SP_VOCABS:
-            return _load(dest)
-        if is_bytes_complete(bytes_dest, _load(dest)):
-            return _load_bytes(bytes_dest)
     with _build_lock(dest.parent):
         # Another process may have finished a build while we waited for the lock.
         vocab = SP_VOCABS.get(variant, 1024)
-        source = _load(dest) if is_complete(dest) else build_default_dataset(dest, progress, vocab)
+        source = load_prepared(dest) if is_complete(dest) else build_default_dataset(dest, progress, vocab)
         if variant in SP_VOCABS:
             return source
+        bytes_dest = default_bytes_dataset_dir()
         if is_bytes_complete(bytes_dest, source):
-            return _load_bytes(bytes_dest)
+            return load_prepared_bytes(bytes_dest)
         return build_default_bytes_dataset(bytes_dest, source, progress=progress)

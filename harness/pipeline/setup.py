@@ -28,7 +28,7 @@ import torch
 from harness.api import config as cfgmod
 from harness.api.config import RunConfig
 from harness.api.config_checks import nonrecord_reasons
-from harness.api.errors import ConfigError
+from harness.api.errors import ConfigError, DataNotPrepared
 from harness.api.fileio import write_atomic
 from harness.pipeline.bpb import build_byte_luts, tokenizer_sha256
 from harness.pipeline.distributed import (
@@ -37,6 +37,7 @@ from harness.pipeline.distributed import (
     broadcast_str,
 )
 from harness.pipeline.plugin_manager import PluginManager
+from harness.pipeline.prepared_data import cache_root, find_prepared
 from harness.pipeline.runlog import RunLogger
 from harness.pipeline.scorer import Scorer
 from harness.pipeline.shards import (
@@ -127,22 +128,26 @@ record-protocol runs; ``nonrecord_reasons`` in ``submission.json`` says why."""
 
 
 ADAPTATION_MODULE = "harness.pipeline.adaptation"
-BYTE_LEVEL_MODULE = "harness.datasets.byte_level"
-"""The byte-level converter, which `harness.datasets.default` reaches by name for its
-``bytes`` variant only."""
 
 
-def modules_reached_by_name(
-    data_path: str | None, adapter: bool = False, variant: str = "sp1024"
-) -> tuple[str, ...]:
-    """Modules a run imports by name (never statically, so the pipeline imports no dataset
-    builder) that its bundle must embed: the default dataset's builder when the run has no
-    ``data.data_path`` of its own and so uses the built-in default data, with the byte-level
-    converter when that data is the ``bytes`` ``variant``; the score-first TTT walk when the run
-    has an ``eval.adapter`` (runs without one do not pay for its bytes)."""
-    converter = (BYTE_LEVEL_MODULE,) if variant == "bytes" else ()
-    data = () if data_path else (DEFAULT_DATASET_MODULE, *converter)
-    return data + ((ADAPTATION_MODULE,) if adapter else ())
+def modules_reached_by_name(adapter: bool = False) -> tuple[str, ...]:
+    """Modules a run imports by name that its bundle must embed: the score-first TTT walk when
+    the run has an ``eval.adapter`` (runs without one do not pay for its bytes). The default
+    dataset's builder is reached by name too but never embedded (`_dataset_builder`)."""
+    return (ADAPTATION_MODULE,) if adapter else ()
+
+
+def _dataset_builder() -> Any:
+    """`harness.datasets.default`, or None inside a bundle. It prepares the data (not counted
+    code, like upstream's data scripts: `harness.pipeline.prepared_data`), so the pipeline imports
+    it by name only and no bundle carries it; a bundle finds the prepared copy instead."""
+    try:
+        return importlib.import_module(DEFAULT_DATASET_MODULE)
+    except ModuleNotFoundError as exc:
+        # The bundle carries no `harness.datasets` at all; an import failing inside it still raises.
+        if exc.name not in ("harness.datasets", DEFAULT_DATASET_MODULE):
+            raise
+        return None
 
 
 def ship_code(
@@ -170,9 +175,7 @@ def ship_code(
     # bundle ships itself and never needs the bundler (saves its bytes in every submission).
     bundler = importlib.import_module("harness.tools.bundle")
     compress = config.compress_code
-    extra = modules_reached_by_name(
-        config.data.data_path, adapter=config.eval.adapter is not None, variant=config.data.default_variant
-    )
+    extra = modules_reached_by_name(adapter=config.eval.adapter is not None)
     if compress:  # the readable twin is for reviewers; only train_gpt.py ships and counts
         readable = bundler.bundle_submission(
             submission_dir, run_dir / "train_gpt_readable.py", extra_modules=extra, overrides=overrides
@@ -217,18 +220,22 @@ def _resolve_data(config: RunConfig, dist: DistInfo, log: RunLogger) -> DataPath
         if not tok.is_file():
             raise ConfigError(f"tokenizer file {tok} (data.tokenizer_path) does not exist")
         return DataPaths(data_path, tok, builtin=False)
-    try:  # by name: see modules_reached_by_name
-        ensure_default_dataset = importlib.import_module(DEFAULT_DATASET_MODULE).ensure_default_dataset
-    except ModuleNotFoundError:
-        raise ConfigError(
-            "this bundle was made for a run on DATA_PATH and does not carry the default dataset's builder: "
-            "set DATA_PATH and TOKENIZER_PATH, or run the submission from the repository"
-        ) from None
     variant = config.data.default_variant
-    if dist.is_main:
-        ensure_default_dataset(progress=True, variant=variant)
-    barrier(dist)
-    ds = ensure_default_dataset(progress=False, variant=variant)
+    builder = _dataset_builder()
+    if builder is None:  # a shipped bundle: the data is prepared beforehand, never built here
+        ds = find_prepared(variant)
+        if ds is None:
+            raise DataNotPrepared(
+                f"the built-in default dataset (data.default_variant={variant!r}) is not prepared under "
+                f"{cache_root()}: prepare it with `pgolf data build-default --variant {variant}` (data "
+                "preparation is not counted code, as upstream's data scripts are not), or set DATA_PATH "
+                "and TOKENIZER_PATH"
+            )
+    else:
+        if dist.is_main:
+            builder.ensure_default_dataset(progress=True, variant=variant)
+        barrier(dist)
+        ds = builder.ensure_default_dataset(progress=False, variant=variant)
     if ds.manifest.get("vocab_size", config.data.vocab_size) != config.data.vocab_size:
         raise ConfigError(
             f"data.vocab_size={config.data.vocab_size}, but the built-in default dataset "

@@ -23,11 +23,9 @@ definitions used here:
   readable bytes are those of the readable, unminified bundle (``train_gpt_readable.py``).
 
 The submission's own ``train_gpt.py`` is a row too, named ``<main>``. The embedded modules are
-the ones the run embeds (`harness.pipeline.setup.modules_reached_by_name`): by default the
-run uses the built-in default data, so the default dataset's builder is counted, with what the
-submission's config reaches by name (the byte converter, the TTT walk). The command
-line always reports that case (a run on its own data ships that module's cost less);
-`bundle_report` takes other ``extra_modules``.
+the ones the run embeds (`harness.pipeline.setup.modules_reached_by_name`): with what the
+submission's config reaches by name (the TTT walk); `bundle_report` takes other
+``extra_modules``. The default dataset's builder is data preparation and never ships.
 """
 
 from __future__ import annotations
@@ -125,23 +123,17 @@ def definition_costs(minified_source: str) -> list[DefinitionCost]:
     return sorted(out, key=lambda d: (-d.shipped, d.name))
 
 
-def default_extra_modules(
-    data_path: str | None = None, submission_dir: Path | None = None
-) -> tuple[str, ...]:
-    """The modules a run embeds by name (`harness.pipeline.setup.modules_reached_by_name`):
-    the default dataset's builder unless the run has its own ``data_path``; with
-    ``submission_dir``, also what that submission's config reaches (the byte-level converter
-    for the ``bytes`` default data, the TTT walk for an ``eval.adapter``)."""
-    from harness.pipeline.setup import modules_reached_by_name  # imported here: it pulls in torch
-
+def default_extra_modules(submission_dir: Path | None = None) -> tuple[str, ...]:
+    """The modules a run embeds by name (`harness.pipeline.setup.modules_reached_by_name`): with
+    ``submission_dir``, what that submission's config reaches (the TTT walk for an
+    ``eval.adapter``); none without it."""
     if submission_dir is None:
-        return modules_reached_by_name(data_path)
+        return ()
+    from harness.pipeline.setup import modules_reached_by_name  # imported here: it pulls in torch
     from harness.pipeline.submission import build_submission_config
 
     config = build_submission_config(Path(submission_dir))
-    return modules_reached_by_name(
-        data_path, adapter=config.eval.adapter is not None, variant=config.data.default_variant
-    )
+    return modules_reached_by_name(adapter=config.eval.adapter is not None)
 
 
 def bundle_report(

@@ -31,8 +31,8 @@ def baseline_report() -> BundleReport:
 
 def test_every_embedded_module_is_listed_once(baseline_report: BundleReport) -> None:
     names = [m.name for m in baseline_report.modules]
-    expected = collect_modules(BASELINE / "train_gpt.py", REPO, extra=(DEFAULT_DATASET_MODULE,))
-    assert DEFAULT_DATASET_MODULE in expected  # the run on default data embeds its builder
+    expected = collect_modules(BASELINE / "train_gpt.py", REPO)
+    assert DEFAULT_DATASET_MODULE not in expected  # data preparation never ships
     assert sorted(names) == sorted([*expected, MAIN_ROW])
     assert len(names) == len(set(names))
     text = format_report(baseline_report)
@@ -50,11 +50,9 @@ def test_rows_are_sorted_largest_first(baseline_report: BundleReport) -> None:
 
 
 def test_total_is_the_real_bundle_size(baseline_report: BundleReport, tmp_path: Path) -> None:
-    info = bundle_submission(
-        BASELINE, tmp_path / "train_gpt.py", compress=True, extra_modules=(DEFAULT_DATASET_MODULE,)
-    )
+    info = bundle_submission(BASELINE, tmp_path / "train_gpt.py", compress=True)
     assert baseline_report.shipped_bytes == info.bytes == (tmp_path / "train_gpt.py").stat().st_size
-    readable = bundle_submission(BASELINE, tmp_path / "readable.py", extra_modules=(DEFAULT_DATASET_MODULE,))
+    readable = bundle_submission(BASELINE, tmp_path / "readable.py")
     assert baseline_report.readable_bytes == readable.bytes
     # marginal costs leave a positive rest (bootstrap, header, shared context), never a negative one
     assert 0 < baseline_report.unattributed < baseline_report.shipped_bytes // 2
@@ -135,23 +133,12 @@ def test_cli_report_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     assert "module" in out and "| minified bytes | shipped bytes (est.) |  share" in out
     assert "shipped train_gpt.py" in out and "(exact)" in out
-    assert "harness.datasets.default " in out  # counted as a run on the default data embeds it
-
-
-def test_default_extra_modules_follow_the_data_path() -> None:
-    assert default_extra_modules() == (DEFAULT_DATASET_MODULE,)
-    assert default_extra_modules("/data/fineweb") == ()
+    assert "harness.datasets.default " not in out  # data preparation never ships
 
 
 def test_default_extra_modules_follow_the_submission_config() -> None:
     subs = REPO / "submissions"
-    # byte_gpt trains on the default data's bytes variant; sp8192_recur_ttt adapts at eval time.
-    assert default_extra_modules(submission_dir=subs / "byte_gpt") == (
-        DEFAULT_DATASET_MODULE,
-        "harness.datasets.byte_level",
-    )
-    assert default_extra_modules(submission_dir=subs / "sp8192_recur_ttt") == (
-        DEFAULT_DATASET_MODULE,
-        "harness.pipeline.adaptation",
-    )
-    assert default_extra_modules(submission_dir=subs / "baseline") == (DEFAULT_DATASET_MODULE,)
+    # sp8192_recur_ttt adapts at eval time; byte_gpt's byte data is prepared, not shipped.
+    assert default_extra_modules(submission_dir=subs / "sp8192_recur_ttt") == ("harness.pipeline.adaptation",)
+    assert default_extra_modules(submission_dir=subs / "byte_gpt") == ()
+    assert default_extra_modules(submission_dir=subs / "baseline") == default_extra_modules() == ()

@@ -249,7 +249,7 @@ def test_concurrent_builders_build_once(tmp_path, monkeypatch):
             "vocab_size": vocab_size,
         }
         (dest / "manifest.json").write_text(json.dumps(manifest))
-        return default_data._load(dest)
+        return default_data.load_prepared(dest)
 
     monkeypatch.setattr(default_data, "build_default_dataset", slow_fake_build)
     results = []
