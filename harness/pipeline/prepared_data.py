@@ -15,15 +15,19 @@ tokenizer (``tokenizer_sha256``) and lists only present files of the recorded si
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.api.errors import ConfigError
 from harness.pipeline.byte_spec import SPEC_NAME
 
+DEFAULT_DATASET_MODULE = "harness.datasets.default"
+"""The builder: imported by name only (`dataset_builder`), so no bundle carries it."""
 BUILD_VERSION = 1
 """Bump when the recipe changes, so old caches are not reused."""
 BYTES_BUILD_VERSION = 1
@@ -118,3 +122,14 @@ def find_prepared(variant: str = "sp1024") -> DefaultDataset | None:
         return load_prepared(dest)
     bytes_dest = default_bytes_dataset_dir()
     return load_prepared_bytes(bytes_dest) if is_bytes_complete(bytes_dest, load_prepared(dest)) else None
+
+
+def dataset_builder() -> Any:
+    """`harness.datasets.default`, or None inside a bundle (which carries no `harness.datasets`);
+    an import failing inside the builder still raises."""
+    try:
+        return importlib.import_module(DEFAULT_DATASET_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("harness.datasets", DEFAULT_DATASET_MODULE):
+            raise
+        return None

@@ -2,8 +2,9 @@
 
 `RunState` is what one run has established so far; every later phase reads and extends it.
 The data step resolves the dataset (the built-in default one is built by rank 0 on first
-use), builds the byte tables and the validation tokens, and fingerprints both, as the
-upstream baseline's preamble does (docs/protocol.md).
+use in a run from the repository, and found prepared by a shipped bundle), builds the byte
+tables and the validation tokens, and fingerprints both, as the upstream baseline's preamble
+does (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from harness.pipeline.distributed import (
     broadcast_str,
 )
 from harness.pipeline.plugin_manager import PluginManager
-from harness.pipeline.prepared_data import cache_root, find_prepared
+from harness.pipeline.prepared_data import cache_root, dataset_builder, find_prepared
 from harness.pipeline.runlog import RunLogger
 from harness.pipeline.scorer import Scorer
 from harness.pipeline.shards import (
@@ -120,7 +121,6 @@ def submission_dir_of_main() -> Path:
     return Path(main_file).resolve().parent
 
 
-DEFAULT_DATASET_MODULE = "harness.datasets.default"
 NONRECORD_SUFFIX = "_nonrecord"
 """Added to ``protocol`` (``full_nonrecord``, ``smoke_nonrecord``) when the run is not scored by
 the record protocol (`harness.api.config_checks.nonrecord_reasons`), so no table ranks it with
@@ -133,21 +133,8 @@ ADAPTATION_MODULE = "harness.pipeline.adaptation"
 def modules_reached_by_name(adapter: bool = False) -> tuple[str, ...]:
     """Modules a run imports by name that its bundle must embed: the score-first TTT walk when
     the run has an ``eval.adapter`` (runs without one do not pay for its bytes). The default
-    dataset's builder is reached by name too but never embedded (`_dataset_builder`)."""
+    dataset's builder is reached by name too but never embedded (`prepared_data.dataset_builder`)."""
     return (ADAPTATION_MODULE,) if adapter else ()
-
-
-def _dataset_builder() -> Any:
-    """`harness.datasets.default`, or None inside a bundle. It prepares the data (not counted
-    code, like upstream's data scripts: `harness.pipeline.prepared_data`), so the pipeline imports
-    it by name only and no bundle carries it; a bundle finds the prepared copy instead."""
-    try:
-        return importlib.import_module(DEFAULT_DATASET_MODULE)
-    except ModuleNotFoundError as exc:
-        # The bundle carries no `harness.datasets` at all; an import failing inside it still raises.
-        if exc.name not in ("harness.datasets", DEFAULT_DATASET_MODULE):
-            raise
-        return None
 
 
 def ship_code(
@@ -221,7 +208,7 @@ def _resolve_data(config: RunConfig, dist: DistInfo, log: RunLogger) -> DataPath
             raise ConfigError(f"tokenizer file {tok} (data.tokenizer_path) does not exist")
         return DataPaths(data_path, tok, builtin=False)
     variant = config.data.default_variant
-    builder = _dataset_builder()
+    builder = dataset_builder()
     if builder is None:  # a shipped bundle: the data is prepared beforehand, never built here
         ds = find_prepared(variant)
         if ds is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.pipeline.setup import DEFAULT_DATASET_MODULE
+from harness.pipeline.prepared_data import DEFAULT_DATASET_MODULE
 from harness.tools import bundle_wrapper
 from harness.tools.bundle import bundle_submission, collect_modules
 from harness.tools.bundle_report import (

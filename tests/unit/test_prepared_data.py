@@ -27,7 +27,7 @@ class _Log:
 
 
 def _resolve_as_a_bundle(monkeypatch, variant: str = "sp1024"):
-    monkeypatch.setattr(setup, "_dataset_builder", lambda: None)  # what a bundle sees
+    monkeypatch.setattr(setup, "dataset_builder", lambda: None)  # what a bundle sees
     config = build_submission_config(ROOT / "submissions" / "baseline")
     assert config.data.data_path is None and config.data.default_variant == variant
     log = _Log()
