@@ -153,6 +153,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Score under the audit hook and print the `RESULT_PREFIX` line; 0 when it printed one."""
     args = _parser().parse_args(argv)
+    # Before the hook: the first tempfile.gettempdir() writes and opens a probe file of its own.
+    caches = compile_caches()
     audit = FileAudit()
     audit.install()
     try:
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data_path)
     allowed = [Path(args.artifact), Path(args.config), Path(args.tokenizer), data / MANIFEST_NAME]
     allowed += list_shards(data, "val") if data.is_dir() else []
-    result["file_access"] = audit.violations(allowed, compile_caches())
+    result["file_access"] = audit.violations(allowed, caches)
     print(RESULT_PREFIX + json.dumps(result), flush=True)
     return 0
 

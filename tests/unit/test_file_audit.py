@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 SCRIPT = """
@@ -44,3 +46,24 @@ def test_data_beside_a_package_is_a_violation_code_and_allowed_files_are_not(tmp
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [
         str(site / "pgolf_audited_pkg" / "payload.bin")
     ]
+
+
+def test_the_trusted_scorer_probes_the_temp_dir_before_auditing(monkeypatch):
+    """`tempfile.gettempdir()` opens a random probe file under /tmp the first time it runs; under the
+    hook that read failed `pgolf verify`'s file_access check on a real published run (conv_moe)."""
+    import tempfile
+
+    from harness.tools import trusted_score
+    from harness.tools.file_audit import FileAudit
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # as in a fresh process: nothing cached yet
+    seen = {}
+
+    def install(self):
+        seen["tempdir"] = tempfile.tempdir
+        raise SystemExit(0)  # stop before scoring: only the order is under test
+
+    monkeypatch.setattr(FileAudit, "install", install)
+    with pytest.raises(SystemExit):
+        trusted_score.main(["a.pgolf", "--config", "c.json", "--data-path", "d", "--tokenizer", "t"])
+    assert seen["tempdir"] is not None
