@@ -22,8 +22,8 @@ measurement (pgolf issue 13; `docs/architecture.md`, "What ships", has the table
   43,318 bytes. ``base85`` stays available (``pgolf bundle --ascii``) for a file that must be
   pure ASCII; its lzma shell is byte for byte the one the harness wrote before.
 
-A latin-1 shell is one line of bytes above 0x7f with no raw line end inside it, so git's text
-detection and line-end conversion see an ordinary one-line file.
+A latin-1 shell is two lines (the coding line, then the code) with no raw line end inside the
+literal, so git's text detection and line-end conversion see an ordinary text file.
 """
 
 from __future__ import annotations
