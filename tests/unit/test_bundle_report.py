@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.pipeline.prepared_data import DEFAULT_DATASET_MODULE
+from harness.tools import bundle_report as report_module
 from harness.tools import bundle_wrapper
 from harness.tools.bundle import bundle_submission, collect_modules
 from harness.tools.bundle_report import (
@@ -128,8 +129,13 @@ def test_definition_costs_include_decorators() -> None:
     assert defs["C"].kind == "class"
 
 
-def test_cli_report_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_report_prints_the_table(
+    baseline_report: BundleReport, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = []  # the CLI wiring and printing; the measurement itself is the fixture's (one run, ~15 s)
+    monkeypatch.setattr(report_module, "bundle_report", lambda path: asked.append(path) or baseline_report)
     assert main(["bundle", str(BASELINE), "--report"]) == 0
+    assert asked == [BASELINE]
     out = capsys.readouterr().out
     assert "module" in out and "| minified bytes | shipped bytes (est.) |  share" in out
     assert "shipped train_gpt.py" in out and "(exact)" in out

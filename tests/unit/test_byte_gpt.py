@@ -314,8 +314,13 @@ def test_ladder_default_and_unknown_rung():
         ladder("7b")
 
 
-def test_default_random_init_fits_the_budget(tmp_path):
+@pytest.mark.slow
+def test_default_random_init_fits_the_budget(tmp_path, request):
     """The submission's own export of the random-init 16mb model leaves room for the code."""
+    # ~25 s of Brotli-11 over 15 MB on 2 cores: opt-in, like the full-size init-parity tests. The
+    # published smoke run (runs/smoke/submission.json) shows a trained model's bytes every run.
+    if "slow" not in (request.config.getoption("-m") or ""):
+        pytest.skip("exports the full-size model with Brotli-11: select it with -m slow")
     run = build_submission_config(SUBMISSION)
     assert run.model == ladder("16mb")
     torch.manual_seed(0)

@@ -57,6 +57,7 @@ def test_the_trusted_scorer_probes_the_temp_dir_before_auditing(monkeypatch):
     from harness.tools.file_audit import FileAudit
 
     monkeypatch.setattr(tempfile, "tempdir", None)  # as in a fresh process: nothing cached yet
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # the default folder is under it
     seen = {}
 
     def install(self):
