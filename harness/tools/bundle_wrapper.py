@@ -30,19 +30,27 @@ from __future__ import annotations
 
 import ast
 import base64
-import lzma
 import re
-import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from harness.api.errors import DataError
+from harness.api.errors import ArtifactError, DataError
+from plugins.compress.brotli import BrotliConfig
+from plugins.compress.lzma import LzmaConfig
+from plugins.compress.zlib import ZlibConfig
 
 CODECS: tuple[str, ...] = ("lzma", "zlib", "brotli")
 STDLIB_CODECS: tuple[str, ...] = ("lzma", "zlib")
 ENCODINGS: tuple[str, ...] = ("latin1", "base85")
-LZMA_PRESET = 9 | lzma.PRESET_EXTREME
-BROTLI_QUALITY, BROTLI_LGWIN = 11, 24
+_CODEC_CONFIGS: dict[str, Callable[[], Any]] = {
+    "lzma": lambda: LzmaConfig(preset=9, extreme=True),
+    "zlib": lambda: ZlibConfig(level=9),
+    "brotli": lambda: BrotliConfig(quality=11, lgwin=24, stride=1),  # stride 1: no byte shuffle
+}
+"""The model compressor plugins at the shell's settings: they compress the bundle, and their
+bounded decoders read a shell back (the shell itself calls the plain modules, with which their
+streams are identical)."""
 ORIGIN = "<pgolf-bundle>/train_gpt.py"
 """The file name the shell compiles the bundle under (not a real path: nothing is read from disk)."""
 
@@ -61,21 +69,15 @@ _SHELL_RE = {
 }
 
 
-def _brotli():
-    import brotli  # imported when used: only the brotli codec needs it
-
-    return brotli
+def _codec(codec: str) -> Any:
+    if codec not in _CODEC_CONFIGS:
+        raise ValueError(f"unknown bundle codec {codec!r} (expected one of {', '.join(CODECS)})")
+    return _CODEC_CONFIGS[codec]().build()
 
 
 def compress(codec: str, data: bytes) -> bytes:
     """``data`` compressed by ``codec`` with the shell's settings."""
-    if codec == "lzma":
-        return lzma.compress(data, preset=LZMA_PRESET)
-    if codec == "zlib":
-        return zlib.compress(data, 9)
-    if codec == "brotli":
-        return _brotli().compress(data, quality=BROTLI_QUALITY, lgwin=BROTLI_LGWIN)
-    raise ValueError(f"unknown bundle codec {codec!r} (expected one of {', '.join(CODECS)})")
+    return _codec(codec).compress(data)
 
 
 _IMPORTS_BROTLI = re.compile(r"^\s*(?:import\s+brotli\b|from\s+brotli\s+import\b)", re.MULTILINE)
@@ -159,31 +161,16 @@ def unwrap(data: bytes, limit: int, where: str = "train_gpt.py") -> Unwrapped | 
             packed = ast.literal_eval(f'"{match.group(2)}"').encode("latin-1")
         else:
             packed = base64.b85decode(match.group(2))
-        inner = _decompress(codec, packed, limit, where).decode("utf-8")
+        inner = _decompress(codec, packed, limit).decode("utf-8")
     except (ValueError, SyntaxError, UnicodeError) as exc:
         raise DataError(f"{where}: cannot unwrap the {codec}+{encoding} bundle ({exc})") from None
     return Unwrapped(inner, text[: match.start(2)], text[match.end(2) :], codec, encoding)
 
 
-def _decompress(codec: str, packed: bytes, limit: int, where: str) -> bytes:
-    """``packed`` decompressed by ``codec``: at most ``limit`` bytes, a ValueError when corrupt."""
-    if codec == "brotli":
-        brotli = _brotli()
-        decoder = brotli.Decompressor()
-        try:
-            out = decoder.process(packed, output_buffer_limit=limit + 1)
-        except brotli.error as exc:
-            raise ValueError(str(exc)) from None
-        done = decoder.is_finished()
-    else:
-        decoder = lzma.LZMADecompressor() if codec == "lzma" else zlib.decompressobj()
-        try:
-            out = decoder.decompress(packed, limit + 1)
-        except (lzma.LZMAError, zlib.error) as exc:
-            raise ValueError(str(exc)) from None
-        done = decoder.eof
-    if len(out) > limit:
-        raise DataError(f"{where}: the bundle unpacks to more than {limit:,} bytes")
-    if not done:
-        raise ValueError("the compressed stream is truncated")
-    return out
+def _decompress(codec: str, packed: bytes, limit: int) -> bytes:
+    """``packed`` decompressed by ``codec``: at most ``limit`` bytes, a ValueError when corrupt,
+    truncated, followed by other bytes, or larger."""
+    try:
+        return _codec(codec).decompress(packed, limit)
+    except ArtifactError as exc:
+        raise ValueError(str(exc)) from None
