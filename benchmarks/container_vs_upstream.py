@@ -43,20 +43,12 @@ HEADER = struct.Struct("<8sHI")  # docs/formats.md §2.1: magic, version, manife
 sys.path[:0] = [str(ROOT), str(ROOT / "submissions" / "baseline")]
 from train_gpt import build_config  # noqa: E402
 
-from tests.unit.upstream_container import upstream_container_bytes  # noqa: E402
+from tests.unit.upstream_container import trained_like, upstream_container_bytes  # noqa: E402
 
 
 def baseline_state(seed: int) -> dict[str, torch.Tensor]:
     """The baseline GPT's state dict with seeded trained-like values (see the docstring)."""
-    model = build_config().model.build(1024)
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, t in model.state_dict().items():
-        if t.is_floating_point():
-            noise = torch.randn(t.shape, generator=g)
-            t = noise * 0.02 if t.ndim == 2 else t + 0.01 * noise
-        state[name] = t
-    return state
+    return trained_like(build_config().model.build(1024).state_dict(), seed)
 
 
 def codec(name: str) -> Callable[[bytes], bytes]:

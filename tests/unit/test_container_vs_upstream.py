@@ -19,19 +19,12 @@ from harness.pipeline.artifact import config_to_json, read_artifact, write_artif
 from plugins.arch.gpt import GPTConfig
 from plugins.compress.zlib import ZlibConfig
 from plugins.quant.int8 import Int8Config
-from tests.unit.upstream_container import upstream_container_bytes, upstream_export_dict
+from tests.unit.upstream_container import trained_like, upstream_container_bytes, upstream_export_dict
 
 
 def _trained_like_state(num_layers: int, width: int, seed: int) -> dict[str, torch.Tensor]:
     model = GPTConfig(num_layers=num_layers, model_dim=width, num_heads=4, num_kv_heads=2).build(1024)
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, t in model.state_dict().items():
-        if t.is_floating_point():
-            noise = torch.randn(t.shape, generator=g)
-            t = noise * 0.02 if t.ndim == 2 else t + 0.01 * noise
-        state[name] = t
-    return state
+    return trained_like(model.state_dict(), seed)
 
 
 def _ours(path: Path, state: dict, cfg: Int8Config) -> int:

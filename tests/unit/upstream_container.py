@@ -72,3 +72,17 @@ def upstream_container_bytes(state_dict: Mapping[str, torch.Tensor], qtensors: M
     buf = io.BytesIO()
     torch.save(upstream_export_dict(state_dict, qtensors), buf)
     return len(zlib.compress(buf.getvalue(), level=9))
+
+
+def trained_like(state: Mapping[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """``state`` with seeded trained-like values, so int8 codes spread over many levels as trained
+    ones do (an init's zero matrices would flatter every container): matrices N(0, 0.02), other
+    float tensors their value plus N(0, 0.01); non-float tensors as they are."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, t in state.items():
+        if t.is_floating_point():
+            noise = torch.randn(t.shape, generator=g)
+            t = noise * 0.02 if t.ndim == 2 else t + 0.01 * noise
+        out[name] = t
+    return out
