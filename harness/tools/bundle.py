@@ -459,6 +459,12 @@ def _render(
     return assemble(name, version, modules, sources, main_source, sha, minify, overrides, packages)
 
 
+def modules_shell_codecs(modules: Mapping[str, _Module]) -> tuple[str, ...]:
+    """The shell codecs a bundle of ``modules`` may use (`bundle_wrapper.shell_codecs`), judged on
+    the sources as written: minifying can put an import after a ``try:`` on one line."""
+    return shell_codecs(_read_source(m.path) for m in modules.values() if m.path is not None)
+
+
 def _check_target(submission_file: Path, out_path: Path) -> None:
     """Refuse an output path that is the submission's own source (also through links)."""
     same = out_path.resolve() == submission_file.resolve()
@@ -519,7 +525,7 @@ def bundle_submission(
         packages=BUNDLED_PACKAGES + tuple(carried),
     )
     if compress:
-        codecs = shell_codecs(_read_source(m.path) for m in modules.values() if m.path is not None)
+        codecs = modules_shell_codecs(modules)
         data = wrap(text, encoding, codecs).data
     else:
         data = text.encode("utf-8")

@@ -159,7 +159,7 @@ def bundle_report(
     readable = _bundle._render(name, version, modules, main_source, minify=False)
     sources, main_min, sha = _bundle.prepare_sources(name, modules, main_source, minify=True)
 
-    codecs = _wrapper.shell_codecs(_bundle._read_source(m.path) for m in modules.values() if m.path)
+    codecs = _bundle.modules_shell_codecs(modules)
     full = _wrapper.wrap(
         _bundle.assemble(name, version, modules, sources, main_min, sha, True), codecs=codecs
     )
