@@ -12,11 +12,12 @@ import importlib
 import time
 from typing import Any
 
+from harness.api.by_name import ADAPTATION_MODULE
 from harness.api.errors import ConfigError, EvalTimeLimit
 from harness.pipeline.artifact import load_state_dict
 from harness.pipeline.eval import EvalResult
 from harness.pipeline.scorer import Scorer, log_score
-from harness.pipeline.setup import ADAPTATION_MODULE, RunState
+from harness.pipeline.setup import RunState
 from harness.pipeline.unshipped import unshipped_module
 
 

@@ -127,16 +127,6 @@ the record protocol (`harness.api.config_checks.nonrecord_reasons`), so no table
 record-protocol runs; ``nonrecord_reasons`` in ``submission.json`` says why."""
 
 
-ADAPTATION_MODULE = "harness.pipeline.adaptation"
-
-
-def modules_reached_by_name(adapter: bool = False) -> tuple[str, ...]:
-    """Modules a run imports by name that its bundle must embed: the score-first TTT walk when
-    the run has an ``eval.adapter`` (runs without one do not pay for its bytes). The default
-    dataset's builder is reached by name too but never embedded (`prepared_data.dataset_builder`)."""
-    return (ADAPTATION_MODULE,) if adapter else ()
-
-
 def ship_code(
     run_dir: Path,
     submission_dir: Path,
@@ -160,22 +150,10 @@ def ship_code(
         return target
     # Imported by name so the bundler's import scan leaves it out of every bundle: a
     # bundle ships itself and never needs the bundler (saves its bytes in every submission).
-    bundler = importlib.import_module("harness.tools.bundle")
-    compress = config.compress_code
-    extra = modules_reached_by_name(adapter=config.eval.adapter is not None)
-    if compress:  # the readable twin is for reviewers; only train_gpt.py ships and counts
-        readable = bundler.bundle_submission(
-            submission_dir, run_dir / "train_gpt_readable.py", extra_modules=extra, overrides=overrides
-        )
-        log.log(
-            f"code:readable modules:{len(readable.modules)} lines:{readable.lines} bytes:{readable.bytes}"
-        )
-    info = bundler.bundle_submission(
-        submission_dir, target, compress=compress, extra_modules=extra, overrides=overrides
-    )
-    log.log(
-        f"code:bundled compress:{compress} modules:{len(info.modules)} lines:{info.lines} bytes:{info.bytes}"
-    )
+    for line in importlib.import_module("harness.tools.run_code").bundle_run(
+        submission_dir, run_dir, config, overrides
+    ):
+        log.log(line)
     return target
 
 

@@ -494,7 +494,7 @@ def bundle_submission(
     with minified sources unless ``minify=False`` (``minify`` defaults to ``compress``: the
     shipped form is golfed, the readable one is not). ``extra_modules`` are embedded with what
     they import although the submission does not import them: modules the run reaches by name
-    only when its configuration asks for them (`harness.pipeline.setup.modules_reached_by_name`).
+    only when its configuration asks for them (`harness.api.by_name.modules_reached_by_name`).
     ``overrides`` (dotted key -> value string) are recorded in the bundle and applied when it runs,
     after the CPU profile and before the environment and ``--set``: a run records its own, so its
     shipped file replays it (`harness.pipeline.setup.replay_overrides`).

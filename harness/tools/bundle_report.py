@@ -23,7 +23,7 @@ definitions used here:
   readable bytes are those of the readable, unminified bundle (``train_gpt_readable.py``).
 
 The submission's own ``train_gpt.py`` is a row too, named ``<main>``. The embedded modules are
-the ones the run embeds (`harness.pipeline.setup.modules_reached_by_name`): with what the
+the ones the run embeds (`harness.api.by_name.modules_reached_by_name`): with what the
 submission's config reaches by name (the TTT walk); `bundle_report` takes other
 ``extra_modules``. The default dataset's builder is data preparation and never ships.
 """
@@ -124,16 +124,16 @@ def definition_costs(minified_source: str) -> list[DefinitionCost]:
 
 
 def default_extra_modules(submission_dir: Path | None = None) -> tuple[str, ...]:
-    """The modules a run embeds by name (`harness.pipeline.setup.modules_reached_by_name`): with
+    """The modules a run embeds by name (`harness.api.by_name.modules_reached_by_name`): with
     ``submission_dir``, what that submission's config reaches (the TTT walk for an
     ``eval.adapter``); none without it."""
     if submission_dir is None:
         return ()
-    from harness.pipeline.setup import modules_reached_by_name  # imported here: it pulls in torch
+    from harness.api.by_name import modules_reached_by_name
     from harness.pipeline.submission import build_submission_config
 
     config = build_submission_config(Path(submission_dir))
-    return modules_reached_by_name(adapter=config.eval.adapter is not None)
+    return modules_reached_by_name(config)
 
 
 def bundle_report(

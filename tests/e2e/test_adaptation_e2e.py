@@ -16,10 +16,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from harness.api.by_name import ADAPTATION_MODULE
 from harness.leaderboard.logparse import final_score, parse_log
 from harness.pipeline.adaptation import evaluate_adaptive
 from harness.pipeline.runner import run
-from harness.pipeline.setup import ADAPTATION_MODULE, modules_reached_by_name
 from harness.pipeline.submission import build_submission_config
 from harness.tools.verify import verify_run
 from tests.conftest import write_tiny_submission
@@ -129,7 +129,6 @@ def test_a_submission_with_an_adapter_reports_the_ttt_score(tmp_path, default_da
     assert sliding is not None and sliding.bpb == pytest.approx(saved["sliding_val_bpb"], abs=1e-8)
     assert sliding_line.split()[0] == sliding.name
     assert f"  {ADAPTATION_MODULE}\n" in (run_dir / "train_gpt_readable.py").read_text()
-    assert ADAPTATION_MODULE not in modules_reached_by_name()  # runs without TTT do not carry it
     # The shipped bundle re-runs the TTT pass eval-only, its adapter settings pinned, same score.
     with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": "1"}):
         report = verify_run(run_dir, timeout_s=600)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from harness.api.by_name import ADAPTATION_MODULE, modules_reached_by_name
 from harness.api.config import EvalConfig, RunConfig, component_modules, resolve
 from harness.api.errors import ConfigError
 from harness.pipeline.checkpoint import config_differences
 from harness.pipeline.plugin_manager import full_manager
-from harness.pipeline.setup import ADAPTATION_MODULE, modules_reached_by_name
 from plugins.adapt.sgd_chunks import SgdChunksConfig
 from plugins.arch.gpt import GPTConfig
 from plugins.compress.zlib import ZlibConfig
@@ -81,5 +81,5 @@ def test_a_checkpoint_written_before_the_adapter_still_resumes():
 
 
 def test_only_runs_with_an_adapter_bundle_the_walk():
-    assert modules_reached_by_name() == ()
-    assert modules_reached_by_name(adapter=True) == (ADAPTATION_MODULE,)
+    assert modules_reached_by_name(_config()) == ()
+    assert modules_reached_by_name(_config(adapter=SgdChunksConfig())) == (ADAPTATION_MODULE,)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.api.by_name import ADAPTATION_MODULE
 from harness.pipeline import unshipped
 from harness.pipeline.prepared_data import DEFAULT_DATASET_MODULE
-from harness.pipeline.setup import ADAPTATION_MODULE
 from harness.tools.bundle import collect_modules
 
 ROOT = Path(__file__).resolve().parents[2]
