@@ -56,6 +56,7 @@ from harness.tools.bundle_wrapper import shell_codecs, wrap
 from harness.tools.dead_code import prune_sources
 from harness.tools.error_sites import shorten_error_messages
 from harness.tools.minify import minify_source
+from harness.tools.unused_imports import drop_unused_imports
 
 BUNDLE_FORMAT_VERSION = 1
 BUNDLED_PACKAGES: tuple[str, ...] = ("harness", "plugins")
@@ -365,8 +366,9 @@ def prepare_sources(
     """The sources to embed ({module: source}, the submission's source) and ``sources_sha256``.
     ``minify``: the messages of refusals become the place they are raised
     (`harness.tools.error_sites`), the embedded sources are pruned of top-level definitions
-    nothing refers to (`harness.tools.dead_code`), then minified (the sha256 still names the
-    sources as written, so a bundle says which code it was made from). Shared with `bundle_report`."""
+    nothing refers to (`harness.tools.dead_code`), then minified, and the imports only annotations
+    used are dropped (`harness.tools.unused_imports`; the sha256 still names the sources as
+    written, so a bundle says which code it was made from). Shared with `bundle_report`."""
     names = sorted(modules)
     sources = {n: (_read_source(m.path) if m.path is not None else "") for n, m in modules.items()}
     main_origin = f"submissions/{name}/train_gpt.py"
@@ -378,8 +380,15 @@ def prepare_sources(
         main_source = shorten_error_messages(main_source, main_origin)
         sources = prune_sources({**sources, main_key: main_source}, roots=[main_key])
         del sources[main_key]
-        sources = {n: minify_source(s, modules[n].origin) for n, s in sources.items()}
-        main_source = minify_source(main_source, main_origin)
+        minified = {n: minify_source(s, modules[n].origin) for n, s in sources.items()}
+        minified[main_key] = minify_source(main_source, main_origin)
+        # Imports only the (now removed) annotations used go too; what that changes is minified again.
+        origins = {n: m.origin for n, m in modules.items()} | {main_key: main_origin}
+        for n, s in drop_unused_imports(minified).items():
+            if s is not minified[n]:
+                minified[n] = minify_source(s, origins[n])
+        main_source = minified.pop(main_key)
+        sources = minified
     return sources, main_source, sha
 
 
