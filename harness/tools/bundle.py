@@ -58,7 +58,7 @@ from harness.tools.error_sites import shorten_error_messages
 from harness.tools.minify import minify_source
 from harness.tools.unused_imports import drop_unused_imports
 
-BUNDLE_FORMAT_VERSION = 1
+BUNDLE_FORMAT_VERSION = 2
 BUNDLED_PACKAGES: tuple[str, ...] = ("harness", "plugins")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 ORIGIN_PREFIX = "<pgolf-bundle>/"
@@ -66,11 +66,16 @@ ORIGIN_PREFIX = "<pgolf-bundle>/"
 is read by mistake."""
 
 # The bootstrap, which runs in the bundle's ``__main__`` namespace. It reads
-# ``_pgolf_sources`` ({module: (origin, source)}) and ``__pgolf_bundle__``, which come
-# before it in the file. It stays short because every byte counts toward the cap.
+# ``_pgolf_sources`` ({origin: source}) and ``__pgolf_bundle__``, which come before it in the
+# file. It stays short because every byte counts toward the cap.
 _BOOTSTRAP = '''\
-def _pgolf_install(sources, packages, main):
+def _pgolf_install(files, packages, main):
     import importlib.abc, importlib.machinery, io, linecache, sys
+
+    # The dotted name is the origin's path: harness/api/__init__.py is harness.api.
+    sources = {
+        o.removesuffix(".py").removesuffix("/__init__").replace("/", "."): (o, s) for o, s in files.items()
+    }
 
     class BundleImporter(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
         """Serves the embedded modules; refuses the rest of the bundled packages."""
@@ -409,18 +414,17 @@ def assemble(
     packages the bundle serves (and refuses to load from elsewhere)."""
     names = sorted(modules)
     main_origin = f"submissions/{name}/train_gpt.py"
-    marker: dict = {
-        "format": BUNDLE_FORMAT_VERSION,
-        "submission": name,
-        "modules": names,
-        "sources_sha256": sha,
-    }
+    marker: dict = {"format": BUNDLE_FORMAT_VERSION, "submission": name}
     if minified:
         marker["minified"] = True
+    else:  # the shipped form's keys of _pgolf_sources list the modules
+        marker["modules"] = names
+    marker["sources_sha256"] = sha
     if overrides:
         marker["overrides"] = {str(k): str(v) for k, v in sorted(overrides.items())}
-    # The shipped (minified) form drops what only a reader needs: the module listing (the marker
-    # has it), the per-module banner comments and the bootstrap's comments.
+    # The shipped (minified) form drops what only a reader needs: the module listing (in the header
+    # and the marker; the keys of _pgolf_sources name the modules), the per-module banner comments
+    # and the bootstrap's comments.
     listing = "" if minified else "".join(f"  {n}\n" for n in names)
     banner = (lambda origin: "") if minified else (lambda origin: f"# ---- {origin}\n")
     header = (
@@ -433,7 +437,7 @@ def assemble(
     out = [header, "_pgolf_sources = {\n"]
     for n in names:
         origin = modules[n].origin
-        out.append(f"{banner(origin)}{n!r}: ({origin!r}, {_py_literal(sources[n])}),\n")
+        out.append(f"{banner(origin)}{origin!r}: {_py_literal(sources[n])},\n")
     out += [
         "}\n",
         f"{banner(main_origin)}_pgolf_main_source = {_py_literal(main_source)}\n",
