@@ -53,7 +53,7 @@ from harness.api.errors import ConfigError
 from harness.api.fileio import write_atomic
 from harness.pipeline.plugin_packages import plugin_package_roots
 from harness.tools.bundle_wrapper import shell_codecs, wrap
-from harness.tools.dead_code import prune_sources
+from harness.tools.dead_code import prune_rewritten, prune_sources
 from harness.tools.error_sites import shorten_error_messages
 from harness.tools.minify import minify_source
 from harness.tools.unused_imports import drop_unused_imports
@@ -387,9 +387,10 @@ def prepare_sources(
         del sources[main_key]
         minified = {n: minify_source(s, modules[n].origin) for n, s in sources.items()}
         minified[main_key] = minify_source(main_source, main_origin)
-        # Imports only the (now removed) annotations used go too; what that changes is minified again.
+        # Imports only the (now removed) annotations used go too, then what only those imports or
+        # annotations named (type aliases); what that changes is minified again.
         origins = {n: m.origin for n, m in modules.items()} | {main_key: main_origin}
-        for n, s in drop_unused_imports(minified).items():
+        for n, s in prune_rewritten(drop_unused_imports(minified), roots=[main_key]).items():
             if s is not minified[n]:
                 minified[n] = minify_source(s, origins[n])
         main_source = minified.pop(main_key)

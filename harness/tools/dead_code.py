@@ -7,10 +7,11 @@ once, and errs towards keeping:
 
 * Every top-level statement that is not a definition (imports, registrations, ``if`` blocks,
   calls) is kept, and so is every definition whose name starts and ends with ``__``
-  (``__all__``, ``__getattr__``, ``__version__``), every decorated definition whose
-  decorators are not only ``dataclass`` (a ``@hookimpl`` function is found by pluggy scanning
-  the module, never by name), and every assignment whose value calls something (the call may
-  register or change state).
+  (``__getattr__``, ``__version__``; ``__all__`` only when some module star-imports, since it
+  does nothing else at run time and its strings would keep every name it lists), every
+  decorated definition whose decorators are not only ``dataclass`` (a ``@hookimpl`` function
+  is found by pluggy scanning the module, never by name), and every assignment whose value
+  calls something (the call may register or change state).
 * A definition (``def``, ``class``, or an assignment to plain names) is kept when its name
   occurs anywhere in kept code: as a name, an attribute (``module.func``), an imported name,
   a keyword argument, or a word inside a string constant (``getattr(obj, "name")``, string
@@ -37,8 +38,20 @@ _WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
-def _defined_names(node: ast.stmt) -> list[str] | None:
-    """The names a removable top-level definition binds, or None when ``node`` always stays."""
+def _is_export_list(node: ast.stmt) -> bool:
+    return isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__all__"]
+
+
+def _star_imported(trees: Iterable[ast.Module]) -> bool:
+    imports = (n for t in trees for n in ast.walk(t) if isinstance(n, ast.ImportFrom))
+    return any(a.name == "*" for n in imports for a in n.names)
+
+
+def _defined_names(node: ast.stmt, exports_removable: bool = False) -> list[str] | None:
+    """The names a removable top-level definition binds, or None when ``node`` always stays.
+    ``exports_removable``: ``__all__`` is an ordinary definition (no module star-imports)."""
+    if exports_removable and _is_export_list(node):
+        return ["__all__"]
     if isinstance(node, _DEFINITIONS):
         if any(not _is_dataclass(d) for d in node.decorator_list):
             return None
@@ -99,13 +112,16 @@ def unreferenced_definitions(sources: Mapping[str, str], roots: Iterable[str] = 
     """{module: names of its top-level definitions nothing kept refers to} for ``sources``
     ({module or file name: source}); a module with none is absent. The modules in ``roots``
     (the submission) are kept whole."""
-    whole = set(roots)
-    trees = {name: ast.parse(source) for name, source in sources.items()}
+    return _unreferenced({name: ast.parse(source) for name, source in sources.items()}, set(roots))
+
+
+def _unreferenced(trees: Mapping[str, ast.Module], whole: set[str]) -> dict[str, list[str]]:
+    exports_removable = not _star_imported(trees.values())
     pending: dict[tuple[str, int], tuple[list[str], ast.stmt]] = {}
     kept: list[ast.stmt] = []
     for name, tree in trees.items():
         for index, node in enumerate(tree.body):
-            names = None if name in whole else _defined_names(node)
+            names = None if name in whole else _defined_names(node, exports_removable)
             if names is None:
                 kept.append(node)
             else:
@@ -129,17 +145,40 @@ def prune_sources(sources: Mapping[str, str], roots: Iterable[str] = ()) -> dict
     """``sources`` with the top-level definitions nothing refers to removed (whole lines;
     everything else, comments and blank lines included, stays as written); ``roots`` are kept
     whole and count as references."""
-    dead = unreferenced_definitions(sources, roots)
+    trees = {name: ast.parse(source) for name, source in sources.items()}
+    dead = _unreferenced(trees, set(roots))
+    exports_removable = not _star_imported(trees.values())
     out = dict(sources)
     for module, names in dead.items():
         # Lines as ast numbers them: split on "\n" only (sources come with universal newlines),
         # never on the form feeds or line separators str.splitlines also breaks at.
         lines = sources[module].split("\n")
         drop: set[int] = set()
-        for node in ast.parse(sources[module]).body:
-            defined = _defined_names(node)
+        for node in trees[module].body:
+            defined = _defined_names(node, exports_removable)
             if defined is not None and all(n in names for n in defined):
                 first, last = _definition_span(node)
                 drop.update(range(first - 1, last))
         out[module] = "\n".join(line for i, line in enumerate(lines) if i not in drop)
+    return out
+
+
+def prune_rewritten(sources: Mapping[str, str], roots: Iterable[str] = ()) -> dict[str, str]:
+    """Like `prune_sources`, for sources whose lines may hold several statements (minified code,
+    after `harness.tools.unused_imports` removed the imports only annotations used, which can
+    leave type aliases and the like unreferenced): a module that loses a definition is rendered
+    again by `ast.unparse` (so minify it again afterwards); the others are returned as they were."""
+    trees = {name: ast.parse(source) for name, source in sources.items()}
+    dead = _unreferenced(trees, set(roots))
+    exports_removable = not _star_imported(trees.values())
+    out = dict(sources)
+    for module, names in dead.items():
+        tree = trees[module]
+        gone = set(names)
+        tree.body = [
+            node
+            for node in tree.body
+            if (defined := _defined_names(node, exports_removable)) is None or not set(defined) <= gone
+        ]
+        out[module] = ast.unparse(tree)
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import textwrap
 
-from harness.tools.dead_code import prune_sources, unreferenced_definitions
+from harness.tools.dead_code import prune_rewritten, prune_sources, unreferenced_definitions
 
 LIB = textwrap.dedent(
     '''\
@@ -114,3 +114,24 @@ def test_lines_are_numbered_as_python_numbers_them():
     src = head + "def gone():\n    pass\n\n\ndef kept():\n    return 1\n"
     pruned = prune_sources({"m": src, "main": "from m import kept\n"}, roots=["main"])["m"]
     assert pruned == head + "\n\ndef kept():\n    return 1\n"
+
+
+def test_an_export_list_keeps_nothing_alive_unless_a_module_star_imports():
+    lib = '__all__ = ["listed", "used"]\n\ndef listed():\n    return 1\n\ndef used():\n    return 2\n'
+    main = "from lib import used\nprint(used())\n"
+    dead = unreferenced_definitions({"lib": lib, "main": main}, roots=["main"])
+    assert dead == {"lib": ["__all__", "listed"]}
+    star = "from lib import *\nprint(used())\n"  # __all__ decides what a star import binds: it stays
+    assert unreferenced_definitions({"lib": lib, "main": star}, roots=["main"]) == {}
+
+
+def test_rewritten_pruning_takes_one_statement_off_a_shared_line():
+    # Minified code may put two top-level statements on one line; only the dead one may go.
+    lib = "Alias = list[int]; LIMIT = 3\ndef used():\n    return LIMIT\n"
+    main = "from lib import used\nRESULT = used()\n"
+    pruned = prune_rewritten({"lib": lib, "main": main}, roots=["main"])
+    assert pruned["main"] is main  # untouched modules come back as they were
+    assert "Alias" not in pruned["lib"] and "LIMIT = 3" in pruned["lib"]
+    namespace: dict = {}
+    exec(compile(pruned["lib"], "lib", "exec"), namespace)
+    assert namespace["used"]() == 3
