@@ -8,7 +8,7 @@ some configuration object of the run names that module in its ``modules_by_name(
 component config declares there what its resolved values import, for example::
 
     def modules_by_name(self) -> tuple[str, ...]:
-        return ("plugins.optim.muon_banks",) if self.bank_arithmetic else ()
+        return ("plugins.arch.orthogonal_init",) if self.orthogonal_init else ()
 
 `modules_reached_by_name` walks the whole resolved configuration (dataclass fields, lists, tuples
 and mappings, so the GPT's components count too) and collects those names; a run's bundles embed
@@ -40,16 +40,36 @@ def import_by_name(name: str) -> ModuleType:
 ADAPTATION_MODULE = "harness.pipeline.adaptation"
 """The score-first TTT walk, imported by name: only runs with an ``eval.adapter`` embed it."""
 
+BYTE_DATA_MODULE = "harness.pipeline.byte_data"
+"""The byte-level data path, imported by name: only runs on byte-level data embed it."""
+
+CALIBRATION_MODULE = "harness.pipeline.calibration"
+"""The train-shard calibration batches and the export's ``calibrate`` step, imported by name: a
+bundle embeds it when a config names it (the ``gptq`` quantizer's; a ``pg_before_quantize``
+plugin that reads ``TrainContext.calibration`` names it too)."""
+
+GRAD_CLIP_MODULE = "harness.pipeline.grad_clip"
+"""The training step's gradient-norm clip, imported by name: only runs with a
+``train.grad_clip_norm > 0`` embed it (the naive baseline does not clip). The trainer spells the
+name out, so that no bundle ships this constant (tests/unit/test_optim_by_name.py)."""
+
 
 def modules_reached_by_name(config: Any) -> tuple[str, ...]:
     """The modules a run of the resolved RunConfig ``config`` imports by name, which its bundle
-    embeds: `ADAPTATION_MODULE` when it has an ``eval.adapter``, then what every configuration
-    object inside it names in ``modules_by_name()``, in the order first met, without repeats. The
-    default dataset's builder is reached by name too but never embedded
-    (`harness.pipeline.prepared_data.dataset_builder`)."""
+    embeds, in the order first met, without repeats: the harness's own (decided here rather than
+    by methods of ``DataConfig``, ``TrainConfig`` and ``EvalConfig``, which every bundle ships),
+    `ADAPTATION_MODULE` when it has an ``eval.adapter``, `GRAD_CLIP_MODULE` when it clips,
+    `BYTE_DATA_MODULE` when its data may be byte-level (the "bytes" default variant, or a
+    vocabulary of 256: a byte tokenizer spec's); then what every configuration object inside it
+    names in ``modules_by_name()``. The default dataset's builder is reached by name too but never
+    embedded (`harness.pipeline.prepared_data.dataset_builder`)."""
     found: dict[str, None] = {}
     if config.eval.adapter is not None:
         found[ADAPTATION_MODULE] = None
+    if config.train.grad_clip_norm > 0:
+        found[GRAD_CLIP_MODULE] = None
+    if config.data.default_variant == "bytes" or config.data.vocab_size == 256:
+        found[BYTE_DATA_MODULE] = None
     _walk(config, found, set())
     return tuple(found)
 

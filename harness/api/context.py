@@ -81,4 +81,5 @@ class TrainContext:
     checkpointed, so they survive ``--resume``. Keys are prefixed with the plugin's name."""
     calibration: CalibrationData | None = None
     """Training batches for calibration, set by the export before ``pg_before_quantize`` (rank
-    0 only; None before then and on other ranks): the one way a plugin may read tokens there."""
+    0 only; None before then, on other ranks, and in a shipped file whose configuration does not
+    name ``harness.api.by_name.CALIBRATION_MODULE``): the one way a plugin may read tokens there."""

@@ -14,7 +14,7 @@ the model's extension points (``on_*``, called by the host model, see
     pg_configure(run)                     # once per process, config resolved; refuse it here
     # setup: run folder, bundle, data, byte tables
     # train (harness.pipeline.training)
-    model = cfg.model.build(vocab_size)   #   attach / layer_plan / describe fire here
+    model = cfg.model.build(vocab_size)   #   attach / layer_route / describe fire here
     optimizer = cfg.optimizer.build(model)
     plugins = [p.build() for p in cfg.plugins]
     pg_train_start(ctx)                   # before compile, DDP and priming
@@ -126,7 +126,9 @@ def pg_before_quantize(ctx: TrainContext, state_dict: dict[str, Any]) -> None:
 
     Calibration or pruning plugins may modify tensors of ``state_dict`` in place. They may
     not read validation data: ``ctx.calibration`` supplies training batches (train shards
-    only; asking it for validation data raises ``ConfigError``).
+    only; asking it for validation data raises ``ConfigError``). A plugin that reads it names
+    ``harness.api.by_name.CALIBRATION_MODULE`` in its config's ``modules_by_name()``: a shipped
+    file without that module leaves ``ctx.calibration`` None.
     """
 
 

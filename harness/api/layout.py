@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.api.quantization import pack_bits, packed_nbytes, unpack_bits
+from harness.api.by_name import import_by_name
+from harness.api.quantization import BIT_PACKING_MODULE, packed_nbytes
 
 CLASSES: tuple[str, ...] = ("embed", "attn", "mlp", "other_quant", "scales", "float")
 CODE_ARRAYS: dict[str, str] = {
@@ -40,8 +41,9 @@ _NAME_CLASSES = (("emb", "embed"), ("attn", "attn"), ("mlp", "mlp"))  # first ma
 class Segment:
     """One array of the raw payload and how to read its symbols.
 
-    ``bits`` 8: one symbol per byte (``count == nbytes``); 1..7: a `pack_bits` stream of
-    ``count`` values (``nbytes == packed_nbytes(count, bits)``).
+    ``bits`` 8: one symbol per byte (``count == nbytes``); 1..7: a
+    `harness.api.bit_packing.pack_bits` stream of ``count`` values
+    (``nbytes == packed_nbytes(count, bits)``).
     """
 
     offset: int
@@ -99,5 +101,7 @@ def read_symbols(buf: np.ndarray, bits: int, count: int) -> np.ndarray | None:
     if packed_nbytes(count, bits) != buf.size:
         return None
     packed = torch.from_numpy(buf)
-    codes = unpack_bits(packed, bits, count)
-    return codes.numpy() if torch.equal(pack_bits(codes, bits), packed) else None
+    # By name: a run whose quantizer never packs does not ship the packing (pgolf issue 13).
+    packing = import_by_name(BIT_PACKING_MODULE)
+    codes = packing.unpack_bits(packed, bits, count)
+    return codes.numpy() if torch.equal(packing.pack_bits(codes, bits), packed) else None

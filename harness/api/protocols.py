@@ -258,11 +258,12 @@ class ArchComponent(Protocol):
 
     1. ``attach(model)``: once at build, before the init pass: add per-layer parameters or
        set block flags.
-    2. ``layer_plan(num_layers) -> tuple[int, ...]``: once at build: the virtual layer order
-       (at most one component may plan layers). The planner's attributes ``unet_over_plan``
-       (True: the U-Net skips span the halves of the virtual order, PR #1493; default: the
-       physical halves, recycled passes in between) and ``active`` (False: the host runs the
-       plain order 0..L-1, read every forward) say how the host runs it.
+    2. ``layer_route(num_layers) -> tuple[tuple[int, str, int], ...]``: once at build: the
+       virtual layer order as the host runs it (at most one component may plan layers), one
+       ``(block, role, k)`` per pass: role ``"enc"`` pushes a U-Net skip, ``"dec"`` pops one,
+       ``"mid"`` does neither; ``k`` numbers the recycled passes (``on_recycle``), -1 on a
+       block's own pass. The planner's attribute ``active`` (False: the host runs the plain
+       order 0..L-1, read every forward) switches between the two.
     3. ``on_embed(ids, x) -> x``: on the token embedding, before its RMSNorm (BigramHash).
     4. ``on_post_embed(ids, x) -> x``: after that RMSNorm, before x0 is kept (SmearGate).
     5. ``on_recycle(x, k) -> x``: before recycled pass k (RecycledCore).

@@ -4,12 +4,10 @@ What lives here, and where each piece comes from (docs/techniques.md §8):
 
 * ``linear_quantile``: ``torch.quantile`` without its 2**24-element limit; the baseline
   int8 export's clip statistic (upstream baseline `train_gpt.py`, ``INT8_CLIP_Q``).
-* ``pack_bits`` / ``unpack_bits``: P1573's int5/int6 packing (`pack_int5`, `pack_int6` in
-  records/track_10min_16mb/2026-04-12_11L_4xMLP_RecycledCore_ParallelResid_Int5), a
-  little-endian bit stream where value k occupies bits k*b .. k*b+b-1, generalised to any
-  width 1..8. **Difference:** P1573 pads the stream to whole groups (8 int5 / 4 int6
-  values); here it is padded to a whole byte only. The bytes agree whenever the count is a
-  multiple of the group, which every weight matrix is.
+* ``packed_nbytes``: the size of a bit-packed stream of intN codes (P1573's layout). The
+  packing itself (``pack_bits`` / ``unpack_bits``, kind ``intn_packed``) is
+  `harness.api.bit_packing`, imported by name (`BIT_PACKING_MODULE`) so that only quantizer
+  configs that pack (and name it in ``modules_by_name()``) ship it.
 * ``quantize_rows``: symmetric per-row quantization in the three variants of the records,
   selected by keywords: the baseline int8 (clip to a row quantile, step floor 1/127, q
   rounded with the fp32 step: ``baseline_rounding=True``), T1's intN (row max, no floor, q
@@ -19,15 +17,16 @@ What lives here, and where each piece comes from (docs/techniques.md §8):
 * ``encode_int8`` / ``decode_int8``: the baseline's complete int8 encoding (per row for
   2-D tensors, one fp32 step otherwise), used by the ``int8`` and ``mixed`` plugins.
 * ``encode_intn`` / ``decode_intn``: intN tensors as ``QTensor`` (one value per int8
-  byte, T1's layout, or bit-packed, P1573's), used by the ``intn`` and ``mixed`` plugins;
-  ``store_intn`` stores codes chosen elsewhere (the ``gptq`` plugin) in the same kinds, and
-  ``decode_intn_or_passthrough`` reads everything ``intn`` and ``gptq`` write.
+  byte, T1's layout, or bit-packed, P1573's, through `harness.api.bit_packing`), used by the
+  ``intn`` and ``mixed`` plugins; ``store_intn`` stores codes chosen elsewhere (the ``gptq``
+  plugin) in the same kinds, and ``decode_intn_or_passthrough`` reads everything ``intn`` and
+  ``gptq`` write.
 * ``passthrough`` / ``decode_passthrough`` and the dtype, array and finiteness checks.
 
 Longer than 400 lines because it holds all the integer arithmetic the quantizer plugins share
-(per-row and per-channel scales, bit packing, nibbles, clip search, dtype images); split by
-topic it would scatter one numeric contract that the artifact, entropy report and late QAT must
-agree on.
+(per-row and per-channel scales, nibbles, clip search, dtype images); split by topic it would
+scatter one numeric contract that the artifact, entropy report and late QAT must agree on. The
+bit packing is the exception: a module apart only so that runs that never pack do not ship it.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ import math
 import numpy as np
 import torch
 
+from harness.api.by_name import import_by_name
 from harness.api.errors import ArtifactError, TrainingDiverged
 from harness.api.protocols import QTensor
 
@@ -56,6 +56,9 @@ DTYPES: dict[str, torch.dtype] = {
 
 INT8_CLIP_Q = 0.9999984  # upstream baseline INT8_CLIP_PERCENTILE / 100
 FP16_TINY = 2.0**-14  # smallest normal fp16 (torch.finfo(torch.float16).tiny)
+BIT_PACKING_MODULE = "harness.api.bit_packing"
+"""The ``intn_packed`` kind, imported by name: a quantizer config that packs names it in
+``modules_by_name()`` (`harness.api.by_name`)."""
 
 
 # ---------------------------------------------------------------- small shared checks
@@ -102,7 +105,8 @@ def clip_level(bits: int) -> int:
     return 2 ** (bits - 1) - 1
 
 
-def _check_bits(bits: int, low: int, where: str) -> None:
+def check_bits(bits: int, low: int, where: str) -> None:
+    """ValueError naming ``where`` unless ``bits`` is an integer in ``low``..8."""
     if isinstance(bits, bool) or not isinstance(bits, int) or not low <= bits <= 8:
         raise ValueError(f"{where}: bits must be an integer in {low}..8, got {bits!r}")
 
@@ -127,60 +131,13 @@ def linear_quantile(x: torch.Tensor, q: float) -> torch.Tensor:
     return out.masked_fill(torch.isnan(x).any(dim=-1), float("nan"))
 
 
-# ---------------------------------------------------------------- bit packing
+# ---------------------------------------------------------------- bit-packed size
 
 
 def packed_nbytes(count: int, bits: int) -> int:
-    """Bytes ``pack_bits`` produces for ``count`` values of ``bits`` bits: ceil(count*bits/8)."""
+    """Bytes `harness.api.bit_packing.pack_bits` produces for ``count`` values of ``bits`` bits:
+    ceil(count*bits/8)."""
     return (count * bits + 7) // 8
-
-
-def pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
-    """Integers in 0..2**bits-1 (any shape, read flattened) -> 1-D uint8 little-endian bit stream.
-
-    Value k lands in bits k*bits .. k*bits+bits-1 of the stream (bit 0 = least significant
-    bit of byte 0); the last byte is zero-padded. 8 int5 values take 5 bytes, 4 int6 values 3.
-    """
-    _check_bits(bits, 1, "pack_bits")
-    if values.is_floating_point() or values.is_complex():
-        raise ValueError(f"pack_bits: values must be integers, got {dtype_name(values.dtype)}")
-    flat = values.detach().to("cpu").reshape(-1).to(torch.int64)
-    top = (1 << bits) - 1
-    bad = (flat < 0) | (flat > top)
-    if bool(bad.any()):
-        i = int(torch.argmax(bad.to(torch.uint8)))
-        raise ValueError(
-            f"pack_bits: value {int(flat[i])} at index {i} does not fit in {bits} bits (0..{top})"
-        )
-    n = flat.numel()
-    if bits == 8:
-        return flat.to(torch.uint8).contiguous()
-    # Each group of 8 values is exactly `bits` bytes; a group's 8*bits <= 56 bits fit in an int64.
-    groups = -(-n // 8)
-    padded = torch.zeros(groups * 8, dtype=torch.int64)
-    padded[:n] = flat
-    word = (padded.view(groups, 8) << (torch.arange(8) * bits)).sum(dim=1)  # fields are disjoint
-    out = (word[:, None] >> (torch.arange(bits) * 8)) & 0xFF  # (groups, bits) bytes, LSB first
-    return out.to(torch.uint8).reshape(-1)[: packed_nbytes(n, bits)].contiguous()
-
-
-def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
-    """Inverse of ``pack_bits``: the first ``count`` values (1-D uint8); extra bytes are ignored."""
-    _check_bits(bits, 1, "unpack_bits")
-    if packed.dtype != torch.uint8:
-        raise ValueError(f"unpack_bits: packed must be uint8, got {dtype_name(packed.dtype)}")
-    need = packed_nbytes(count, bits)
-    flat = packed.detach().to("cpu").reshape(-1)
-    if count < 0 or flat.numel() < need:
-        raise ValueError(f"unpack_bits: {count} values of {bits} bits need {need} bytes, got {flat.numel()}")
-    if bits == 8:
-        return flat[:count].clone()
-    groups = -(-count // 8)
-    padded = torch.zeros(groups * bits, dtype=torch.int64)
-    padded[:need] = flat[:need]
-    word = (padded.view(groups, bits) << (torch.arange(bits) * 8)).sum(dim=1)
-    vals = (word[:, None] >> (torch.arange(8) * bits)) & ((1 << bits) - 1)  # (groups, 8)
-    return vals.reshape(-1)[:count].to(torch.uint8)
 
 
 # ---------------------------------------------------------------- per-row quantization
@@ -209,7 +166,7 @@ def quantize_rows(
     ±c_r first and divided by the fp32 Δ; only the stored Δ is rounded to fp16.
     ``name`` only labels the TrainingDiverged raised for NaN or infinite rows.
     """
-    _check_bits(bits, 2, "quantize_rows")
+    check_bits(bits, 2, "quantize_rows")
     if w.ndim != 2 or not w.is_floating_point():
         raise ValueError(
             f"quantize_rows: {name} must be a 2-D float tensor, got {w.ndim}-D {dtype_name(w.dtype)}"
@@ -368,7 +325,7 @@ def encode_intn(
     max (both records use the max there, whatever their row percentiles). Kind ``intn``
     stores q as int8 in the tensor's shape, one value per byte (T1's layout); kind
     ``intn_packed`` stores q + offset (offset = -lowest level) as a ``pack_bits`` stream
-    (P1573's layout). Meta: dtype, bits, shape, and offset when packed.
+    (P1573's layout, `harness.api.bit_packing`). Meta: dtype, bits, shape, and offset when packed.
     """
     t = t.detach().to("cpu")
     shape = list(t.shape)
@@ -407,9 +364,8 @@ def store_intn(
     meta: dict = {"dtype": dtype_name(dtype), "bits": bits, "shape": shape}
     if not packed:
         return QTensor("intn", {"q": q.reshape(shape).contiguous(), "scale": scale}, meta)
-    offset = clip_level(bits) + 1 if allow_extra_negative else clip_level(bits)
-    codes = pack_bits(q.to(torch.int16) + offset, bits)
-    return QTensor("intn_packed", {"q": codes, "scale": scale}, {**meta, "offset": offset})
+    packing = import_by_name(BIT_PACKING_MODULE)
+    return packing.store_packed(q, scale, bits, meta, allow_extra_negative=allow_extra_negative)
 
 
 def decode_intn(name: str, qt: QTensor) -> torch.Tensor:
@@ -451,18 +407,7 @@ def _codes(name: str, qt: QTensor, bits: int, shape: list[int], numel: int) -> t
         return q.reshape(-1)
     if qt.kind != "intn_packed":
         raise ArtifactError(f"tensor {name}: {qt.kind!r} is not an intN kind (intn, intn_packed)")
-    offset = qt.meta.get("offset")
-    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**bits:
-        raise ArtifactError(
-            f"tensor {name}: meta.offset must be an integer in 0..{2**bits - 1}, got {offset!r}"
-        )
-    need = packed_nbytes(numel, bits)
-    if q.dtype != torch.uint8 or tuple(q.shape) != (need,):
-        raise ArtifactError(
-            f"tensor {name}: intn_packed needs {need} uint8 bytes for {numel} {bits}-bit values, "
-            f"got {list(q.shape)} {dtype_name(q.dtype)}"
-        )
-    return unpack_bits(q, bits, numel).to(torch.int16) - offset
+    return import_by_name(BIT_PACKING_MODULE).packed_codes(name, qt, q, bits, numel)
 
 
 def _meta_bits(name: str, qt: QTensor) -> int:

@@ -51,18 +51,20 @@ from tqdm import tqdm
 
 from harness.api.errors import DataError
 from harness.datasets.byte_level import convert_to_bytes
+from harness.pipeline.byte_data import (
+    BYTES_BUILD_VERSION,
+    default_bytes_dataset_dir,
+    is_bytes_complete,
+    load_prepared_bytes,
+)
 from harness.pipeline.prepared_data import (
     BUILD_VERSION,
-    BYTES_BUILD_VERSION,
     SP_VOCABS,
     DefaultDataset,
-    default_bytes_dataset_dir,
     default_dataset_dir,
     find_prepared,
-    is_bytes_complete,
     is_complete,
     load_prepared,
-    load_prepared_bytes,
 )
 from harness.pipeline.shards import file_sha256, write_shard
 

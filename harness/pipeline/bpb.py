@@ -20,7 +20,8 @@ places is the "double space byte" bug of PRs #1545/#1576/#1632/#1672 (docs/pitfa
 A byte tokenizer spec (`harness.pipeline.byte_spec`, vocabulary 256, token = UTF-8 byte) has the
 trivial tables: every id is 1 byte, with no leading-space flag and no boundary, so BPB is
 the cross-entropy in bits with every byte counted once. Unlike upstream's byte260 LUT
-(docs/protocol.md §2.3) there are no special ids to count as 0 bytes.
+(docs/protocol.md §2.3) there are no special ids to count as 0 bytes. Those tables are built
+by `harness.pipeline.byte_data`, imported by name: only byte-level runs ship it.
 
 Scoring belongs to the harness alone; nothing here is pluggable.
 """
@@ -34,8 +35,9 @@ from pathlib import Path
 import sentencepiece as spm
 import torch
 
+from harness.api.by_name import BYTE_DATA_MODULE, import_by_name
 from harness.api.errors import DataError
-from harness.pipeline.byte_spec import BYTE_VOCAB, is_byte_tokenizer
+from harness.pipeline.byte_spec import looks_like_byte_spec
 
 SPACE_MARKER = "\u2581"  # SentencePiece's visible stand-in for a leading space
 
@@ -86,21 +88,6 @@ def _load_sentencepiece(tokenizer_path: str | Path) -> spm.SentencePieceProcesso
         raise DataError(f"tokenizer file {str(path)!r} is not a readable SentencePiece model: {exc}") from exc
 
 
-def _byte_spec_luts(tokenizer_path: str | Path, vocab_size: int) -> ByteLUTs:
-    """Tables of a byte tokenizer spec: 1 byte per id, no spaces, no boundaries."""
-    if vocab_size != BYTE_VOCAB:
-        raise DataError(
-            f"tokenizer file {str(tokenizer_path)!r} is a byte tokenizer with vocab size {BYTE_VOCAB}, "
-            f"but the model's vocab_size is {vocab_size}; they must be equal"
-        )
-    return ByteLUTs(
-        base_bytes=torch.ones(BYTE_VOCAB, dtype=torch.int32),
-        has_leading_space=torch.zeros(BYTE_VOCAB, dtype=torch.bool),
-        is_boundary=torch.zeros(BYTE_VOCAB, dtype=torch.bool),
-        vocab_size=BYTE_VOCAB,
-    )
-
-
 def build_byte_luts(tokenizer_path: str | Path, vocab_size: int) -> ByteLUTs:
     """Byte tables of the SentencePiece model or byte tokenizer spec at ``tokenizer_path``.
 
@@ -108,8 +95,8 @@ def build_byte_luts(tokenizer_path: str | Path, vocab_size: int) -> ByteLUTs:
     ids the tokenizer never emits (or missing some it does) would make the byte count and
     the distribution disagree. A malformed byte spec raises DataError naming the file.
     """
-    if is_byte_tokenizer(tokenizer_path):
-        return _byte_spec_luts(tokenizer_path, vocab_size)
+    if looks_like_byte_spec(tokenizer_path):
+        return import_by_name(BYTE_DATA_MODULE).byte_spec_luts(tokenizer_path, vocab_size)
     sp = _load_sentencepiece(tokenizer_path)
     sp_vocab = int(sp.vocab_size())
     if sp_vocab != vocab_size:

@@ -2,6 +2,10 @@
 256, token = one UTF-8 byte), which the byte tables of `harness.pipeline.bpb` recognise in
 place of a SentencePiece model. Format ``pgolf-bytes/1`` (docs/formats.md); the datasets
 that carry it are written by `harness.datasets.byte_level`.
+
+Every bundle carries `looks_like_byte_spec` (the scorer asks it which kind a tokenizer file
+is); reading and checking a spec is reached only through `harness.pipeline.byte_data`, which
+only byte-level runs embed, so a token-model bundle ships nothing else of this module.
 """
 
 from __future__ import annotations
@@ -34,8 +38,14 @@ def write_byte_tokenizer_spec(path: str | Path) -> Path:
     return path
 
 
-def _looks_like_spec(path: Path) -> bool:
-    """A ``.json`` name or a leading ``{``: a SentencePiece model (protobuf) starts with 0x0A."""
+def looks_like_byte_spec(path: str | Path) -> bool:
+    """True when ``path`` is a file that claims to be a byte tokenizer spec: a ``.json`` name or a
+    leading ``{`` (a SentencePiece model, protobuf, starts with 0x0A). The claim is not checked
+    here; a file that makes it is read as a spec (`read_byte_tokenizer_spec`), never as a
+    SentencePiece model, so a broken spec fails with a message about the spec."""
+    path = Path(path)
+    if not path.is_file():
+        return False
     if path.suffix.lower() == ".json":
         return True
     try:
@@ -82,8 +92,7 @@ def is_byte_tokenizer(path: str | Path) -> bool:
     DataError instead of returning False, so a broken spec is never read as a SentencePiece
     model (which would fail with a misleading message). A missing file returns False.
     """
-    path = Path(path)
-    if not path.is_file() or not _looks_like_spec(path):
+    if not looks_like_byte_spec(path):
         return False
     read_byte_tokenizer_spec(path)
     return True

@@ -1,4 +1,5 @@
-"""Calibration batches for the export: random windows of the train shards, never validation.
+"""Calibration for the export: batches of random train-shard windows (never validation) and the
+``calibrate`` step that runs a `CalibratedQuantizer` (GPTQ) over them.
 
 Whatever runs before quantization (GPTQ Hessians, pruning statistics) reads tokens through
 `TrainCalibration` only (`harness.api.protocols.CalibrationData`). It is built from
@@ -14,18 +15,31 @@ tokens). Its generator is its own (numpy PCG64 from the run seed), so the traini
 and the global RNGs are left as they were. **Difference:** the record's loader draws without
 replacement from the shards of its rank; here windows are drawn with replacement from every
 train shard (only rank 0 calibrates, see `harness.pipeline.export`).
+
+A module the export imports by name (`harness.api.by_name.CALIBRATION_MODULE`): only a run whose
+configuration names it in ``modules_by_name()`` (the ``gptq`` quantizer; a ``pg_before_quantize``
+plugin that reads ``TrainContext.calibration``) ships it, so the baseline's int8 export and every
+quantizer that never calibrates leave it out of their bundles (pgolf issue 13).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from harness.api.context import TrainContext
 from harness.api.errors import ConfigError, DataError
+from harness.api.protocols import CalibratedQuantizer
+from harness.pipeline.eval import autocast_context
 from harness.pipeline.shards import check_token_range, list_shards, read_shard, read_shard_header
+
+if TYPE_CHECKING:
+    from harness.pipeline.setup import RunState
 
 
 class TrainCalibration:
@@ -91,3 +105,38 @@ class TrainCalibration:
         if idx not in self._shards:
             self._shards[idx] = read_shard(self.files[idx])
         return self._shards[idx]
+
+
+def calibration_data(run: RunState) -> TrainCalibration:
+    """Train-shard batches shaped like one training micro-batch of this rank, from the run seed."""
+    train = run.config.train
+    local = train.train_batch_tokens // (run.dist.world_size * run.accum)
+    return TrainCalibration(
+        run.data.data_path,
+        vocab_size=run.config.data.vocab_size,
+        rows=max(local // train.train_seq_len, 1),
+        seq_len=train.train_seq_len,
+        device=run.dist.device,
+        seed=train.seed,
+    )
+
+
+def calibrate(run: RunState, ctx: TrainContext, quantizer: CalibratedQuantizer) -> None:
+    """``quantizer.calibrate`` on the trained model (eval mode, no grad, the run's autocast)."""
+    model, data = ctx.model, ctx.calibration
+    was_training = model.training
+    before, t0 = data.tokens_served, time.perf_counter()
+    model.eval()
+    try:
+        with torch.no_grad(), autocast_context(run.dist.device, ctx.autocast_dtype):
+            summary = quantizer.calibrate(model, data)
+    finally:
+        model.train(was_training)
+    seconds, tokens = time.perf_counter() - t0, data.tokens_served - before
+    run.log.log(
+        f"calibration:{quantizer.name} {summary} train_tokens:{tokens} seed:{run.config.train.seed} "
+        f"time:{seconds:.1f}s",
+        event="calibration",
+        train_tokens=tokens,
+        seconds=seconds,
+    )

@@ -481,7 +481,8 @@ class Checkpointer:
         self.stateless = [
             _observer_key(i, p) for i, p in enumerate(observers) if _observer_key(i, p) not in self.observers
         ]
-        """Run plugins that are not `Stateful`: on resume they start afresh (logged by the runner)."""
+        """Run plugins that are not `Stateful`: on resume they start afresh (logged by
+        `harness.pipeline.resume.TrainingCheckpoints.begin`)."""
 
     def _meta(self, step: int) -> dict[str, Any]:
         return {

@@ -9,7 +9,7 @@ more (docs/techniques.md §9.5, docs/pitfalls.md §13). The report says how far 
 artifact is from that bound.
 
 Symbols: the integer codes of quantized weights (packed bit streams are unpacked with
-`harness.api.quantization.unpack_bits`; int8 codes are read as their byte images, which has the same
+`harness.api.bit_packing.unpack_bits`; int8 codes are read as their byte images, which has the same
 entropy), and for everything else (scales, passthrough floats, arrays of unknown kinds) the
 raw bytes as byte symbols. Classes, fixed:
 

@@ -3,10 +3,12 @@ its size, the code size and the order-0 entropy of its symbols (an eval-only run
 artifact it loaded instead).
 
 Before quantizing, rank 0 hands ``pg_before_quantize`` plugins and a `CalibratedQuantizer`
-(GPTQ) the only tokens they may read: `TrainCalibration` batches from the train shards. Only
-rank 0 calibrates and quantizes; every rank then reads the same artifact back from disk, so
-no statistics need to cross ranks (the record of 2026-04-09 collects Hessians on every rank,
-but only rank 0's file is written and read back).
+(GPTQ) the only tokens they may read: `TrainCalibration` batches from the train shards
+(`harness.pipeline.calibration`, imported by name: a shipped file has them when its configuration
+names `CALIBRATION_MODULE`, a run from the repository always). Only rank 0 calibrates and
+quantizes; every rank then reads the same artifact back from disk, so no statistics need to cross
+ranks (the record of 2026-04-09 collects Hessians on every rank, but only rank 0's file is written
+and read back).
 """
 
 from __future__ import annotations
@@ -14,19 +16,17 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-
-import torch
+from types import ModuleType
 
 import harness
+from harness.api.by_name import CALIBRATION_MODULE, import_by_name
 from harness.api.context import TrainContext
 from harness.api.fileio import write_atomic
-from harness.api.protocols import CalibratedQuantizer, LayoutAwareCompressor, Quantizer
+from harness.api.protocols import CalibratedQuantizer, LayoutAwareCompressor
 from harness.pipeline.artifact import config_to_json, write_artifact
-from harness.pipeline.calibration import TrainCalibration
 from harness.pipeline.distributed import (
     barrier,
 )
-from harness.pipeline.eval import autocast_context
 from harness.pipeline.setup import RunState
 from harness.pipeline.training import source_artifact
 from harness.pipeline.unshipped import skipped_line, unshipped_module
@@ -59,11 +59,14 @@ def export(run: RunState, ctx: TrainContext) -> None:
     _name_artifact(run)
     if run.dist.is_main:
         state = {k: v.detach().to("cpu").clone() for k, v in ctx.model.state_dict().items()}
-        ctx.calibration = calibration_data(run)
+        calibration = _calibration_module()
+        if calibration is not None:
+            ctx.calibration = calibration.calibration_data(run)
         run.manager.hook.pg_before_quantize(ctx=ctx, state_dict=state)
         quantizer = config.quantizer.build()
         if isinstance(quantizer, CalibratedQuantizer):
-            calibrate(run, ctx, quantizer)
+            # By name again: a shipped file whose config does not name the module stops here, loudly.
+            import_by_name(CALIBRATION_MODULE).calibrate(run, ctx, quantizer)
         t0 = time.perf_counter()
         qtensors, compressor = quantizer.quantize(state), config.compressor.build()
         info = write_artifact(
@@ -105,39 +108,15 @@ def export(run: RunState, ctx: TrainContext) -> None:
     barrier(run.dist)
 
 
-def calibration_data(run: RunState) -> TrainCalibration:
-    """Train-shard batches shaped like one training micro-batch of this rank, from the run seed."""
-    train = run.config.train
-    local = train.train_batch_tokens // (run.dist.world_size * run.accum)
-    return TrainCalibration(
-        run.data.data_path,
-        vocab_size=run.config.data.vocab_size,
-        rows=max(local // train.train_seq_len, 1),
-        seq_len=train.train_seq_len,
-        device=run.dist.device,
-        seed=train.seed,
-    )
-
-
-def calibrate(run: RunState, ctx: TrainContext, quantizer: Quantizer) -> None:
-    """``quantizer.calibrate`` on the trained model (eval mode, no grad, the run's autocast)."""
-    model, data = ctx.model, ctx.calibration
-    was_training = model.training
-    before, t0 = data.tokens_served, time.perf_counter()
-    model.eval()
+def _calibration_module() -> ModuleType | None:
+    """`harness.pipeline.calibration`, or None in a shipped file whose configuration does not name
+    it (then no plugin and no quantizer of the run reads calibration batches)."""
     try:
-        with torch.no_grad(), autocast_context(run.dist.device, ctx.autocast_dtype):
-            summary = quantizer.calibrate(model, data)
-    finally:
-        model.train(was_training)
-    seconds, tokens = time.perf_counter() - t0, data.tokens_served - before
-    run.log.log(
-        f"calibration:{quantizer.name} {summary} train_tokens:{tokens} seed:{run.config.train.seed} "
-        f"time:{seconds:.1f}s",
-        event="calibration",
-        train_tokens=tokens,
-        seconds=seconds,
-    )
+        return import_by_name(CALIBRATION_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name != CALIBRATION_MODULE:
+            raise
+        return None
 
 
 def _log_entropy(

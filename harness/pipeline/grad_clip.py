@@ -7,6 +7,10 @@ train-loss difference of 1e-4 within a few steps (benchmarks/upstream_parity/tra
 A model that is `harness.api.protocols.ClipOrder` lists its parameters in the upstream script's
 order; a tuple in that list is a set of matrices the script holds as one stacked tensor (PR
 #1573's parameter banks), whose norm is taken over the stack, as the script's is.
+
+Only runs that clip need it (``train.grad_clip_norm > 0``: the records, not the naive baseline),
+so the trainer imports it by name (`harness.api.by_name.GRAD_CLIP_MODULE`): a bundle whose
+run does not clip leaves it out.
 """
 
 from __future__ import annotations

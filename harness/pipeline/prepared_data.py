@@ -8,9 +8,10 @@ imported by name and never shipped: a run from the repository prepares the data 
 (or ``pgolf data build-default``), and a shipped ``train_gpt.py`` finds the prepared copy here,
 under ``$PGOLF_CACHE_DIR``, and refuses naming that command when there is none.
 
-A prepared folder is whole when its ``manifest.json`` parses, names this build version (and, for
-the byte variant, the byte build version and the sp1024 tokenizer it was made from), binds its
-tokenizer (``tokenizer_sha256``) and lists only present files of the recorded sizes.
+A prepared folder is whole when its ``manifest.json`` parses, names this build version, binds
+its tokenizer (``tokenizer_sha256``) and lists only present files of the recorded sizes. The byte
+variant's folder and checks are `harness.pipeline.byte_data`, imported by name: only byte-level
+runs ship them.
 """
 
 from __future__ import annotations
@@ -23,15 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.api.by_name import BYTE_DATA_MODULE, import_by_name
 from harness.api.errors import ConfigError
-from harness.pipeline.byte_spec import SPEC_NAME
 
 DEFAULT_DATASET_MODULE = "harness.datasets.default"
 """The builder: imported by name only (`dataset_builder`), so no bundle carries it."""
 BUILD_VERSION = 1
 """Bump when the recipe changes, so old caches are not reused."""
-BYTES_BUILD_VERSION = 1
-"""Bump when the byte conversion changes, so old byte caches are not reused."""
 SP_VOCABS = {"sp1024": 1024, "sp8192": 8192}
 """The SentencePiece variants and their vocabularies; all share the documents, split and settings."""
 VARIANTS = (*SP_VOCABS, "bytes")
@@ -59,22 +58,10 @@ def default_dataset_dir(variant: str = "sp1024") -> Path:
     return cache_root() / "datasets" / name
 
 
-def default_bytes_dataset_dir() -> Path:
-    """Cache folder of the byte variant: a sibling named after the sp1024 folder it is made from."""
-    sp_dir = default_dataset_dir()
-    return sp_dir.with_name(f"{sp_dir.name}_bytes_v{BYTES_BUILD_VERSION}")
-
-
 def load_prepared(folder: Path) -> DefaultDataset:
     """The DefaultDataset of a whole SentencePiece-variant folder."""
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     return DefaultDataset(data_path=folder, tokenizer_path=folder / "tokenizer.model", manifest=manifest)
-
-
-def load_prepared_bytes(folder: Path) -> DefaultDataset:
-    """The DefaultDataset of a whole byte-variant folder (tokenizer = the byte spec)."""
-    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    return DefaultDataset(data_path=folder, tokenizer_path=folder / SPEC_NAME, manifest=manifest)
 
 
 def is_complete(folder: Path) -> bool:
@@ -91,25 +78,6 @@ def is_complete(folder: Path) -> bool:
         return False
 
 
-def is_bytes_complete(folder: Path, source: DefaultDataset) -> bool:
-    """True when the byte folder is whole, of this recipe, and made from ``source``'s tokenizer."""
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        sizes = manifest["file_bytes"]
-        if (
-            manifest.get("variant") != "bytes"
-            or manifest.get("build_version") != BUILD_VERSION
-            or manifest.get("bytes_build_version") != BYTES_BUILD_VERSION
-            or manifest["source"]["tokenizer_sha256"] != source.manifest["sha256"]["tokenizer.model"]
-            or SPEC_NAME not in sizes
-            or "tokenizer_sha256" not in manifest
-        ):
-            return False
-        return all((folder / name).stat().st_size == size for name, size in sizes.items())
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
 def find_prepared(variant: str = "sp1024") -> DefaultDataset | None:
     """The prepared ``variant`` ("sp1024", "sp8192" or "bytes") of the default dataset, or None
     when the cache holds no whole copy of it."""
@@ -120,8 +88,7 @@ def find_prepared(variant: str = "sp1024") -> DefaultDataset | None:
         return None
     if variant in SP_VOCABS:
         return load_prepared(dest)
-    bytes_dest = default_bytes_dataset_dir()
-    return load_prepared_bytes(bytes_dest) if is_bytes_complete(bytes_dest, load_prepared(dest)) else None
+    return import_by_name(BYTE_DATA_MODULE).find_prepared_bytes(load_prepared(dest))
 
 
 def dataset_builder() -> Any:

@@ -157,9 +157,11 @@ def pipeline(
     if origin is not None:  # every byte that runs is counted
         origin.check_code_origin(submission_dir, cfgmod.component_modules(config))
     frozen = _INTEGRITY.config_fingerprint(config) if _INTEGRITY is not None else ""
-    rid, run_dir = prepare_run_dir(submission_dir, run_id, dist, resume)
-    if resume is not None:  # refuse a mismatched resume before anything in the folder changes
-        checkpoint_module().check_resume_dir(run_dir, config, dist.world_size)
+    rid, run_dir = (  # a mismatched resume is refused before anything in the folder changes
+        prepare_run_dir(submission_dir, run_id, dist)
+        if resume is None
+        else checkpoint_module().resume_run_dir(resume, run_id, config, dist.world_size)
+    )
     log = RunLogger(run_dir, dist.rank)
     accum = grad_accum_steps(config, dist.world_size)
     run_state = RunState(config, dist, manager, log, rid, run_dir, autocast_dtype_for(dist.device), accum)

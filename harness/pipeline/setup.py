@@ -158,18 +158,20 @@ def ship_code(
 
 
 def checkpoint_module() -> Any:
-    """`harness.pipeline.checkpoint`, imported by name only when a run checkpoints or resumes.
+    """`harness.pipeline.resume` (with the checkpoint format of `harness.pipeline.checkpoint`),
+    imported by name only when a run checkpoints or resumes.
 
     Like the bundler, it stays out of every bundle's import scan: a record run never
-    checkpoints, and its ~23 KB of source would be counted in every submission's code bytes.
-    A bundle asked to checkpoint says so instead of failing on a missing module.
+    checkpoints, and their ~36 KB of source would be counted in every submission's code bytes.
+    A bundle asked to checkpoint or resume says so instead of failing on a missing module.
     """
     try:
-        return importlib.import_module("harness.pipeline.checkpoint")
+        return importlib.import_module("harness.pipeline.resume")
     except ModuleNotFoundError:
         raise ConfigError(
-            "checkpointing and --resume need harness/pipeline/checkpoint.py, which bundles leave out to save "
-            "code bytes: run the submission from the repository (harness/run.py or pgolf run)"
+            "checkpointing and --resume need harness/pipeline/resume.py and checkpoint.py, which "
+            "bundles leave out to save code bytes: run the submission from the repository "
+            "(harness/run.py or pgolf run)"
         ) from None
 
 
@@ -212,11 +214,9 @@ def _resolve_data(config: RunConfig, dist: DistInfo, log: RunLogger) -> DataPath
     return DataPaths(ds.data_path, tok, builtin=True)
 
 
-def prepare_run_dir(
-    submission_dir: Path, run_id: str | None, dist: DistInfo, resume: Path | None = None
-) -> tuple[str, Path]:
-    if resume is not None:
-        return _resume_run_dir(Path(resume), run_id)
+def prepare_run_dir(submission_dir: Path, run_id: str | None, dist: DistInfo) -> tuple[str, Path]:
+    """A new run's id and folder, ``<submission_dir>/runs/<run_id>``, created by rank 0 (never
+    reused); a resumed run's come from `harness.pipeline.resume.resume_run_dir`."""
     source = "--run-id" if run_id else "RUN_ID"
     rid = run_id or os.environ.get("RUN_ID") or new_run_id()
     rid = broadcast_str(check_run_id(rid, source), dist)
@@ -229,31 +229,6 @@ def prepare_run_dir(
         run_dir.mkdir(parents=True)
     barrier(dist)
     return rid, run_dir
-
-
-def _resume_run_dir(run_dir: Path, run_id: str | None) -> tuple[str, Path]:
-    """The interrupted run's own folder and id (``--resume RUN_DIR``); checked on every rank."""
-    run_dir = run_dir.resolve()
-    if (run_dir / "submission.json").exists():
-        raise ConfigError(
-            f"--resume {run_dir}: the run already finished (submission.json exists); nothing to resume"
-        )
-    name = checkpoint_module().CHECKPOINT_NAME
-    if not (run_dir / name).is_file():
-        raise ConfigError(
-            f"--resume {run_dir}: no {name} there (the run must have had train.checkpoint_every_minutes > 0)"
-        )
-    exported = sorted(run_dir.glob("*.pgolf"))
-    if exported:
-        raise ConfigError(
-            f"--resume {run_dir}: training already finished and exported {exported[0].name}; "
-            f"score it with `pgolf rescore {run_dir}`"
-        )
-    if run_id is not None and run_id != run_dir.name:
-        raise ConfigError(
-            f"--resume {run_dir} continues run {run_dir.name}; --run-id {run_id} names another run"
-        )
-    return run_dir.name, run_dir
 
 
 def _header_lines(

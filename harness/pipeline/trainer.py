@@ -14,38 +14,34 @@ From the upstream `train_gpt.py` (docs/protocol.md §5.1-5.2, docs/techniques.md
 
 A NaN or infinite loss aborts with the step number; everything logged so far stays.
 
-Checkpoints (`harness.pipeline.checkpoint`, ``train.checkpoint_every_minutes``) are written after a
-step once that much training time has passed since the last one, decided on the agreed
-(slowest-rank) train time so every rank saves on the same step, with the clock paused as
-for validation; ``run(resume=...)`` continues from a restored step, clock and stop state.
-With checkpoints on, Ctrl-C (SIGINT) is held until the running step ends, then a checkpoint is
-saved and training stops, so an interrupted run can be resumed.
+With checkpoints on (``train.checkpoint_every_minutes``, ``train.stop_after_step`` or a resume),
+the loop pauses its clock after the steps that `harness.pipeline.resume.TrainingCheckpoints` says
+are due and lets it save (and stop, at ``stop_after_step`` or on Ctrl-C); ``run(resume=...)``
+continues from a restored step, clock and stop state. That code is reached by name only, so no
+bundle carries it (a shipped run never checkpoints).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from harness.api.by_name import import_by_name
 from harness.api.config import RunConfig
 from harness.api.context import TrainContext
-from harness.api.errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from harness.api.errors import ConfigError, TrainingDiverged
 from harness.api.protocols import TrainingProgress
 from harness.api.warmdown import lr_multiplier
 from harness.pipeline.distributed import all_reduce_max
 from harness.pipeline.eval import autocast_context
-from harness.pipeline.failure import RunInterrupted
-from harness.pipeline.grad_clip import clip_gradients
 
 
 @dataclass(frozen=True)
@@ -75,7 +71,8 @@ class Trainer:
 
     ``validate`` evaluates the current model and returns ``{"val_loss", "val_bpb"}``;
     ``hooks`` is the plugin manager's hook relay; ``clock`` returns seconds (tests pass a
-    fake one to check the wallclock stop without waiting).
+    fake one to check the wallclock stop without waiting); ``checkpointer`` is the run's
+    `harness.pipeline.resume.TrainingCheckpoints`, or None when it does not checkpoint.
     """
 
     def __init__(
@@ -98,9 +95,7 @@ class Trainer:
         self.clock = clock
         self.accum = grad_accum_steps(ctx.config, ctx.dist.world_size)
         self.max_ms = 1000.0 * self.cfg.max_wallclock_seconds
-        self.checkpointer = checkpointer  # harness.pipeline.checkpoint.Checkpointer, or None
-        self._ctrl_c: bool | None = None  # None: Ctrl-C is not caught between steps
-        self.ckpt_every_ms = _checkpoint_every_ms(self.cfg)
+        self.checkpointer = checkpointer
         schedule = ctx.config.schedule
         self.schedule = schedule.build() if schedule is not None else self._default_schedule
 
@@ -132,8 +127,12 @@ class Trainer:
                 loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
             (loss / self.accum).backward()
             total += loss.detach()
-        if self.cfg.grad_clip_norm > 0:  # norms summed in the upstream script's order (ClipOrder)
-            clip_gradients(self.ctx.model, self.cfg.grad_clip_norm)
+        # Norms summed in the upstream script's order (ClipOrder); the module is reached by name
+        # (harness.api.by_name.GRAD_CLIP_MODULE, spelled out so that no bundle ships the constant).
+        if self.cfg.grad_clip_norm > 0:
+            import_by_name("harness.pipeline.grad_clip").clip_gradients(
+                self.ctx.model, self.cfg.grad_clip_norm
+            )
         opt.step(step, lr_scale)
         opt.zero_grad()
         return total / self.accum
@@ -220,74 +219,24 @@ class Trainer:
                 lr_scale=lr_scale,
             )
 
-    def _checkpoint_due(self, step: int, agreed_ms: float, last_ckpt_ms: float) -> bool:
-        if self.checkpointer is None:
-            return False
-        if step == self.cfg.stop_after_step:
-            return True
-        return self.ckpt_every_ms > 0 and agreed_ms - last_ckpt_ms >= self.ckpt_every_ms
-
-    def _save(self, state: dict[str, Any]) -> None:
-        t0 = time.perf_counter()
-        size = self.checkpointer.save(self.ctx, state)
-        self.ctx.log.log(
-            f"checkpoint: step:{state['step']} train_time:{state['train_ms']:.0f}ms bytes:{size} "
-            f"save_time:{1000.0 * (time.perf_counter() - t0):.0f}ms",
-            event="checkpoint",
-            step=state["step"],
-            train_time_ms=state["train_ms"],
-            bytes=size,
-        )
-
     def run(self, resume: dict[str, Any] | None = None) -> TrainResult:
         """Train until ``iterations`` or the wallclock cap; validate as configured.
 
         ``resume`` is the trainer state a checkpoint restored (step, clock, stop step); the
         model, optimizer, loader and plugins must already hold that step's state. With a
         checkpointer, Ctrl-C stops training after the running step with a checkpoint saved
-        (`RunInterrupted`); a second Ctrl-C stops at once.
+        (`harness.pipeline.failure.RunInterrupted`); a second Ctrl-C stops at once.
         """
-        with self._ctrl_c_between_steps():
+        ckpt = self.checkpointer
+        with nullcontext() if ckpt is None else ckpt.ctrl_c_between_steps():
             return self._run(resume)
 
-    @contextmanager
-    def _ctrl_c_between_steps(self) -> Iterator[None]:
-        if self.checkpointer is None or threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        self._ctrl_c = False
-
-        def on_sigint(signum: int, frame: Any) -> None:
-            if self._ctrl_c:  # the second Ctrl-C does not wait for the step to end
-                raise KeyboardInterrupt
-            self._ctrl_c = True
-
-        previous = signal.signal(signal.SIGINT, on_sigint)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-            self._ctrl_c = None
-
-    def _ctrl_c_agreed(self) -> bool:
-        """True on every rank once any rank saw Ctrl-C (one collective per step, with checkpoints on)."""
-        if self._ctrl_c is None:
-            return False
-        return all_reduce_max(1.0 if self._ctrl_c else 0.0, self.ctx.dist) > 0
-
     def _run(self, resume: dict[str, Any] | None) -> TrainResult:
-        ctx, cfg = self.ctx, self.cfg
+        ctx, cfg, ckpt = self.ctx, self.cfg, self.checkpointer
         self._sync()
         train_ms, step, stop_at, last_val, agreed_ms = 0.0, 0, None, None, 0.0
         if resume is not None:
-            step, train_ms, agreed_ms = (
-                int(resume["step"]),
-                float(resume["train_ms"]),
-                float(resume["agreed_ms"]),
-            )
-            stop_at = None if resume["stop_at"] is None else int(resume["stop_at"])
-            ctx.step, ctx.lr_scale, ctx.train_time_ms = step, float(resume["lr_scale"]), train_ms
-        last_ckpt_ms, last_ckpt_step = agreed_ms, step
+            step, train_ms, agreed_ms, stop_at = ckpt.restart(ctx, resume)
         self._progress(step, agreed_ms)  # a resumed run recomputes its late switches here
         t0 = self.clock()
         while True:
@@ -325,33 +274,13 @@ class Trainer:
             self._log_step(step, loss_value, now_ms, scale, force=stop_now or step == cfg.iterations)
             if stop_now:
                 stop_at = step
-            if self._checkpoint_due(step, agreed_ms, last_ckpt_ms):
+            if ckpt is not None and ckpt.pause_due(step, agreed_ms):
                 self._sync()
                 train_ms += 1000.0 * (self.clock() - t0)
-                self._save(self._state(step, train_ms, agreed_ms, stop_at))
-                last_ckpt_ms, last_ckpt_step = agreed_ms, step
+                ckpt.pause(ctx, step, train_ms, agreed_ms, stop_at)  # may end training here
                 t0 = self.clock()  # saving is not training time
-                if step == cfg.stop_after_step:
-                    ctx.log.log(
-                        f"stopping: train.stop_after_step:{step} (checkpoint saved; continue with --resume)",
-                        event="interrupted",
-                        step=step,
-                    )
-                    raise TrainingInterrupted(
-                        f"stopped after step {step} (train.stop_after_step); "
-                        f"checkpoint saved in {ctx.run_dir}"
-                    )
-            if self._ctrl_c_agreed():
-                self._sync()
-                train_ms += 1000.0 * (self.clock() - t0)
-                if last_ckpt_step != step:
-                    self._save(self._state(step, train_ms, agreed_ms, stop_at))
-                raise RunInterrupted(
-                    f"interrupted (Ctrl-C) after step {step}: checkpoint saved in {ctx.run_dir}; "
-                    f"continue with --resume {ctx.run_dir}"
-                )
-        if self.checkpointer is not None and self.ckpt_every_ms > 0 and last_ckpt_step != step:
-            self._save(self._state(step, train_ms, agreed_ms, stop_at))
+        if ckpt is not None:
+            ckpt.finish(ctx, step, train_ms, agreed_ms, stop_at)
         ctx.train_time_ms = train_ms
         stopped_early = stop_at is not None and step < cfg.iterations
         if stopped_early:
@@ -367,28 +296,3 @@ class Trainer:
                 f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB"
             )
         return TrainResult(step, train_ms, stopped_early, last_val)
-
-    def _state(self, step: int, train_ms: float, agreed_ms: float, stop_at: int | None) -> dict[str, Any]:
-        return {
-            "step": step,
-            "train_ms": train_ms,
-            "agreed_ms": agreed_ms,
-            "stop_at": stop_at,
-            "lr_scale": self.ctx.lr_scale,
-        }
-
-
-def _checkpoint_every_ms(cfg: Any) -> float:
-    minutes, stop = cfg.checkpoint_every_minutes, cfg.stop_after_step
-    if (
-        isinstance(minutes, bool)
-        or not isinstance(minutes, (int, float))
-        or not math.isfinite(minutes)
-        or minutes < 0
-    ):
-        raise ConfigError(
-            f"train.checkpoint_every_minutes: expected a number >= 0 (0 = off), got {minutes!r}"
-        )
-    if isinstance(stop, bool) or not isinstance(stop, int) or stop < 0:
-        raise ConfigError(f"train.stop_after_step: expected an integer >= 0 (0 = off), got {stop!r}")
-    return 60_000.0 * minutes

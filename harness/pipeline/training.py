@@ -68,8 +68,10 @@ def _describe_model(model: torch.nn.Module, log: RunLogger) -> None:
 def train(run: RunState, scorer: Scorer, resume: bool = False) -> tuple[TrainContext, TrainResult]:
     """Build the model, optimizers and observers; prime, train, and let plugins finish.
 
-    With checkpoints on (or ``resume``), a `Checkpointer` saves the training state in the
-    run folder; ``resume`` restores it after priming and training continues from its step.
+    With checkpoints on (or ``resume``), a `harness.pipeline.resume.TrainingCheckpoints` saves
+    the training state in the run folder; ``resume`` restores it after priming and training
+    continues from its step. Any checkpoint setting other than 0 reaches that module, which
+    checks it.
     """
     config, dist = run.config, run.dist
     seed_everything(config.train.seed)
@@ -101,9 +103,9 @@ def train(run: RunState, scorer: Scorer, resume: bool = False) -> tuple[TrainCon
     # Before compilation and priming, so plugins that attach parametrizations or buffers
     # (late QAT) are compiled in and their switches are tensors, not baked Python flags.
     run.manager.hook.pg_train_start(ctx=ctx)
-    wants_ckpt = resume or config.train.checkpoint_every_minutes > 0 or config.train.stop_after_step > 0
+    wants_ckpt = resume or config.train.checkpoint_every_minutes != 0 or config.train.stop_after_step != 0
     ckpt = (
-        checkpoint_module().Checkpointer(run.run_dir, config, dist, loader=loader, observers=observers)
+        checkpoint_module().TrainingCheckpoints(run.run_dir, config, dist, loader=loader, observers=observers)
         if wants_ckpt
         else None
     )
@@ -116,19 +118,8 @@ def train(run: RunState, scorer: Scorer, resume: bool = False) -> tuple[TrainCon
         checkpointer=ckpt,
     )
     trainer.prime()
-    if ckpt is not None and ckpt.stateless:
-        run.log.log(
-            "checkpoint: plugins without checkpoint state (a resume restarts them): "
-            f"{', '.join(ckpt.stateless)}"
-        )
-    start = ckpt.load(ctx) if resume else None  # after priming, which resets what it touched
-    if start is not None:
-        run.log.log(
-            f"resume: step:{start['step']} train_time:{start['train_ms']:.0f}ms from {ckpt.path}",
-            event="resume",
-            step=start["step"],
-            train_time_ms=start["train_ms"],
-        )
+    # After priming, which resets what it touched.
+    start = ckpt.begin(ctx, resume) if ckpt is not None else None
     # NVML sampling on rank 0's GPU over the timed loop only (after compile priming).
     telemetry = unshipped_module("telemetry") if dist.device.type == "cuda" and dist.is_main else None
     sampler = (

@@ -20,7 +20,7 @@ residuals, QK temperature; docs/techniques.md). This module never imports them: 
 ``build(model_cfg, vocab_size)`` returns an ``nn.Module`` that this GPT registers under the
 module's ``slot`` name and calls at the extension points that its class defines (listed,
 in the order they fire, in `harness.api.protocols.ArchComponent`: ``attach``,
-``layer_plan``, ``on_embed``, ``on_post_embed``, ``on_recycle``, ``on_value``, ``on_qk``,
+``layer_route``, ``on_embed``, ``on_post_embed``, ``on_recycle``, ``on_value``, ``on_qk``,
 ``on_attn_out``, ``on_skip``, ``describe``; and ``on_train_progress`` before each
 training step, for a late switch between the plain route through the blocks and the
 planned one). They are looked up on the component's class, so a child
@@ -44,6 +44,13 @@ and the gated-attention gate is flagged, so it stays zero even with 64+ heads.
 Parameter names follow upstream (``tok_emb.weight``, ``blocks.{i}.attn.c_q.weight``, ...,
 ``skip_weights``) so the shared control-tensor patterns route and keep the same tensors.
 
+Code only some configurations run lives elsewhere, so that the others do not ship it (pgolf
+issue 13): the orthogonal init pass (`plugins.arch.orthogonal_init`) and upstream's parameter
+order for the gradient clip (`plugins.arch.upstream_clip_order`) are imported by name, as
+``GPTConfig.modules_by_name()`` declares; the route of a layer planner through the blocks is
+the planner's (``layer_route``, e.g. `plugins.arch.recycled_core`); upstream's bf16 embedding
+tables are `plugins.arch.upstream_numerics`'s.
+
 Longer than 400 lines because a plugin module holds exactly one component (the project's plugin
 rule): the GPT host with its blocks, attention, MLP, RoPE and the dispatch of every extension
 point is that one component.
@@ -54,12 +61,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from types import MethodType
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.api.by_name import import_by_name
 from harness.api.errors import ConfigError
 from harness.api.hooks import hookimpl
 from harness.api.registry import Registry
@@ -68,6 +77,9 @@ MLP_ACTIVATIONS = ("relu2", "leaky_relu2")
 INIT_ORDERS = ("modules", "banks")
 # init_order="banks": the components P1573 builds after its blocks rather than before them.
 BANKS_LATE_SLOTS = ("ve_shared",)
+# Imported by name (harness.api.by_name), so only the configurations that use them ship them.
+ORTHOGONAL_INIT_MODULE = "plugins.arch.orthogonal_init"
+CLIP_ORDER_MODULE = "plugins.arch.upstream_clip_order"
 
 # Extension-point order by slot: VE before value residual (v0 includes VE), XSA before the
 # gate (docs/techniques.md §3). Unknown slots run after these, in config order.
@@ -146,6 +158,12 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    def modules_by_name(self) -> tuple[str, ...]:
+        """The host's modules this configuration imports by name (`harness.api.by_name`): the
+        orthogonal init pass, and upstream's parameter order where ours differs from it."""
+        names = (ORTHOGONAL_INIT_MODULE,) if self.orthogonal_init else ()
+        return names + ((CLIP_ORDER_MODULE,) if self.components or self.init_order == "banks" else ())
 
     def build(self, vocab_size: int) -> GPT:
         """A freshly initialised GPT over ``vocab_size`` tokens (fp32 parameters)."""
@@ -468,7 +486,10 @@ class GPT(nn.Module):
             # skip_weights (sized by the layer plan) is created in there, before any component attaches.
             self._attach_components(cfg, built)
         if cfg.orthogonal_init:
-            self._orthogonal_init(banks)
+            import_by_name(ORTHOGONAL_INIT_MODULE).orthogonal_init(self, banks)
+        if cfg.components or banks:
+            # `harness.api.protocols.ClipOrder` only where the registration order is not upstream's.
+            self.clip_order = MethodType(import_by_name(CLIP_ORDER_MODULE).clip_order, self)
         self.attention_backend = ""
         self._probed_device: torch.device | None = None
         self.probe_attention()
@@ -515,7 +536,7 @@ class GPT(nn.Module):
             self.add_module(comp.slot, comp)
             if _defines(comp, "attach") and not any(comp is e for e in early):
                 comp.attach(self)
-        self._components = tuple(built)
+        self.components = tuple(built)
         self._on_embed = tuple(c for c in built if _defines(c, "on_embed"))
         self._on_post_embed = tuple(c for c in built if _defines(c, "on_post_embed"))
         self._on_progress = tuple(c for c in built if _defines(c, "on_train_progress"))
@@ -532,7 +553,7 @@ class GPT(nn.Module):
     def _plan_layers(self, cfg: GPTConfig, built: list[Any]) -> None:
         """The two routes through the blocks (before and after a planner's late switch) and
         ``skip_weights``, one per U-Net skip of the route with the most."""
-        planners = [c for c in built if _defines(c, "layer_plan")]
+        planners = [c for c in built if _defines(c, "layer_route")]
         if len(planners) > 1:
             raise ConfigError(
                 f"gpt.components: only one may plan layers, got {[type(c).__name__ for c in planners]}"
@@ -540,11 +561,7 @@ class GPT(nn.Module):
         self._planners = tuple(planners)  # a tuple, so the module is not registered twice
         L, enc = cfg.num_layers, self.num_encoder_layers
         self._route_off = tuple((i, "enc" if i < enc else "dec", -1) for i in range(L))
-        self._route_on = self._route_off
-        if planners:
-            plan = tuple(planners[0].layer_plan(L))
-            over_plan = bool(getattr(planners[0], "unet_over_plan", False))
-            self._route_on = self._route_over_plan(plan) if over_plan else self._route_around(plan)
+        self._route_on = tuple(planners[0].layer_route(L)) if planners else self._route_off
         self.recycled_layers = tuple(layer for layer, _, k in self._route_on if k >= 0)
         self.effective_depth = len(self._route_on)
         num_skips = max(
@@ -552,68 +569,6 @@ class GPT(nn.Module):
             for route in (self._route_off, self._route_on)
         )
         self.skip_weights = nn.Parameter(torch.ones(num_skips, cfg.model_dim, dtype=torch.float32))
-
-    def _route_around(self, plan: tuple[int, ...]) -> tuple[tuple[int, str, int], ...]:
-        """P1573 layout: physical encoder (pushing skips), recycled passes (neither pushing
-        nor popping), physical decoder (popping)."""
-        enc = self.num_encoder_layers
-        middle = self._recycled_from_plan(plan)
-        mid = tuple((layer, "mid", k) for k, layer in enumerate(middle))
-        return self._route_off[:enc] + mid + self._route_off[enc:]
-
-    def _route_over_plan(self, plan: tuple[int, ...]) -> tuple[tuple[int, str, int], ...]:
-        """P1394/P1493 layout: the U-Net spans the virtual order, its first half pushing skips
-        and the rest popping them; a block's second and later passes are the recycled ones."""
-        L = self.cfg.num_layers
-        if any(not isinstance(i, int) or not 0 <= i < L for i in plan) or set(plan) != set(range(L)):
-            raise ConfigError(f"gpt: layer plan {list(plan)} must use every layer 0..{L - 1} and no other")
-        half, seen, route, k = len(plan) // 2, set(), [], 0
-        for pos, layer in enumerate(plan):
-            role = "enc" if pos < half else "dec"
-            if layer in seen:
-                route.append((layer, role, k))
-                k += 1
-            else:
-                route.append((layer, role, -1))
-                seen.add(layer)
-        return tuple(route)
-
-    def _recycled_from_plan(self, plan: tuple[int, ...]) -> tuple[int, ...]:
-        """The recycled passes of a virtual layer order; the encoder prefix and decoder suffix are fixed."""
-        L, enc = self.cfg.num_layers, self.num_encoder_layers
-        plan = tuple(plan)
-        middle = plan[enc : len(plan) - (L - enc)]
-        if plan[:enc] != tuple(range(enc)) or plan[enc + len(middle) :] != tuple(range(enc, L)):
-            raise ConfigError(
-                f"gpt: layer plan {list(plan)} must be 0..{enc - 1}, recycled layers, {enc}..{L - 1}"
-            )
-        if any(not 0 <= i < L for i in middle):
-            raise ConfigError(f"gpt: layer plan {list(plan)} recycles a layer outside 0..{L - 1}")
-        return middle
-
-    @torch.no_grad()
-    def _orthogonal_init(self, banks: bool = False) -> None:
-        """T1/P1573 init pass: orthogonal (gain 1) for non-zero-flagged Linears with both dims >= 64;
-        with ``banks``, first Q, K, V and MLP-up of each layer in turn, whatever their size (P1573)."""
-        proj_scale = 1.0 / math.sqrt(2 * self.cfg.num_layers) if self.cfg.orthogonal_proj_scale else None
-        drawn: set[nn.Module] = set()
-        if banks:
-            for block in self.blocks:
-                for linear in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.fc):
-                    nn.init.orthogonal_(linear.weight, gain=1.0)
-                    drawn.add(linear)
-        slots = {comp.slot for comp in self._components}
-        # Component modules first (T1 registers bigram before its blocks, so its draws come first).
-        ordered = sorted(self.named_modules(), key=lambda item: item[0].split(".")[0] not in slots)
-        for name, module in ordered:
-            if not isinstance(module, nn.Linear) or module in drawn:
-                continue
-            if getattr(module, "_zero_init", False):  # checked first, as upstream
-                nn.init.zeros_(module.weight)
-            elif module.weight.ndim == 2 and min(module.weight.shape) >= 64:
-                nn.init.orthogonal_(module.weight, gain=1.0)
-                if proj_scale is not None and (name.endswith(".proj") or ".proj." in name):
-                    module.weight.mul_(proj_scale)
 
     # ------------------------------------------------------------------ attention backend
 
@@ -663,7 +618,7 @@ class GPT(nn.Module):
             x = comp.on_post_embed(input_ids, x)
         x0 = x
         cos, sin = self.rotary(input_ids.size(1), input_ids.device)
-        state = {"ids": input_ids, "host": self} if self._components else None
+        state = {"ids": input_ids, "host": self} if self.components else None
         skips: list[Tensor] = []
         # A Python bool, so torch.compile guards on it: one graph per route, both primed.
         late_on = bool(self._planners) and bool(getattr(self._planners[0], "active", True))
@@ -728,62 +683,10 @@ class GPT(nn.Module):
         """Log lines: the attention backend, then one or more per component (upstream formats
         where upstream has one, e.g. ``XSA:last_4 active_layers:[8, 9, 10, 11]``)."""
         lines = [f"attention_backend:{self.attention_backend} native_gqa:{self.blocks[0].attn.native_gqa}"]
-        for comp in self._components:
+        for comp in self.components:
             if _defines(comp, "describe"):
                 lines.extend(comp.describe())
         return lines
-
-    def to_baseline_dtypes(self) -> GPT:
-        """Apply upstream's dtype policy: embedding tables in bf16, everything else fp32.
-
-        Upstream casts the model to bf16 and then restores every Linear weight and every
-        < 2-D or control-named parameter to fp32, which leaves only the embedding tables
-        (``tok_emb``, and ``bigram.embed`` / ``ve_shared.embed`` when present) in bf16.
-        Meant for CUDA runs under bf16 autocast; ``build`` itself keeps all fp32.
-        """
-        for module in self.modules():
-            if isinstance(module, nn.Embedding):
-                module.to(torch.bfloat16)
-        return self
-
-    def clip_order(self) -> list[nn.Parameter | tuple[nn.Parameter, ...]]:
-        """`harness.api.protocols.ClipOrder`: the parameters as upstream's GPT registers them.
-
-        Its own tensors (skip_weights), the token embedding, the add-on modules (T1 builds
-        bigram and smear right after the embedding), then the blocks and the head; here the
-        add-ons register after the blocks (see ``__init__``), so they are moved up. The
-        baseline's order is unchanged. With ``init_order="banks"``, P1573's: its four banks
-        (tuples: Q then out-projections, K then V, MLP up, MLP down, each over the layers) right
-        after its own tensors, and the components it builds after the blocks (value embeddings,
-        then the rest: the recycled core's modulations) after the blocks."""
-        slots = {comp.slot for comp in self._components}
-        banks = self.cfg.init_order == "banks"
-        late = set(BANKS_LATE_SLOTS) | {"ve_layer_scales", "lm_head"} if banks else set()
-
-        def rank(name: str) -> int:
-            head = name.split(".")[0]
-            if head == name:
-                return 0
-            if head == "tok_emb":
-                return 1
-            if head in slots and head not in late:
-                return 2 if not banks or head in ("bigram", "smear") else 5
-            return 4 if head in late else 3
-
-        order = [p for _, p in sorted(self.named_parameters(), key=lambda item: rank(item[0]))]
-        if not banks:
-            return order
-        b = self.blocks
-        stacks = [
-            tuple(blk.attn.c_q.weight for blk in b) + tuple(blk.attn.proj.weight for blk in b),
-            tuple(blk.attn.c_k.weight for blk in b) + tuple(blk.attn.c_v.weight for blk in b),
-            tuple(blk.mlp.fc.weight for blk in b),
-            tuple(blk.mlp.proj.weight for blk in b),
-        ]
-        stacked = {id(p) for stack in stacks for p in stack}
-        own = sum(1 for name, _ in self.named_parameters() if "." not in name)
-        rest = [p for p in order if id(p) not in stacked]
-        return [*rest[:own], *stacks, *rest[own:]]
 
 
 @hookimpl

@@ -30,6 +30,10 @@ switch on: what it was trained towards, and what the record evaluates (it sets
 ``looping_active`` on the model it loads from the artifact). ``clock="steps"`` counts steps
 even under a cap (CPU smoke runs, whose cap is only a safety net).
 
+Both layouts are this module's ``layer_route``: the passes in order, with which ones push or pop
+a U-Net skip and which are recycled. The GPT host only runs the route it is given, so a model
+without a planner does not ship them (pgolf issue 13).
+
 Gradients from every pass of a block add up. Names: ``recycle.{k}.a`` / ``recycle.{k}.b`` (d
 each; k = position in the application list; upstream P1573 ``recycle_mods.{k}.scale`` /
 ``.bias``); none with ``modulation=False``.
@@ -128,8 +132,6 @@ class RecycledCore(nn.ModuleList):
         self.repeats = cfg.repeats
         # The host builds both routes and reads this flag each forward: True = the planned one.
         self.active = True
-        # Read by the host: "loop" cuts the U-Net over the virtual order.
-        self.unet_over_plan = cfg.mode == "loop"
 
     def layer_plan(self, num_layers: int) -> tuple[int, ...]:
         """Virtual order. core: encoder, the recycled passes, decoder; loop: the segment
@@ -139,6 +141,26 @@ class RecycledCore(nn.ModuleList):
             return tuple(range(enc)) + self.layers * self.repeats + tuple(range(enc, num_layers))
         last = self.layers[-1]
         return tuple(range(last + 1)) + self.layers * self.repeats + tuple(range(last + 1, num_layers))
+
+    def layer_route(self, num_layers: int) -> tuple[tuple[int, str, int], ...]:
+        """GPT extension point, once at build: the planned route, one ``(block, role, k)`` per
+        pass of the virtual order. Role ``"enc"`` pushes a U-Net skip, ``"dec"`` pops one,
+        ``"mid"`` does neither; ``k`` numbers the recycled passes (-1: not one). core: the
+        physical encoder half, the recycled passes, the physical decoder half; loop: the first
+        half of the virtual order encodes, the rest decodes, a block's later passes recycle."""
+        plan = self.layer_plan(num_layers)
+        if self.cfg.mode == "core":
+            enc = num_layers // 2
+            dec = len(plan) - (num_layers - enc)
+            recycled = range(enc, dec)
+        else:
+            enc = dec = len(plan) // 2
+            recycled = [pos for pos, layer in enumerate(plan) if layer in plan[:pos]]
+        k = {pos: i for i, pos in enumerate(recycled)}
+        return tuple(
+            (layer, "enc" if pos < enc else "dec" if pos >= dec else "mid", k.get(pos, -1))
+            for pos, layer in enumerate(plan)
+        )
 
     def on_recycle(self, x: Tensor, k: int) -> Tensor:
         """GPT extension point: modulate the stream before recycled pass ``k``."""
@@ -179,11 +201,10 @@ class RecycledCore(nn.ModuleList):
 
     def attach(self, model: nn.Module) -> None:
         """Remember the model's virtual depth and U-Net split for the log lines."""
-        plan = self.layer_plan(len(model.blocks))
-        self._depth = len(plan)
-        half = len(plan) // 2 if self.unet_over_plan else len(model.blocks) // 2
-        enc = list(plan[:half])
-        dec = list(plan[half:]) if self.unet_over_plan else list(plan[len(plan) - len(model.blocks) + half :])
+        route = self.layer_route(len(model.blocks))
+        self._depth = len(route)
+        enc = [layer for layer, role, _ in route if role == "enc"]
+        dec = [layer for layer, role, _ in route if role == "dec"]
         self._split = f"encoder:{enc} decoder:{dec}"
 
 

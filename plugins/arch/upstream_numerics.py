@@ -9,7 +9,7 @@ fp32. Two things stay bf16 that the rest of the harness keeps fp32 (docs/techniq
 * the RoPE ``inv_freq`` buffer, which makes upstream build positions, frequencies and the
   cos/sin tables in bf16: positions above 256 are rounded (513 of 0..1023 stay distinct).
 
-This component restores both on the model it is attached to (``GPT.to_baseline_dtypes()`` and
+This component restores both on the model it is attached to (`to_baseline_dtypes` and
 ``GPT.rope_dtype = bfloat16``), and returns the softcapped logits in fp32 as upstream's loss
 takes them (``logits.float()`` after a bf16 softcap); it adds no parameter. ``pgolf import``
 adds it, so weights trained by an upstream script are scored as that script scores them (equal
@@ -45,13 +45,28 @@ class UpstreamNumerics(nn.Module):
 
     def attach(self, model: nn.Module) -> None:
         """GPT extension point, called once at build."""
-        model.to_baseline_dtypes()
+        to_baseline_dtypes(model)
         model.rope_dtype = torch.bfloat16
         model.logits_fp32 = True
 
     def describe(self) -> list[str]:
         """Log line."""
         return ["upstream_numerics:True embedding:bf16 rope_tables:bf16"]
+
+
+def to_baseline_dtypes(model: nn.Module) -> nn.Module:
+    """Apply upstream's dtype policy to ``model``: embedding tables in bf16, everything else as it
+    is (fp32 after a GPT's build); returns ``model``.
+
+    Upstream casts the model to bf16 and then restores every Linear weight and every < 2-D or
+    control-named parameter to fp32, which leaves only the embedding tables (``tok_emb``, and
+    ``bigram.embed`` / ``ve_shared.embed`` when present) in bf16. A function of this module
+    rather than a method of the GPT, which only this component's configurations need.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            module.to(torch.bfloat16)
+    return model
 
 
 @hookimpl

@@ -7,7 +7,7 @@ per-tensor order-0 coder of the comma compression challenge's PR #136. Library:
 ``stream.model.Categorical``, imported at build time.
 
 With the harness's layout hint (`harness.pipeline.entropy_report.Segment`) each array is coded as symbols:
-packed int5 streams as 5-bit codes (re-packed with `harness.api.quantization.pack_bits` on decode; a stream
+packed int5 streams as 5-bit codes (re-packed with `harness.api.bit_packing.pack_bits` on decode; a stream
 whose codes do not re-pack exactly is coded as bytes), everything else as bytes. Arrays of at least
 ``own_table_min_symbols`` symbols get their own frequency table, smaller ones share their class's;
 a one-symbol table costs no coded bits. Without a layout the input is one byte stream.
@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.api.bit_packing import pack_bits
 from harness.api.errors import ArtifactError, ConfigError
 from harness.api.hooks import hookimpl
 from harness.api.layout import Segment, read_symbols
-from harness.api.quantization import pack_bits, packed_nbytes
+from harness.api.quantization import packed_nbytes
 from harness.api.registry import Registry
 
 MAGIC = b"ANS1"

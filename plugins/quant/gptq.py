@@ -43,10 +43,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from harness.api.by_name import CALIBRATION_MODULE
 from harness.api.errors import ConfigError
 from harness.api.hooks import hookimpl
 from harness.api.protocols import CalibrationData, LanguageModel, QTensor
 from harness.api.quantization import (
+    BIT_PACKING_MODULE,
     FP16_TINY,
     check_finite,
     clip_level,
@@ -107,6 +109,11 @@ class GPTQConfig:
             pats = getattr(self, field)
             if not isinstance(pats, tuple) or not all(isinstance(p, str) and p for p in pats):
                 raise ConfigError(f"gptq {field}: expected a tuple of non-empty strings, got {pats!r}")
+
+    def modules_by_name(self) -> tuple[str, ...]:
+        """What the export imports by name for this quantizer (`harness.api.by_name`): the
+        calibration batches and step, always (GPTQ reads Hessians); the bit packing when ``packed``."""
+        return (CALIBRATION_MODULE, BIT_PACKING_MODULE) if self.packed else (CALIBRATION_MODULE,)
 
     def build(self) -> GPTQQuantizer:
         """The quantizer these settings describe (no Hessians until ``calibrate``)."""

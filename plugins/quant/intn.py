@@ -39,6 +39,7 @@ from harness.api.errors import ConfigError
 from harness.api.hooks import hookimpl
 from harness.api.protocols import QTensor
 from harness.api.quantization import (
+    BIT_PACKING_MODULE,
     INT8_CLIP_Q,
     clip_level,
     decode_intn_or_passthrough,
@@ -114,6 +115,10 @@ class IntNConfig:
             embed_patterns=("tok_emb", "bigram.embed", "ve_shared.embed"),
             embed_bits=8,
         )
+
+    def modules_by_name(self) -> tuple[str, ...]:
+        """The bit packing when ``packed`` (`harness.api.by_name`): unpacked runs do not ship it."""
+        return (BIT_PACKING_MODULE,) if self.packed else ()
 
     def build(self) -> IntNQuantizer:
         """The quantizer these settings describe."""

@@ -41,6 +41,7 @@ from harness.api.errors import ArtifactError, ConfigError
 from harness.api.hooks import hookimpl
 from harness.api.protocols import BASELINE_CONTROL_PATTERNS, QTensor, is_control_tensor
 from harness.api.quantization import (
+    BIT_PACKING_MODULE,
     INT8_CLIP_Q,
     decode_int8,
     decode_intn,
@@ -153,6 +154,11 @@ class MixedConfig:
             scale_floor=1.0 / 15,
             allow_extra_negative=False,
         )
+
+    def modules_by_name(self) -> tuple[str, ...]:
+        """The bit packing when ``packed`` (`harness.api.by_name`): T1's one code per byte does not
+        ship it."""
+        return (BIT_PACKING_MODULE,) if self.packed else ()
 
     def build(self) -> MixedQuantizer:
         """The quantizer these settings describe."""

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from harness.api.bit_packing import pack_bits, unpack_bits
 from harness.api.errors import ArtifactError, ConfigError
 from harness.api.layout import Segment, layout_from_manifest
 from harness.api.protocols import LayoutAwareCompressor
-from harness.api.quantization import pack_bits, pack_nibbles, packed_nbytes, unpack_bits
+from harness.api.quantization import pack_nibbles, packed_nbytes
 from harness.pipeline.artifact import config_to_json, load_state_dict, read_manifest, write_artifact
 from harness.pipeline.entropy_report import entropy_report
 from harness.pipeline.plugin_manager import full_manager

@@ -18,20 +18,31 @@ import torch
 import torch.nn.functional as F
 
 from harness.api.errors import ConfigError
+from harness.api.protocols import ClipOrder
+from harness.tools.bundle import collect_modules
 from plugins.arch import gpt as gpt_mod
 from plugins.arch.bigram_hash import BigramHashConfig, bigram_hash
 from plugins.arch.gated_attention import GatedAttentionConfig
-from plugins.arch.gpt import GPTConfig, apply_rotary, rope_base_for, rotary_tables
+from plugins.arch.gpt import (
+    CLIP_ORDER_MODULE,
+    ORTHOGONAL_INIT_MODULE,
+    GPTConfig,
+    apply_rotary,
+    rope_base_for,
+    rotary_tables,
+)
 from plugins.arch.parallel_residual import ParallelResidualConfig
 from plugins.arch.recycled_core import RecycledCoreConfig
 from plugins.arch.smeargate import SmearGate, SmearGateConfig
+from plugins.arch.upstream_numerics import to_baseline_dtypes
 from plugins.arch.value_embed import ValueEmbedConfig
 from plugins.arch.value_residual import ValueResidualConfig
 from plugins.arch.xsa import XSAConfig, remove_self_value
 
 TINY = dict(model_dim=64, num_heads=4, num_kv_heads=2)
 VOCAB = 64
-RECORDS = Path(__file__).resolve().parents[2] / "../shared/data/records/track_10min_16mb"
+ROOT = Path(__file__).resolve().parents[2]
+RECORDS = ROOT / "../shared/data/records/track_10min_16mb"
 
 
 def t1_config(**overrides) -> GPTConfig:
@@ -278,6 +289,36 @@ def test_zero_bigram_proj_would_be_dead():
     assert not model.bigram.embed.weight.grad.any() and not model.bigram.proj.weight.grad.any()
 
 
+def test_host_names_only_the_modules_its_configuration_runs():
+    assert GPTConfig().modules_by_name() == ()
+    assert GPTConfig(orthogonal_init=True).modules_by_name() == (ORTHOGONAL_INIT_MODULE,)
+    assert t1_config().modules_by_name() == (ORTHOGONAL_INIT_MODULE, CLIP_ORDER_MODULE)
+    banks = GPTConfig(orthogonal_init=True, init_order="banks")
+    assert banks.modules_by_name() == (ORTHOGONAL_INIT_MODULE, CLIP_ORDER_MODULE)
+    # The host's import statements reach none of them (nor a planner's routes): a configuration
+    # that does not name them does not bundle them.
+    reached = collect_modules(ROOT / "plugins" / "arch" / "gpt.py", ROOT)
+    assert "plugins.arch.gpt" in reached
+    assert not {ORTHOGONAL_INIT_MODULE, CLIP_ORDER_MODULE, "plugins.arch.recycled_core"} & set(reached)
+
+
+def test_only_a_host_with_components_or_banks_is_a_clip_order_and_copies_keep_theirs():
+    assert not isinstance(tiny(), ClipOrder)
+    model = tiny(BigramHashConfig(buckets=256), SmearGateConfig())
+    clone = copy.deepcopy(model)
+    assert isinstance(clone, ClipOrder)
+    names = {id(p): n for n, p in clone.named_parameters()}
+    # The copy's own parameters, bigram and smear first as T1 registers them.
+    assert [names[id(p)] for p in clone.clip_order()][:6] == [
+        "skip_weights",
+        "tok_emb.weight",
+        "bigram.scale",
+        "bigram.embed.weight",
+        "bigram.proj.weight",
+        "smear.gate",
+    ]
+
+
 # ---------------------------------------------------------------- embeddings
 
 
@@ -407,6 +448,21 @@ def test_recycled_core_log_line_and_depth():
     assert twice.recycled_layers == (1, 2, 1, 2) and len(twice.recycle) == 4 and twice.effective_depth == 13
 
 
+def test_recycled_core_route_is_p1573s_layout():
+    # P1573's forward, written out: encoder 0..5 pushing skips, the recycled passes of 3 and 4
+    # neither pushing nor popping, decoder 6..11 popping.
+    core = RecycledCoreConfig(layers=(3, 4)).build(GPTConfig(num_layers=12), VOCAB)
+    enc = tuple((i, "enc", -1) for i in range(6))
+    dec = tuple((i, "dec", -1) for i in range(6, 12))
+    assert core.layer_route(12) == (*enc, (3, "mid", 0), (4, "mid", 1), *dec)
+    # A recycled decoder layer runs its extra pass before its own, still between the halves.
+    late = RecycledCoreConfig(layers=(4,), repeats=2).build(GPTConfig(num_layers=6), VOCAB)
+    assert late.layer_route(6) == (
+        (0, "enc", -1), (1, "enc", -1), (2, "enc", -1), (4, "mid", 0), (4, "mid", 1),
+        (3, "dec", -1), (4, "dec", -1), (5, "dec", -1),
+    )  # fmt: skip
+
+
 def test_recycled_core_matches_hand_unrolled_copies_and_grads_add():
     model = tiny(RecycledCoreConfig(layers=(1, 2)), num_layers=6)
     randomize(model)
@@ -526,7 +582,7 @@ def test_component_order_is_fixed_not_listed():
     listed = p1573_config().components
     a = tiny_p1573(components=tuple(reversed(listed)))
     b = tiny_p1573()
-    assert [c.slot for c in a._components] == [
+    assert [c.slot for c in a.components] == [
         "bigram",
         "smear",
         "ve_shared",
@@ -578,7 +634,7 @@ def test_compiles_fullgraph():
 
 
 def test_bf16_dtypes_keep_embedding_tables_bf16():
-    model = tiny_p1573().to_baseline_dtypes()
+    model = to_baseline_dtypes(tiny_p1573())
     bf16 = sorted(n for n, p in model.named_parameters() if p.dtype == torch.bfloat16)
     assert bf16 == ["bigram.embed.weight", "tok_emb.weight", "ve_shared.embed.weight"]
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -22,6 +22,7 @@ from harness.pipeline.runlog import RunLogger
 from harness.pipeline.runner import run
 from harness.pipeline.submission import build_submission_config
 from plugins.arch.gpt import GPTConfig
+from plugins.arch.upstream_numerics import to_baseline_dtypes
 from plugins.averaging.ema import EMAConfig
 from plugins.averaging.swa import SWAConfig
 from plugins.optim.muon import MuonConfig
@@ -93,7 +94,7 @@ def test_swa_snapshots_follow_the_t1_rule(tmp_path):
 
 
 def test_swa_sums_in_float32_and_restores_each_dtype():
-    model = tiny_model().to_baseline_dtypes()  # tok_emb bf16, the rest fp32, as upstream
+    model = to_baseline_dtypes(tiny_model())  # tok_emb bf16, the rest fp32, as upstream
     assert model.tok_emb.weight.dtype == torch.bfloat16
     ctx = fake_ctx(model)
     # In bf16, 256 + 1 rounds back to 256, so a bf16 sum of 256,1,1,1,1 gives 256/5 -> 51.25;

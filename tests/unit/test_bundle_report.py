@@ -144,7 +144,15 @@ def test_cli_report_prints_the_table(
 
 def test_default_extra_modules_follow_the_submission_config() -> None:
     subs = REPO / "submissions"
-    # sp8192_recur_ttt adapts at eval time; byte_gpt's byte data is prepared, not shipped.
-    assert default_extra_modules(submission_dir=subs / "sp8192_recur_ttt") == ("harness.pipeline.adaptation",)
-    assert default_extra_modules(submission_dir=subs / "byte_gpt") == ()
+    # sp8192_recur_ttt adapts at eval time, clips, inits orthogonally, adds components to the GPT and
+    # calibrates (GPTQ); byte_gpt reads byte data (prepared, not shipped) through the byte-level data
+    # path, which only byte-level runs embed.
+    assert default_extra_modules(submission_dir=subs / "sp8192_recur_ttt") == (
+        "harness.pipeline.adaptation",
+        "harness.pipeline.grad_clip",
+        "plugins.arch.orthogonal_init",
+        "plugins.arch.upstream_clip_order",
+        "harness.pipeline.calibration",
+    )
+    assert "harness.pipeline.byte_data" in default_extra_modules(submission_dir=subs / "byte_gpt")
     assert default_extra_modules(submission_dir=subs / "baseline") == default_extra_modules() == ()

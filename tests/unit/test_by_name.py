@@ -10,7 +10,7 @@ from harness.api.by_name import ADAPTATION_MODULE, import_by_name, modules_reach
 from harness.api.config import EvalConfig, RunConfig
 from harness.api.errors import ConfigError
 from plugins.adapt.sgd_chunks import SgdChunksConfig
-from plugins.arch.gpt import GPTConfig
+from plugins.arch.gpt import CLIP_ORDER_MODULE, GPTConfig
 from plugins.compress.zlib import ZlibConfig
 from plugins.optim.muon import MuonConfig
 from plugins.quant.int8 import Int8Config
@@ -50,12 +50,14 @@ def _config(components=(), adapter=None, plugins=()) -> RunConfig:
 
 def test_only_the_resolved_values_that_ask_for_a_module_reach_it():
     assert modules_reached_by_name(_config()) == ()
-    assert modules_reached_by_name(_config(components=(_Variant(fast=False),))) == ()
+    # A GPT with components names its upstream clip order (plugins.arch.upstream_clip_order).
+    assert modules_reached_by_name(_config(components=(_Variant(fast=False),))) == (CLIP_ORDER_MODULE,)
+    assert modules_reached_by_name(_config(plugins=(_Variant(fast=False),))) == ()
     # Nested two levels down (RunConfig -> GPTConfig.components), named once however often asked.
     both = _config(
         components=(_Variant(fast=True),), adapter=SgdChunksConfig(), plugins=(_Variant(fast=True),)
     )
-    assert modules_reached_by_name(both) == (ADAPTATION_MODULE, "json.decoder")
+    assert modules_reached_by_name(both) == (ADAPTATION_MODULE, CLIP_ORDER_MODULE, "json.decoder")
     assert import_by_name("json.decoder").__name__ == "json.decoder"
 
 

@@ -19,7 +19,6 @@ from harness.api.context import DistInfo, TrainContext
 from harness.api.errors import ArtifactError, ConfigError
 from harness.pipeline.checkpoint import (
     MAGIC,
-    Checkpointer,
     TrainingInterrupted,
     config_differences,
     decode_tree,
@@ -30,6 +29,7 @@ from harness.pipeline.checkpoint import (
     set_rng_state,
     write_checkpoint,
 )
+from harness.pipeline.resume import TrainingCheckpoints
 from harness.pipeline.runlog import RunLogger
 from harness.pipeline.trainer import Trainer
 from plugins.arch.gpt import GPTConfig
@@ -305,7 +305,7 @@ def _trainer(tmp_path, clock, **train):
         run_dir=tmp_path,
     )
     loader = _Loader()
-    ckpt = Checkpointer(tmp_path, cfg, CPU, loader=loader, observers=[])
+    ckpt = TrainingCheckpoints(tmp_path, cfg, CPU, loader=loader, observers=[])
     trainer = Trainer(
         ctx,
         train_model=model,

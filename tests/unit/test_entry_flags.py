@@ -56,7 +56,8 @@ def test_record_bundles_leave_out_the_bundler_and_checkpointing():
     for script in sorted((ROOT / "submissions").glob("*/train_gpt.py")):
         modules = collect_modules(script, ROOT)
         assert "harness.pipeline.runner" in modules, script
-        assert "harness.pipeline.checkpoint" not in modules and "harness.tools.bundle" not in modules, script
+        left_out = ("harness.pipeline.checkpoint", "harness.pipeline.resume", "harness.tools.bundle")
+        assert not set(left_out) & set(modules), script
 
 
 def test_checkpointing_without_the_module_is_a_clear_error(monkeypatch):
@@ -67,7 +68,7 @@ def test_checkpointing_without_the_module_is_a_clear_error(monkeypatch):
     real = importlib.import_module
 
     def missing(name, *args, **kwargs):
-        if name == "harness.pipeline.checkpoint":
+        if name == "harness.pipeline.resume":
             raise ModuleNotFoundError(name)
         return real(name, *args, **kwargs)
 

@@ -13,6 +13,7 @@ from harness.api.protocols import LanguageModel, is_control_tensor
 from harness.api.registry import Registry
 from plugins.arch import gpt
 from plugins.arch.gpt import GPTConfig, apply_rotary, rotary_tables
+from plugins.arch.upstream_numerics import to_baseline_dtypes
 
 TINY = dict(num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2)
 VOCAB = 256
@@ -209,7 +210,7 @@ def test_bf16_autocast():
 
 
 def test_baseline_dtypes_keep_only_embedding_bf16():
-    model = tiny().to_baseline_dtypes()
+    model = to_baseline_dtypes(tiny())
     dtypes = {n: p.dtype for n, p in model.named_parameters()}
     assert dtypes.pop("tok_emb.weight") == torch.bfloat16
     assert set(dtypes.values()) == {torch.float32}

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from harness.api.by_name import CALIBRATION_MODULE
 from harness.api.config import DataConfig, EvalConfig, RunConfig, TrainConfig, component_modules
 from harness.api.context import DistInfo, TrainContext
 from harness.api.errors import ConfigError, DataError
@@ -29,6 +30,7 @@ from plugins.optim.muon import MuonConfig
 from plugins.quant.gptq import GPTQConfig, gptq_quantize, sdclip_steps
 from plugins.quant.int8 import Int8Config
 from tests.conformance.test_components import REGISTRY, tiny_arch_config
+from tests.unit.not_bundled import leave_out
 
 TRAIN_IDS, VOCAB = 32, 64  # train shards hold ids 0..31, validation shards 32..63
 
@@ -295,3 +297,27 @@ def test_export_leaves_quantizers_without_calibrate_alone(tmp_path):
     run.log.close()
     assert seen == [] and "calibration:" not in (run.run_dir / "train.log").read_text()
     assert ctx.calibration is not None  # still offered to pg_before_quantize plugins
+
+
+def test_a_file_without_the_calibration_module_exports_the_same_artifact_and_offers_no_batches(
+    tmp_path, monkeypatch
+):
+    """As a shipped file whose config names no calibration (`harness.api.by_name.CALIBRATION_MODULE`)."""
+    run, ctx = _export_state(tmp_path / "repo", Int8Config())
+    export_phase.export(run, ctx)
+    run.log.close()
+    leave_out(monkeypatch, CALIBRATION_MODULE)
+    shipped_run, shipped_ctx = _export_state(tmp_path / "shipped", Int8Config())
+    export_phase.export(shipped_run, shipped_ctx)
+    shipped_run.log.close()
+    assert shipped_ctx.calibration is None
+    assert shipped_run.artifact_path.read_bytes() == run.artifact_path.read_bytes()
+
+
+def test_a_calibrating_quantizer_without_the_calibration_module_stops_naming_it(tmp_path, monkeypatch):
+    leave_out(monkeypatch, CALIBRATION_MODULE)
+    run, ctx = _export_state(tmp_path, GPTQConfig(passthrough_max_numel=1024, calibration_batches=1))
+    with pytest.raises(ModuleNotFoundError, match="'harness.pipeline.calibration' was not bundled"):
+        export_phase.export(run, ctx)
+    run.log.close()
+    assert not run.artifact_path.exists()

@@ -1,5 +1,5 @@
-"""harness.api.quantization: bit packing, per-row intN quantization, the clip search, the step floor;
-plus the int8 plugin's qat_bits (test_int8.py is kept as it was).
+"""harness.api.quantization and harness.api.bit_packing: bit packing, per-row intN quantization, the
+clip search, the step floor; plus the int8 plugin's qat_bits (test_int8.py is kept as it was).
 
 References: Python integers as the bit stream (int.to_bytes, little-endian), hand-computed
 rows, ``torch.quantile`` and a brute-force MSE for the clip search.
@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from harness.api.bit_packing import pack_bits, unpack_bits
 from harness.api.errors import ArtifactError, TrainingDiverged
 from harness.api.protocols import QTensor
 from harness.api.quantization import (
@@ -19,11 +20,9 @@ from harness.api.quantization import (
     decode_passthrough,
     dequantize_rows,
     encode_intn,
-    pack_bits,
     packed_nbytes,
     passthrough,
     quantize_rows,
-    unpack_bits,
 )
 from plugins.quant.int8 import Int8Config
 
