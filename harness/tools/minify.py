@@ -19,11 +19,16 @@ Options, chosen so that behaviour cannot change:
 
 from __future__ import annotations
 
+import functools
+
 from harness.api.errors import ConfigError
 
 
+@functools.lru_cache(maxsize=1024)
 def minify_source(source: str, origin: str) -> str:
-    """``source`` minified; a ConfigError naming ``origin`` if it cannot be (or does not compile after)."""
+    """``source`` minified; a ConfigError naming ``origin`` if it cannot be (or does not compile after).
+    Remembered per (source, origin): python-minifier takes most of a bundle's build time, and a
+    process that bundles several runs (a seed sweep, the tests) meets the same modules again."""
     if not source.strip():
         return source
     # Imported here: it is large, and only the shipped (compressed) bundle needs it.
