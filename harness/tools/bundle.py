@@ -56,7 +56,7 @@ from harness.tools.bundle_wrapper import shell_codecs, wrap
 from harness.tools.dead_code import prune_rewritten, prune_sources
 from harness.tools.error_sites import shorten_error_messages
 from harness.tools.minify import minify_source
-from harness.tools.unused_imports import drop_unused_imports
+from harness.tools.unused_imports import drop_annotations, drop_unused_imports
 
 BUNDLE_FORMAT_VERSION = 2
 BUNDLED_PACKAGES: tuple[str, ...] = ("harness", "plugins")
@@ -371,9 +371,10 @@ def prepare_sources(
     """The sources to embed ({module: source}, the submission's source) and ``sources_sha256``.
     ``minify``: the messages of refusals become the place they are raised
     (`harness.tools.error_sites`), the embedded sources are pruned of top-level definitions
-    nothing refers to (`harness.tools.dead_code`), then minified, and the imports only annotations
-    used are dropped (`harness.tools.unused_imports`; the sha256 still names the sources as
-    written, so a bundle says which code it was made from). Shared with `bundle_report`."""
+    nothing refers to (`harness.tools.dead_code`), the annotations and the imports only they used
+    are dropped (`harness.tools.unused_imports`), and what then names nothing kept, and they are
+    minified (the sha256 still names the sources as written, so a bundle says which code it was
+    made from). Shared with `bundle_report`."""
     names = sorted(modules)
     sources = {n: (_read_source(m.path) if m.path is not None else "") for n, m in modules.items()}
     main_origin = f"submissions/{name}/train_gpt.py"
@@ -384,17 +385,12 @@ def prepare_sources(
         sources = {n: shorten_error_messages(s, modules[n].origin) for n, s in sources.items()}
         main_source = shorten_error_messages(main_source, main_origin)
         sources = prune_sources({**sources, main_key: main_source}, roots=[main_key])
-        del sources[main_key]
-        minified = {n: minify_source(s, modules[n].origin) for n, s in sources.items()}
-        minified[main_key] = minify_source(main_source, main_origin)
-        # Imports only the (now removed) annotations used go too, then what only those imports or
-        # annotations named (type aliases); what that changes is minified again.
-        origins = {n: m.origin for n, m in modules.items()} | {main_key: main_origin}
-        for n, s in prune_rewritten(drop_unused_imports(minified), roots=[main_key]).items():
-            if s is not minified[n]:
-                minified[n] = minify_source(s, origins[n])
-        main_source = minified.pop(main_key)
-        sources = minified
+        # Annotations out first, as the minifier removes them, so that the imports only they used,
+        # and what only those imports named (type aliases), go before the one minifying pass.
+        bare = {n: drop_annotations(s) for n, s in sources.items()}
+        bare = prune_rewritten(drop_unused_imports(bare), roots=[main_key])
+        main_source = minify_source(bare.pop(main_key), main_origin)
+        sources = {n: minify_source(s, modules[n].origin) for n, s in bare.items()}
     return sources, main_source, sha
 
 

@@ -1,11 +1,12 @@
-"""Shipped-form rewrite: imports that only annotations used are dropped once the minifier has
-removed the annotations (pgolf issue 13: every shipped byte is taken from the model).
+"""Shipped-form rewrite: imports that only annotations used are dropped once the annotations the
+minifier removes are gone (pgolf issue 13: every shipped byte is taken from the model).
 
 The harness imports many names for type hints only (``from typing import Any``,
 ``from harness.api.config import RunConfig``) and keeps others under ``if TYPE_CHECKING:``.
 Minifying removes argument, return and variable annotations, which leaves those imports
-unused: about 0.9 % of a compressed bundle. This pass removes them, over all embedded modules
-at once, and errs towards keeping:
+unused: about 0.9 % of a compressed bundle. `drop_annotations` removes the same annotations
+first (so the bundle is minified once), then `drop_unused_imports` removes those imports, over
+all embedded modules at once, and errs towards keeping:
 
 * only ``from <absolute module> import name`` names go, never ``import x`` (which may be
   imported for what importing it does), ``from __future__``, ``*`` or relative imports;
@@ -77,6 +78,50 @@ def _drop_type_checking_blocks(tree: ast.Module) -> bool:
             _set_block(node, field, kept)
             changed = True
     return changed
+
+
+class _AnnotationRemover(ast.NodeTransformer):
+    """Argument, return and function-local variable annotations out, as the minifier removes
+    them (`harness.tools.minify`); class-level ones stay (dataclass fields are declared by them)."""
+
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> ast.AST:
+        if not isinstance(node, ast.Lambda):
+            node.returns = None
+        args = node.args
+        for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
+            if arg is not None:
+                arg.annotation = None
+        self.generic_visit(node)
+        if not isinstance(node, ast.Lambda):
+            node.body = [self._local(s) for s in node.body]
+            node.body = [s for s in node.body if s is not None] or [ast.Pass()]
+        return node
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _function
+
+    def _local(self, stmt: ast.stmt) -> ast.stmt | None:
+        # ``x: T = v`` -> ``x = v``; a bare ``x: T`` in a function does nothing at run time.
+        if isinstance(stmt, ast.AnnAssign):
+            if stmt.value is None:
+                return None
+            return ast.copy_location(ast.Assign(targets=[stmt.target], value=stmt.value), stmt)
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            block = getattr(stmt, field, None)
+            if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
+                kept = [s for s in (self._local(s) for s in block) if s is not None]
+                setattr(stmt, field, kept or [ast.Pass()])
+            elif field == "handlers" and isinstance(block, list):
+                for handler in block:
+                    kept = [s for s in (self._local(s) for s in handler.body) if s is not None]
+                    handler.body = kept or [ast.Pass()]
+        return stmt
+
+
+def drop_annotations(source: str) -> str:
+    """``source`` rendered by `ast.unparse` without the annotations the minifier removes (see
+    `_AnnotationRemover`), so that `drop_unused_imports` can run before the one minifying pass."""
+    tree = _AnnotationRemover().visit(ast.parse(source))
+    return ast.unparse(ast.fix_missing_locations(tree))
 
 
 def drop_unused_imports(sources: Mapping[str, str]) -> dict[str, str]:

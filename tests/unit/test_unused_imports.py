@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 
 from harness.tools.minify import minify_source
-from harness.tools.unused_imports import drop_unused_imports
+from harness.tools.unused_imports import drop_annotations, drop_unused_imports
 
 LIB = """
 from __future__ import annotations
@@ -69,3 +69,27 @@ def test_a_block_left_empty_gets_pass_and_still_compiles():
     out = drop_unused_imports({"m": src})["m"]
     compile(out, "m.py", "exec")
     assert _imported_names(out) == set()
+
+
+def test_annotations_go_as_the_minifier_drops_them_and_dataclass_fields_stay():
+    src = (
+        "from dataclasses import dataclass\n"
+        "from typing import Any\n"
+        "@dataclass\n"
+        "class Row:\n"
+        "    width: int = 3\n"
+        "def f(a: Any, *rest: int, key: str = 'k', **kw: Any) -> Any:\n"
+        "    total: int = a + len(rest)\n"
+        "    pending: Any\n"
+        "    try:\n"
+        "        extra: int\n"
+        "    except ValueError:\n"
+        "        missing: int\n"
+        "    return total, key, Row().width\n"
+    )
+    out = drop_unused_imports({"m": drop_annotations(src)})["m"]
+    assert "Any" not in out and ": int" not in out.split("class Row")[1].split("def f")[1]
+    assert "width: int = 3" in out  # a dataclass field is declared by its annotation
+    namespace: dict = {}
+    exec(compile(out, "m.py", "exec"), namespace)
+    assert namespace["f"](1, 2, 3) == (3, "k", 3)
