@@ -95,10 +95,15 @@ def tiny_submission(tmp_path) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` need CUDA: skip them (with the reason) where there is none."""
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device (marker: gpu)")
+    """Tests marked ``gpu`` need CUDA: skip them (with the reason) where there is none. Tests
+    marked ``slow`` run only when asked for (``-m slow``), so the default suite stays within its
+    10 minutes on 2 CPU cores."""
+    skips = []
+    if not torch.cuda.is_available():
+        skips.append(("gpu", pytest.mark.skip(reason="needs a CUDA device (marker: gpu)")))
+    if "slow" not in (config.getoption("-m") or ""):
+        skips.append(("slow", pytest.mark.skip(reason="opt-in: select it with -m slow")))
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips:
+            if marker in item.keywords:
+                item.add_marker(skip)

@@ -5,9 +5,9 @@ a byte tokenizer spec (`harness.pipeline.byte_spec`: vocabulary 256, one id per 
 A module of its own, imported by name only, because only runs on byte-level data reach it (the
 byte_gpt and conv_moe submissions): `harness.pipeline.prepared_data.find_prepared` comes here
 for ``data.default_variant="bytes"`` and `harness.pipeline.bpb.build_byte_luts` for a tokenizer
-file that is a byte spec. A configuration whose data is byte-level names this module
-(`harness.api.config.DataConfig.modules_by_name`) and its bundles embed it; a token-model
-submission ships none of these bytes (pgolf issue 13).
+file that is a byte spec. The bundles of a run whose data is byte-level embed it
+(`harness.api.by_name.modules_reached_by_name`); a token-model submission ships none of these
+bytes (pgolf issue 13).
 
 A prepared byte folder is whole when its ``manifest.json`` parses, names this build version, the
 byte build version and the sp1024 tokenizer it was converted from, binds its tokenizer

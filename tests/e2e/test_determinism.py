@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, write_tiny_submission
 
 RUN_PY = ROOT / "harness" / "run.py"
@@ -21,6 +23,9 @@ def _env() -> dict[str, str]:
     return env
 
 
+# Opt-in: every submission's shipped-file test (tests/e2e/test_submissions_e2e.py) already compares
+# two runs in two processes (the harness's and the shipped file's) line for line and byte for byte.
+@pytest.mark.slow
 def test_two_runs_are_identical(tmp_path, default_dataset):
     sub = write_tiny_submission(tmp_path / "tiny")
     for rid, hashseed in (("x", "1"), ("y", "2")):  # a different str hash order must not matter

@@ -176,6 +176,9 @@ def test_over_budget_is_loud_and_deletes_nothing(tmp_path, default_dataset, monk
     assert (run_dir / "final_model.int8.zlib.pgolf").exists() and (run_dir / "train_gpt.py").exists()
 
 
+# Opt-in: tests/e2e/test_submissions_e2e.py runs every submission's shipped file alone and compares
+# its losses, artifact and scores with the harness run's.
+@pytest.mark.slow
 def test_bundle_reproduces_the_harness_losses(tmp_path, default_dataset):
     sub = write_tiny_submission(tmp_path / "tiny")
     env = _env(ITERATIONS="4")

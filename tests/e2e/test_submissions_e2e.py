@@ -155,6 +155,10 @@ def test_submission_trains_bundles_and_bundle_reproduces(name, tmp_path, default
     log_h = (run_dir / "train.log").read_text()
     log_b = (elsewhere / "runs" / "b" / "train.log").read_text()
     assert len(_losses(log_h)) == 3 and _losses(log_h) == _losses(log_b)
+    # The shipped file ships itself unchanged: the same bytes are counted again.
+    assert "code:bundle_self" in log_b
+    shipped_again = (elsewhere / "runs" / "b" / "train_gpt.py").read_bytes()
+    assert shipped_again == (run_dir / "train_gpt.py").read_bytes()
     rec_b = json.loads((elsewhere / "runs" / "b" / "submission.json").read_text())
     assert {k: rec_b[k] for k in SCORE_KEYS} == {k: record[k] for k in SCORE_KEYS}
     # The harness run reports every phase; the shipped file skips the unshipped ones, loudly.
