@@ -34,7 +34,8 @@ import ast
 import re
 from collections.abc import Iterable, Mapping
 
-_WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""A word of a string constant that may name a definition (``getattr(module, "name")``)."""
 _DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
@@ -98,7 +99,7 @@ def _names_used(nodes: Iterable[ast.AST]) -> set[str]:
             elif isinstance(node, ast.keyword) and node.arg:
                 used.add(node.arg)
             elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                used.update(_WORD_RE.findall(node.value))
+                used.update(IDENTIFIER_RE.findall(node.value))
     return used
 
 

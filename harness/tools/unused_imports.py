@@ -25,10 +25,9 @@ submission's shipped file and checks that it reproduces the harness run.
 from __future__ import annotations
 
 import ast
-import re
 from collections.abc import Iterator, Mapping
 
-_WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+from harness.tools.dead_code import IDENTIFIER_RE
 
 
 def _referenced_elsewhere(trees: Mapping[str, ast.Module]) -> tuple[set[tuple[str, str]], set[str]]:
@@ -43,7 +42,7 @@ def _referenced_elsewhere(trees: Mapping[str, ast.Module]) -> tuple[set[tuple[st
             elif isinstance(node, ast.Attribute):
                 words.add(node.attr)
             elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                words.update(_WORD_RE.findall(node.value))
+                words.update(IDENTIFIER_RE.findall(node.value))
     return imported, words
 
 
