@@ -450,7 +450,7 @@ def assemble(
 
 @lru_cache(maxsize=1)
 def _minified_bootstrap() -> str:
-    return minify_source(_BOOTSTRAP, "<pgolf-bundle bootstrap>") + "\n"
+    return minify_source(_BOOTSTRAP, "<pgolf-bundle bootstrap>", keep=("_pgolf_install",)) + "\n"
 
 
 def _render(

@@ -10,8 +10,9 @@ Options, chosen so that behaviour cannot change:
 * class-level annotations are kept (dataclass fields are declared by them); argument,
   return and variable annotations go (``from __future__ import annotations`` makes them
   strings nobody reads at run time);
-* globals and arguments keep their names (other modules and keyword calls use them); locals
-  are renamed;
+* public globals and all arguments keep their names (other modules and keyword calls use
+  them); locals are renamed, and so are private globals (``_name``), which no other module
+  may import (tests/contracts/test_layout.py) and no bundled module looks up by string;
 * literal statements (docstrings) go: no bundled module reads ``__doc__``
   (`tests/unit/test_minify.py` checks that);
 * asserts and ``if __debug__`` blocks stay.
@@ -19,14 +20,16 @@ Options, chosen so that behaviour cannot change:
 
 from __future__ import annotations
 
+import ast
 import functools
 
 from harness.api.errors import ConfigError
 
 
 @functools.lru_cache(maxsize=1024)
-def minify_source(source: str, origin: str) -> str:
+def minify_source(source: str, origin: str, keep: tuple[str, ...] = ()) -> str:
     """``source`` minified; a ConfigError naming ``origin`` if it cannot be (or does not compile after).
+    ``keep``: private globals that code outside ``source`` names (the bundle's bootstrap function).
     Remembered per (source, origin): python-minifier takes most of a bundle's build time, and a
     process that bundles several runs (a seed sweep, the tests) meets the same modules again."""
     if not source.strip():
@@ -50,7 +53,8 @@ def minify_source(source: str, origin: str) -> str:
             combine_imports=True,
             hoist_literals=False,
             rename_locals=True,
-            rename_globals=False,
+            rename_globals=True,
+            preserve_globals=[*_public_names(source), *keep],
             convert_posargs_to_args=False,
             preserve_shebang=False,
             remove_asserts=False,
@@ -65,3 +69,28 @@ def minify_source(source: str, origin: str) -> str:
             f"{origin}: cannot be minified for the bundle: {type(exc).__name__}: {exc}"
         ) from None
     return out
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _public_names(source: str) -> list[str]:
+    """Every name ``source`` binds or reads that is not private: what renaming globals must keep.
+    A source that does not parse gives none: python-minifier then raises the SyntaxError that
+    `minify_source` reports."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).partition(".")[0])
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            names.update(node.names)
+    return sorted(n for n in names if not _is_private(n))

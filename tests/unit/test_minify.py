@@ -66,12 +66,9 @@ def test_unminifiable_source_names_its_file():
 
 def test_no_bundled_module_reads_its_own_docstrings():
     """Minification drops docstrings, so code that ships must never read ``__doc__``."""
-    extra = ("harness.datasets.default",)
-    seen: set[str] = set()
-    for sub in sorted((ROOT / "submissions").glob("*/train_gpt.py")):
-        seen.update(collect_modules(sub, ROOT, BUNDLED_PACKAGES, extra))
+    seen = _bundled_modules()
     assert "harness.pipeline.runner" in seen
-    for name in sorted(seen):
+    for name in seen:
         path = module_file(ROOT, name)
         if path is None:
             continue
@@ -79,3 +76,59 @@ def test_no_bundled_module_reads_its_own_docstrings():
         reads = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "__doc__"]
         reads += [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "__doc__"]
         assert not reads, f"{name} reads __doc__ at line(s) {reads}"
+
+
+PRIVATE_SAMPLE = """
+_CACHE_LIMIT = 8
+def _helper_with_long_name(x):
+    return x + _CACHE_LIMIT
+class _PrivateAccumulator:
+    total = 0
+def public_entry(x):
+    acc = _PrivateAccumulator()
+    return _helper_with_long_name(x) + acc.total
+def _bootstrap_hook():
+    return 1
+"""
+
+
+def test_private_globals_are_renamed_public_names_and_kept_names_stay():
+    out = minify_source(PRIVATE_SAMPLE, "private.py", keep=("_bootstrap_hook",))
+    for gone in ("_CACHE_LIMIT", "_helper_with_long_name", "_PrivateAccumulator"):
+        assert gone not in out
+    ns = _run(out)
+    assert ns["public_entry"](1) == 9 and ns["_bootstrap_hook"]() == 1
+
+
+def _bundled_modules() -> list[str]:
+    seen: set[str] = set()
+    for sub in sorted((ROOT / "submissions").glob("*/train_gpt.py")):
+        seen.update(collect_modules(sub, ROOT, BUNDLED_PACKAGES, ("harness.datasets.default",)))
+    return sorted(seen)
+
+
+def _private_globals(tree: ast.Module) -> set[str]:
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def test_no_bundled_module_names_a_private_global_in_a_string():
+    """Private globals are renamed in the shipped bundle, so a string naming one (``getattr``,
+    ``globals()[...]``) would find nothing there while the repository run finds it."""
+    checked = 0
+    for name in _bundled_modules():
+        path = module_file(ROOT, name)
+        if path is None:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        private = _private_globals(tree)
+        checked += len(private)
+        strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
+        named = sorted(private & strings)
+        assert not named, f"{name} names private global(s) {named} in a string"
+    assert checked > 50  # the scan saw the bundled modules' private helpers
