@@ -27,6 +27,7 @@ from pathlib import Path
 
 from harness.api.errors import ArtifactError
 from harness.api.layout import tensor_class
+from harness.api.zlib_stream import inflate_bounded
 
 FORMAT_NAMES: dict[int, str] = {1: "pgolf-artifact/1", 2: "pgolf-artifact/2"}
 """Format versions a reader accepts, with the manifest ``format`` each one must carry."""
@@ -81,26 +82,10 @@ def _without_derived(tensors: dict) -> dict:
 def decode_manifest(path: Path, data: bytes, version: int) -> object:
     """The JSON value stored as ``data`` in a file of ``version`` (not yet validated)."""
     if version == 2:
-        data = _inflate(path, data)
+        data = inflate_bounded(data, MAX_MANIFEST_BYTES, f"{path}: manifest")
     try:
         return json.loads(data.decode("utf-8"))
     except RecursionError:
         raise ArtifactError(f"{path}: manifest JSON is nested too deeply") from None
     except ValueError as exc:  # bad UTF-8, bad JSON, or an integer literal over Python's digit limit
         raise ArtifactError(f"{path}: manifest is not valid UTF-8 JSON: {exc}") from None
-
-
-def _inflate(path: Path, data: bytes) -> bytes:
-    """zlib-decompress a version 2 manifest, at most `MAX_MANIFEST_BYTES` of output."""
-    inflater = zlib.decompressobj()
-    try:
-        text = inflater.decompress(data, MAX_MANIFEST_BYTES + 1)
-    except zlib.error as exc:
-        raise ArtifactError(f"{path}: manifest is not a valid zlib stream ({exc})") from None
-    if len(text) > MAX_MANIFEST_BYTES:
-        raise ArtifactError(f"{path}: manifest inflates past the limit of {MAX_MANIFEST_BYTES} bytes")
-    if not inflater.eof:
-        raise ArtifactError(f"{path}: manifest zlib stream is truncated")
-    if inflater.unused_data:
-        raise ArtifactError(f"{path}: manifest has {len(inflater.unused_data)} bytes after its zlib stream")
-    return text

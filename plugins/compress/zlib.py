@@ -13,9 +13,10 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from harness.api.errors import ArtifactError, ConfigError
+from harness.api.errors import ConfigError
 from harness.api.hooks import hookimpl
 from harness.api.registry import Registry
+from harness.api.zlib_stream import inflate_bounded
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,20 +49,7 @@ class Zlib:
 
     def decompress(self, data: bytes, max_output_size: int) -> bytes:
         """The bytes of the single zlib stream ``data``; at most ``max_output_size`` of them."""
-        decoder = zlib.decompressobj()
-        try:
-            # One byte over the bound is enough to know the bound is exceeded; max_length=0
-            # would mean "unbounded", which the +1 also rules out.
-            out = decoder.decompress(data, max_output_size + 1)
-        except zlib.error as exc:
-            raise ArtifactError(f"zlib payload is corrupt: {exc}") from None
-        if len(out) > max_output_size:
-            raise ArtifactError(f"zlib payload decompresses to more than {max_output_size} bytes")
-        if not decoder.eof:
-            raise ArtifactError("zlib payload is corrupt: the stream is truncated")
-        if decoder.unused_data:
-            raise ArtifactError(f"zlib payload is corrupt: {len(decoder.unused_data)} bytes after the stream")
-        return out
+        return inflate_bounded(data, max_output_size, "zlib payload")
 
 
 @hookimpl
