@@ -380,18 +380,29 @@ def prepare_sources(
     main_origin = f"submissions/{name}/train_gpt.py"
     sha = _sources_sha256([(modules[n].origin, sources[n]) for n in names] + [(main_origin, main_source)])
     if minify:
-        main_key = "\0main"  # no module is named so: the submission, kept whole
-        # Messages first, on the sources as written, so each names its line in the readable bundle.
-        sources = {n: shorten_error_messages(s, modules[n].origin) for n, s in sources.items()}
-        main_source = shorten_error_messages(main_source, main_origin)
-        sources = prune_sources({**sources, main_key: main_source}, roots=[main_key])
-        # Annotations out first, as the minifier removes them, so that the imports only they used,
-        # and what only those imports named (type aliases), go before the one minifying pass.
-        bare = {n: drop_annotations(s) for n, s in sources.items()}
-        bare = prune_rewritten(drop_unused_imports(bare), roots=[main_key])
-        main_source = minify_source(bare.pop(main_key), main_origin)
+        bare, main_bare = reduce_sources(name, modules, sources, main_source)
+        main_source = minify_source(main_bare, main_origin)
         sources = {n: minify_source(s, modules[n].origin) for n, s in bare.items()}
     return sources, main_source, sha
+
+
+def reduce_sources(
+    name: str, modules: dict[str, _Module], sources: dict[str, str], main_source: str
+) -> tuple[dict[str, str], str]:
+    """The embedded sources and the submission's as the shipped form minifies them, names as
+    written: refusals' messages shortened, then unreferenced definitions, annotations and the
+    imports only those used removed. Shared with `bundle_report`, which names definitions by it."""
+    main_key = "\0main"  # no module is named so: the submission, kept whole
+    main_origin = f"submissions/{name}/train_gpt.py"
+    # Messages first, on the sources as written, so each names its line in the readable bundle.
+    sources = {n: shorten_error_messages(s, modules[n].origin) for n, s in sources.items()}
+    main_source = shorten_error_messages(main_source, main_origin)
+    sources = prune_sources({**sources, main_key: main_source}, roots=[main_key])
+    # Annotations out first, as the minifier removes them, so that the imports only they used,
+    # and what only those imports named (type aliases), go before the one minifying pass.
+    bare = {n: drop_annotations(s) for n, s in sources.items()}
+    bare = prune_rewritten(drop_unused_imports(bare), roots=[main_key])
+    return bare, bare.pop(main_key)
 
 
 def assemble(

@@ -107,19 +107,30 @@ def _segment(source: str, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Cla
     return "".join(parts) + (ast.get_source_segment(source, node) or "")
 
 
-def definition_costs(minified_source: str) -> list[DefinitionCost]:
-    """The top-level functions and classes of a minified module, largest approximate cost first."""
+def _definitions(source: str) -> list[ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef]:
     try:
-        tree = ast.parse(minified_source)
+        tree = ast.parse(source)
     except SyntaxError as exc:  # the minifier compiles its output, so this is a bug there
         raise ConfigError(f"minified source does not parse again: {exc}") from exc
+    return [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+
+
+def definition_costs(minified_source: str, source: str | None = None) -> list[DefinitionCost]:
+    """The top-level functions and classes of a minified module, largest approximate cost first.
+    ``source``: the module as it went into the minifier (`harness.tools.bundle.reduce_sources`),
+    whose definitions, in the same order, name those that renaming private globals renamed."""
+    nodes = _definitions(minified_source)
+    names = [n.name for n in nodes]
+    if source is not None:
+        written = [n.name for n in _definitions(source)]
+        if len(written) == len(names):  # the minifier keeps every definition, in order
+            names = written
     out = []
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            text = _segment(minified_source, node)
-            kind = "class" if isinstance(node, ast.ClassDef) else "def"
-            shipped = max(0, _packed_size(text) - _EMPTY_PACKED)
-            out.append(DefinitionCost(node.name, kind, len(text.encode("utf-8")), shipped))
+    for node, name in zip(nodes, names, strict=True):
+        text = _segment(minified_source, node)
+        kind = "class" if isinstance(node, ast.ClassDef) else "def"
+        shipped = max(0, _packed_size(text) - _EMPTY_PACKED)
+        out.append(DefinitionCost(name, kind, len(text.encode("utf-8")), shipped))
     return sorted(out, key=lambda d: (-d.shipped, d.name))
 
 
@@ -174,10 +185,15 @@ def bundle_report(
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         jobs = {m: pool.submit(shipped, *v) for m, v in variants.items()}
         cost = {m: total - job.result() for m, job in jobs.items()}
-    rows = [ModuleCost(MAIN_ROW, len(main_min.encode("utf-8")), cost[MAIN_ROW], definition_costs(main_min))]
+    # The definitions are named as written: the shipped form renames private ones.
+    as_written = {n: (_bundle._read_source(m.path) if m.path is not None else "") for n, m in modules.items()}
+    reduced, main_reduced = _bundle.reduce_sources(name, modules, as_written, main_source)
+    main_defs = definition_costs(main_min, main_reduced)
+    rows = [ModuleCost(MAIN_ROW, len(main_min.encode("utf-8")), cost[MAIN_ROW], main_defs)]
     for mod in sorted(modules):
         src = sources[mod]
-        rows.append(ModuleCost(mod, len(src.encode("utf-8")), cost.get(mod, 0), definition_costs(src)))
+        defs = definition_costs(src, reduced[mod])
+        rows.append(ModuleCost(mod, len(src.encode("utf-8")), cost.get(mod, 0), defs))
     rows.sort(key=lambda r: (-r.shipped, r.name))
     return BundleReport(name, total, len(readable.encode("utf-8")), rows, codec)
 

@@ -156,3 +156,14 @@ def test_default_extra_modules_follow_the_submission_config() -> None:
     )
     assert "harness.pipeline.byte_data" in default_extra_modules(submission_dir=subs / "byte_gpt")
     assert default_extra_modules(submission_dir=subs / "baseline") == default_extra_modules() == ()
+
+
+def test_definitions_renamed_in_the_shipped_form_are_named_as_written(baseline_report: BundleReport) -> None:
+    """The minifier renames private globals (`harness.tools.minify`); the report names them as the
+    source does, so a reader can find each one."""
+    minified = "def A(x):return x\nclass public:pass\ndef B():return A(1)\n"
+    written = "def _helper(x):\n  return x\nclass public:\n  pass\ndef _caller():\n  return _helper(1)\n"
+    assert sorted(d.name for d in definition_costs(minified, written)) == ["_caller", "_helper", "public"]
+    assert sorted(d.name for d in definition_costs(minified)) == ["A", "B", "public"]
+    evals = next(m for m in baseline_report.modules if m.name == "harness.pipeline.eval")
+    assert {"_Deadline", "_Sums", "evaluate_windows"} <= {d.name for d in evals.definitions}
