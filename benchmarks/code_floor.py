@@ -44,7 +44,11 @@ COMPUTATION = {
         "harness/api/zlib_stream.py",
         "harness/pipeline/calibration.py",
     ),
-    "artifact format": ("harness/pipeline/artifact.py", "harness/pipeline/artifact_manifest.py"),
+    "artifact format": (
+        "harness/pipeline/artifact.py",
+        "harness/pipeline/artifact_manifest.py",
+        "harness/api/tensor_classes.py",
+    ),
     "data reading": ("harness/pipeline/shards.py", "harness/pipeline/byte_data.py"),
     "training step": ("harness/pipeline/trainer.py",),
     "distributed": ("harness/pipeline/distributed.py",),

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.api.layout import Segment, tensor_class
+from harness.api.layout import Segment
+from harness.api.tensor_classes import tensor_class
 from harness.datasets.default import ensure_default_dataset
 from harness.pipeline.baselines import train_unigram, unigram_ce
 from harness.pipeline.entropy_report import entropy_report, order0_bits

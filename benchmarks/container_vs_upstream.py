@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
-from harness.api.layout import tensor_class
 from harness.api.quantization import host_bytes
+from harness.api.tensor_classes import tensor_class
 from harness.pipeline.artifact import DIGEST_BYTES, config_to_json, read_manifest, write_artifact
 from harness.pipeline.artifact_manifest import array_order, encode_manifest
 from plugins.compress.zlib import ZlibConfig

@@ -48,9 +48,10 @@ CALIBRATION_MODULE = "harness.pipeline.calibration"
 bundle embeds it when a config names it (the ``gptq`` quantizer's; a ``pg_before_quantize``
 plugin that reads ``TrainContext.calibration`` names it too)."""
 
-EVAL_ONLY_MODULE = "harness.pipeline.eval_only"
-"""Rebuilding the model from an artifact instead of training, imported by name: only runs with a
-``train.load_model_path`` embed it."""
+LAYOUT_MODULE = "harness.api.layout"
+"""The payload's symbol layout, imported by name by the artifact writer for a
+`harness.api.protocols.LayoutAwareCompressor` only. The ``ans`` coder imports it itself, so its
+bundles embed it; another layout-aware compressor's config names it in ``modules_by_name()``."""
 
 GRAD_CLIP_MODULE = "harness.pipeline.grad_clip"
 """The training step's gradient-norm clip, imported by name: only runs with a
@@ -63,7 +64,6 @@ def modules_reached_by_name(config: Any) -> tuple[str, ...]:
     embeds, in the order first met, without repeats: the harness's own (decided here rather than
     by methods of ``DataConfig``, ``TrainConfig`` and ``EvalConfig``, which every bundle ships),
     `ADAPTATION_MODULE` when it has an ``eval.adapter``, `GRAD_CLIP_MODULE` when it clips,
-    `EVAL_ONLY_MODULE` when it loads an artifact instead of training,
     `BYTE_DATA_MODULE` when its data may be byte-level (the "bytes" default variant, or a
     vocabulary of 256: a byte tokenizer spec's); then what every configuration object inside it
     names in ``modules_by_name()``. The default dataset's builder is reached by name too but never
@@ -73,8 +73,6 @@ def modules_reached_by_name(config: Any) -> tuple[str, ...]:
         found[ADAPTATION_MODULE] = None
     if config.train.grad_clip_norm > 0:
         found[GRAD_CLIP_MODULE] = None
-    if config.train.load_model_path:
-        found[EVAL_ONLY_MODULE] = None
     if config.data.default_variant == "bytes" or config.data.vocab_size == 256:
         found[BYTE_DATA_MODULE] = None
     _walk(config, found, set())

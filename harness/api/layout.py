@@ -5,12 +5,11 @@ A compressor that implements `harness.api.protocols.LayoutAwareCompressor` recei
 layout from the artifact writer (an entropy coder codes int5 codes, not the bytes they are
 packed in); `harness.pipeline.entropy_report` reads the same layout to compute the order-0
 bound. A packed stream is read as codes only when re-packing the codes gives back its exact
-bytes; otherwise it counts as bytes.
+bytes; otherwise it counts as bytes. The classes are `harness.api.tensor_classes`'.
 
-Classes, fixed: ``embed``, ``attn``, ``mlp``, ``other_quant`` (codes of quantized weights,
-by the tensor's name: ``emb`` / ``attn`` / ``mlp`` in it, first match wins), ``scales`` (the
-step arrays of quantized tensors) and ``float`` (passthrough tensors and arrays of kinds not
-listed in ``CODE_ARRAYS``).
+The artifact writer imports this module by name (`harness.api.by_name.LAYOUT_MODULE`), only for
+a compressor that reads the layout: a bundle whose compressor does not ships none of it (pgolf
+issue 13).
 """
 
 from __future__ import annotations
@@ -24,17 +23,7 @@ import torch
 
 from harness.api.by_name import import_by_name
 from harness.api.quantization import BIT_PACKING_MODULE, packed_nbytes
-
-CLASSES: tuple[str, ...] = ("embed", "attn", "mlp", "other_quant", "scales", "float")
-CODE_ARRAYS: dict[str, str] = {
-    "int8_row": "q",
-    "int8_tensor": "q",
-    "intn": "q",
-    "intn_packed": "q",
-    "int4_channel": "codes",
-}
-"""Quantized kinds and the array holding their codes; their ``scale`` array is class ``scales``."""
-_NAME_CLASSES = (("emb", "embed"), ("attn", "attn"), ("mlp", "mlp"))  # first match wins
+from harness.api.tensor_classes import tensor_class
 
 
 @dataclass(frozen=True)
@@ -52,14 +41,6 @@ class Segment:
     count: int
     cls: str
     name: str = ""
-
-
-def tensor_class(name: str, kind: str, key: str) -> str:
-    """The class of array ``key`` of tensor ``name`` (see the module docstring)."""
-    if CODE_ARRAYS.get(kind) == key:
-        low = name.lower()
-        return next((cls for part, cls in _NAME_CLASSES if part in low), "other_quant")
-    return "scales" if kind in CODE_ARRAYS and key == "scale" else "float"
 
 
 def reading(kind: str, meta: Mapping, key: str, nbytes: int) -> tuple[int, int]:

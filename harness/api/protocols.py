@@ -202,7 +202,9 @@ class LayoutAwareCompressor(Compressor, Protocol):
 
     The artifact writer passes ``layout``; the hint changes nothing else: ``decompress`` must
     still return exactly ``data`` from the payload alone. Pattern: the ``ans`` entropy coder
-    codes int5 codes as 5-bit symbols rather than the bytes they are packed in.
+    codes int5 codes as 5-bit symbols rather than the bytes they are packed in. The writer reaches
+    the layout by name: a bundle embeds it when the compressor's module imports
+    `harness.api.layout` (as ``ans`` does) or its config names it in ``modules_by_name()``.
     """
 
     def compress(self, data: bytes, layout: Sequence[Segment] | None = None) -> bytes:

@@ -42,9 +42,9 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from harness.api.by_name import LAYOUT_MODULE, import_by_name
 from harness.api.errors import ArtifactError, PgolfError
 from harness.api.fileio import write_atomic
-from harness.api.layout import layout_from_manifest
 from harness.api.protocols import Compressor, LayoutAwareCompressor, QTensor
 from harness.api.quantization import dtype_name, host_bytes
 from harness.api.registry import Registry
@@ -174,7 +174,9 @@ def _compress(compressor: Compressor, raw: bytes, entries: dict) -> bytes:
     (an entropy coder codes int5 codes, not the bytes they are packed in). The payload still
     decodes to exactly ``raw``: the file format does not change."""
     if isinstance(compressor, LayoutAwareCompressor):
-        return compressor.compress(raw, layout=layout_from_manifest(entries))
+        # By name: a bundle whose compressor reads no layout carries none (harness.api.layout).
+        layout = import_by_name(LAYOUT_MODULE).layout_from_manifest(entries)
+        return compressor.compress(raw, layout=layout)
     return compressor.compress(raw)
 
 

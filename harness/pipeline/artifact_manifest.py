@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from harness.api.errors import ArtifactError
-from harness.api.layout import tensor_class
+from harness.api.tensor_classes import tensor_class
 from harness.api.zlib_stream import inflate_bounded
 
 FORMAT_NAMES: dict[int, str] = {1: "pgolf-artifact/1", 2: "pgolf-artifact/2"}

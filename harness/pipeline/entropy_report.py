@@ -31,9 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.api.layout import CLASSES, read_symbols, reading, tensor_class
+from harness.api.layout import read_symbols, reading
 from harness.api.protocols import QTensor
 from harness.api.quantization import host_bytes
+from harness.api.tensor_classes import CLASSES, tensor_class
 
 
 def order0_bits(counts: np.ndarray) -> float:

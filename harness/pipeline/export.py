@@ -1,6 +1,6 @@
 """Run phase 3, export: rank 0 quantizes, compresses and writes the artifact file, then logs
 its size, the code size and the order-0 entropy of its symbols (an eval-only run copies the
-artifact it loaded instead: `harness.pipeline.eval_only`).
+artifact it loaded instead).
 
 Before quantizing, rank 0 hands ``pg_before_quantize`` plugins and a `CalibratedQuantizer`
 (GPTQ) the only tokens they may read: `TrainCalibration` batches from the train shards
@@ -15,21 +15,24 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from types import ModuleType
 
 import harness
 from harness.api.by_name import CALIBRATION_MODULE, import_by_name
 from harness.api.context import TrainContext
+from harness.api.fileio import write_atomic
 from harness.api.protocols import CalibratedQuantizer, LayoutAwareCompressor
 from harness.pipeline.artifact import config_to_json, write_artifact
 from harness.pipeline.distributed import (
     barrier,
 )
 from harness.pipeline.setup import RunState
+from harness.pipeline.training import source_artifact
 from harness.pipeline.unshipped import skipped_line, unshipped_module
 
 
-def name_artifact(run: RunState) -> None:
+def _name_artifact(run: RunState) -> None:
     """The log tags and the artifact's path. Tags come from the built components (an "intn"
     quantizer calls itself int5 or int6); the manifest names registry entries instead."""
     run.quantizer_tag, run.compressor_tag = (
@@ -39,10 +42,21 @@ def name_artifact(run: RunState) -> None:
     run.artifact_path = run.run_dir / f"final_model.{run.quantizer_tag}.{run.compressor_tag}.pgolf"
 
 
+def ship_existing_artifact(run: RunState) -> None:
+    """Eval-only: the shipped artifact is the loaded file itself, copied byte for byte."""
+    source = source_artifact(Path(run.config.train.load_model_path))
+    _name_artifact(run)
+    if run.dist.is_main:
+        write_atomic(run.artifact_path, source.read_bytes(), overwrite=False)
+        tag, size = f"{run.quantizer_tag}+{run.compressor_tag}", os.path.getsize(run.artifact_path)
+        run.log.log(f"Serialized model {tag}: {size} bytes (copied from {source})")
+    barrier(run.dist)
+
+
 def export(run: RunState, ctx: TrainContext) -> None:
     """Rank 0 quantizes, compresses and writes the artifact; every rank learns its path."""
     config, registry = run.config, run.manager.registry
-    name_artifact(run)
+    _name_artifact(run)
     if run.dist.is_main:
         state = {k: v.detach().to("cpu").clone() for k, v in ctx.model.state_dict().items()}
         calibration = _calibration_module()

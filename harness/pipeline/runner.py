@@ -24,7 +24,6 @@ from typing import Any
 import torch
 
 from harness.api import config as cfgmod
-from harness.api.by_name import EVAL_ONLY_MODULE, import_by_name
 from harness.api.config import RunConfig
 from harness.api.context import DistInfo
 from harness.api.errors import TrainingInterrupted
@@ -35,7 +34,7 @@ from harness.pipeline.distributed import (
     report_rank_failure,
     shutdown,
 )
-from harness.pipeline.export import export
+from harness.pipeline.export import export, ship_existing_artifact
 from harness.pipeline.failure import error_line, report_failure
 from harness.pipeline.flags import RunFlags, add_run_flags, run_flags
 from harness.pipeline.plugin_manager import run_manager
@@ -55,7 +54,7 @@ from harness.pipeline.setup import (
     submission_dir_of_main,
 )
 from harness.pipeline.trainer import grad_accum_steps
-from harness.pipeline.training import train
+from harness.pipeline.training import load_trained, train
 from harness.pipeline.unshipped import skipped_line, unshipped_module
 
 
@@ -167,18 +166,16 @@ def pipeline(
     accum = grad_accum_steps(config, dist.world_size)
     run_state = RunState(config, dist, manager, log, rid, run_dir, autocast_dtype_for(dist.device), accum)
     run_state.overrides = replay_overrides(recorded, os.environ, sets)
-    # By name: only a run that loads an artifact embeds the eval-only path in its bundle.
-    eval_only = import_by_name(EVAL_ONLY_MODULE) if config.train.load_model_path else None
+    eval_only = bool(config.train.load_model_path)
     try:
         start(run_state, submission_dir)
         for phase, module in (("preflight", checks), ("code_origin", origin), ("integrity", _INTEGRITY)):
             if module is None:
                 log.log(skipped_line(phase))
         scorer = load_data(run_state)
-        if eval_only:
-            ctx, result = eval_only.load_trained(run_state)
-        else:
-            ctx, result = train(run_state, scorer, resume=resume is not None)
+        ctx, result = (
+            load_trained(run_state) if eval_only else train(run_state, scorer, resume=resume is not None)
+        )
         # Pre-quantization score of the weights that will be exported (after any averaging swap).
         pre = scorer.standard(ctx.model)
         log.log(
@@ -188,7 +185,7 @@ def pipeline(
             val_bpb=pre.val_bpb,
         )
         _untampered(config, frozen, "before export")
-        eval_only.ship_existing_artifact(run_state) if eval_only else export(run_state, ctx)
+        ship_existing_artifact(run_state) if eval_only else export(run_state, ctx)
         scores = score_artifact(run_state, scorer)
         _untampered(config, frozen, "before the report")
         return report(run_state, ctx, result, pre, scores) if dist.is_main else None

@@ -1,18 +1,21 @@
 """Run phase 2, training: build the model, optimizers and run plugins; prime, train under
 the wallclock cap, and let plugins finish (averaging swaps its weights in here).
 
-Eval-only runs (``train.load_model_path``) rebuild the model from an existing artifact instead
-(`harness.pipeline.eval_only`); no training step runs.
+Eval-only runs (``train.load_model_path``) rebuild the model from an existing artifact
+instead; no training step runs.
 """
 
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from harness.api.config import RunConfig
+from harness.api.errors import ConfigError
+from harness.pipeline.artifact import load_state_dict
 from harness.pipeline.distributed import (
     DistInfo,
 )
@@ -131,3 +134,50 @@ def train(run: RunState, scorer: Scorer, resume: bool = False) -> tuple[TrainCon
             run.gpu = sampler.stop()
     run.manager.hook.pg_train_end(ctx=ctx)
     return ctx, result
+
+
+def source_artifact(path: Path) -> Path:
+    """The artifact named by ``train.load_model_path``: a .pgolf file or a run folder holding one."""
+    if path.is_dir():
+        found = sorted(path.glob("*.pgolf"))
+        if len(found) != 1:
+            raise ConfigError(
+                f"train.load_model_path={path} holds {len(found)} .pgolf artifacts; expected exactly one"
+            )
+        return found[0]
+    if not path.is_file():
+        raise ConfigError(
+            f"train.load_model_path={path} does not exist (expected a .pgolf artifact or a run folder)"
+        )
+    return path
+
+
+def load_trained(run: RunState) -> tuple[TrainContext, TrainResult]:
+    """Eval-only: rebuild the model from an existing artifact; no training step runs."""
+    config = run.config
+    source = source_artifact(Path(config.train.load_model_path))
+    state, manifest = load_state_dict(source, run.manager.registry)
+    names = (manifest["quantizer"]["name"], manifest["compressor"]["name"])
+    expected = (
+        run.manager.registry.name_of(config.quantizer),
+        run.manager.registry.name_of(config.compressor),
+    )
+    if names != expected:
+        raise ConfigError(
+            f"{source} was written by quantizer/compressor {names}, but this submission uses {expected}"
+        )
+    model = config.model.build(config.data.vocab_size).to(run.dist.device)
+    model.load_state_dict(state, strict=True)
+    run.n_params = sum(p.numel() for p in model.parameters())
+    run.log.log(f"model_params:{run.n_params}", event="model", model_params=run.n_params)
+    run.log.log(f"eval_only: loaded {source} (no training)", event="eval_only", source=str(source))
+    ctx = TrainContext(
+        config=config,
+        model=model,
+        optimizer=None,
+        log=run.log,
+        dist=run.dist,
+        autocast_dtype=run.autocast,
+        run_dir=run.run_dir,
+    )
+    return ctx, TrainResult(steps=0, train_time_ms=0.0, stopped_early=False, last_val=None)

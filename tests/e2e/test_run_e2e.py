@@ -314,10 +314,6 @@ def test_eval_only_reload_scores_the_same_artifact(finished_run, tmp_path, defau
     assert again["roundtrip_val_bpb"] == record["roundtrip_val_bpb"]
     assert again["sliding_val_bpb"] == record["sliding_val_bpb"]
     assert "eval_only: loaded" in (out_dir / "train.log").read_text()
-    # The eval-only path ships with the run that takes it, and only with it (harness.api.by_name).
-    for folder, takes_it in ((out_dir, True), (run_dir, False)):
-        inner = unwrap((folder / "train_gpt.py").read_bytes(), 1 << 26).inner
-        assert ("harness/pipeline/eval_only.py" in inner) == takes_it
     with pytest.raises(Exception, match="does not exist"):
         run(
             build_submission_config(sub),

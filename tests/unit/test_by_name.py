@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from harness.api.by_name import ADAPTATION_MODULE, EVAL_ONLY_MODULE, import_by_name, modules_reached_by_name
-from harness.api.config import EvalConfig, RunConfig, TrainConfig
+from harness.api.by_name import ADAPTATION_MODULE, import_by_name, modules_reached_by_name
+from harness.api.config import EvalConfig, RunConfig
 from harness.api.errors import ConfigError
 from plugins.adapt.sgd_chunks import SgdChunksConfig
 from plugins.arch.gpt import CLIP_ORDER_MODULE, GPTConfig
@@ -36,7 +36,7 @@ class _Broken:
         return ["json"]
 
 
-def _config(components=(), adapter=None, plugins=(), load_model_path=None) -> RunConfig:
+def _config(components=(), adapter=None, plugins=()) -> RunConfig:
     return RunConfig(
         name="t",
         model=GPTConfig(num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, components=components),
@@ -44,7 +44,6 @@ def _config(components=(), adapter=None, plugins=(), load_model_path=None) -> Ru
         quantizer=Int8Config(),
         compressor=ZlibConfig(),
         eval=EvalConfig(adapter=adapter),
-        train=TrainConfig(load_model_path=load_model_path),
         plugins=plugins,
     )
 
@@ -60,9 +59,6 @@ def test_only_the_resolved_values_that_ask_for_a_module_reach_it():
     )
     assert modules_reached_by_name(both) == (ADAPTATION_MODULE, CLIP_ORDER_MODULE, "json.decoder")
     assert import_by_name("json.decoder").__name__ == "json.decoder"
-    # An eval-only run (an artifact to load instead of training) reaches the eval-only path.
-    assert modules_reached_by_name(_config(load_model_path="runs/a")) == (EVAL_ONLY_MODULE,)
-    assert modules_reached_by_name(_config(load_model_path="")) == ()
 
 
 def test_a_declaration_that_is_not_a_tuple_of_names_is_refused_by_class():

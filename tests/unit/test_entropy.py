@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from harness.api.bit_packing import pack_bits
-from harness.api.layout import CLASSES, layout_from_manifest, read_symbols, reading, tensor_class
+from harness.api.layout import layout_from_manifest, read_symbols, reading
 from harness.api.protocols import QTensor
 from harness.api.quantization import pack_nibbles
+from harness.api.tensor_classes import CLASSES, tensor_class
 from harness.pipeline.artifact import config_to_json, read_manifest, write_artifact
 from harness.pipeline.entropy_report import entropy_report, order0_bits
 from plugins.compress.zlib import ZlibConfig
