@@ -31,6 +31,7 @@ submission's config reaches by name (the TTT walk); `bundle_report` takes other
 from __future__ import annotations
 
 import ast
+import lzma
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,7 +52,15 @@ def _packed_size(text: str, codec: str = "lzma") -> int:
     return len(_wrapper.shell(codec, "latin1", _wrapper.compress(codec, data)))
 
 
-_EMPTY_PACKED = _packed_size("")
+def _definition_size(text: str) -> int:
+    """Bytes of ``text`` alone in the shipped shell's lzma settings. Preset 6 differs from the
+    shell's 9 only in its dictionary (8 MiB against 64 MiB), which no definition fills, so the
+    stream is as long; it allocates 56 MiB less per call, which made the report 10 s faster."""
+    data = lzma.compress(text.encode("utf-8"), format=lzma.FORMAT_XZ, preset=6 | lzma.PRESET_EXTREME)
+    return len(_wrapper.shell("lzma", "latin1", data))
+
+
+_EMPTY_DEFINITION = _definition_size("")
 """What the shell costs around an empty input (the lzma container and the shell's code)."""
 
 
@@ -129,7 +138,7 @@ def definition_costs(minified_source: str, source: str | None = None) -> list[De
     for node, name in zip(nodes, names, strict=True):
         text = _segment(minified_source, node)
         kind = "class" if isinstance(node, ast.ClassDef) else "def"
-        shipped = max(0, _packed_size(text) - _EMPTY_PACKED)
+        shipped = max(0, _definition_size(text) - _EMPTY_DEFINITION)
         out.append(DefinitionCost(name, kind, len(text.encode("utf-8")), shipped))
     return sorted(out, key=lambda d: (-d.shipped, d.name))
 
