@@ -380,10 +380,17 @@ def prepare_sources(
     main_origin = f"submissions/{name}/train_gpt.py"
     sha = _sources_sha256([(modules[n].origin, sources[n]) for n in names] + [(main_origin, main_source)])
     if minify:
-        bare, main_bare = reduce_sources(name, modules, sources, main_source)
-        main_source = minify_source(main_bare, main_origin)
-        sources = {n: minify_source(s, modules[n].origin) for n, s in bare.items()}
+        reduced, main_reduced = reduce_sources(name, modules, sources, main_source)
+        sources, main_source = minify_reduced(name, modules, reduced, main_reduced)
     return sources, main_source, sha
+
+
+def minify_reduced(
+    name: str, modules: dict[str, _Module], reduced: dict[str, str], main_reduced: str
+) -> tuple[dict[str, str], str]:
+    """The output of `reduce_sources`, minified module by module (`harness.tools.minify`)."""
+    minified = {n: minify_source(s, modules[n].origin) for n, s in reduced.items()}
+    return minified, minify_source(main_reduced, f"submissions/{name}/train_gpt.py")
 
 
 def reduce_sources(

@@ -177,7 +177,11 @@ def bundle_report(
     version = _bundle._harness_version(root)
     main_source = _bundle._read_source(entry)
     readable = _bundle._render(name, version, modules, main_source, minify=False)
-    sources, main_min, sha = _bundle.prepare_sources(name, modules, main_source, minify=True)
+    # The sources as written, then as reduced for the minifier (whose definition names the
+    # report prints: the shipped form renames private ones), then minified as the bundle ships them.
+    as_written, _, sha = _bundle.prepare_sources(name, modules, main_source, minify=False)
+    reduced, main_reduced = _bundle.reduce_sources(name, modules, as_written, main_source)
+    sources, main_min = _bundle.minify_reduced(name, modules, reduced, main_reduced)
 
     codecs = _bundle.modules_shell_codecs(modules)
     full = _wrapper.wrap(
@@ -194,9 +198,6 @@ def bundle_report(
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         jobs = {m: pool.submit(shipped, *v) for m, v in variants.items()}
         cost = {m: total - job.result() for m, job in jobs.items()}
-    # The definitions are named as written: the shipped form renames private ones.
-    as_written = {n: (_bundle._read_source(m.path) if m.path is not None else "") for n, m in modules.items()}
-    reduced, main_reduced = _bundle.reduce_sources(name, modules, as_written, main_source)
     main_defs = definition_costs(main_min, main_reduced)
     rows = [ModuleCost(MAIN_ROW, len(main_min.encode("utf-8")), cost[MAIN_ROW], main_defs)]
     for mod in sorted(modules):
