@@ -16,11 +16,12 @@ from harness.api.errors import ArtifactError, ConfigError
 from harness.api.layout import Segment, layout_from_manifest
 from harness.api.protocols import LayoutAwareCompressor
 from harness.api.quantization import pack_nibbles, packed_nbytes
-from harness.pipeline.artifact import config_to_json, load_state_dict, read_manifest, write_artifact
+from harness.pipeline.artifact import load_state_dict, read_manifest
 from harness.pipeline.entropy_report import entropy_report
 from harness.pipeline.plugin_manager import full_manager
 from plugins.compress.ans import MAGIC, AnsConfig
 from plugins.quant.intn import IntNConfig
+from tests.artifact_files import write_with_configs
 
 PER_CLASS = AnsConfig(own_table_min_symbols=2**62)  # the tables the order-0 bound assumes
 
@@ -129,15 +130,7 @@ def test_artifact_with_the_real_int5_quantizer(tmp_path):
     qcfg = IntNConfig()
     tensors = qcfg.build().quantize(state)
     path = tmp_path / "a.pgolf"
-    info = write_artifact(
-        path,
-        tensors,
-        quantizer_name="intn",
-        quantizer_config=config_to_json(qcfg),
-        compressor=PER_CLASS.build(),
-        compressor_name="ans",
-        compressor_config=config_to_json(PER_CLASS),
-    )
+    info = write_with_configs(path, tensors, ("intn", qcfg), ("ans", PER_CLASS))
     loaded, manifest = load_state_dict(path, full_manager(entrypoints=False).registry)
     direct = qcfg.build().dequantize(tensors)
     assert all(torch.equal(loaded[k], direct[k]) for k in state)
@@ -281,15 +274,7 @@ def test_layout_from_a_real_manifest_is_accepted(tmp_path):
     qcfg = IntNConfig()
     tensors = qcfg.build().quantize({"blocks.0.mlp.fc.weight": torch.randn(300, 256) * 0.02})
     path = tmp_path / "b.pgolf"
-    write_artifact(
-        path,
-        tensors,
-        quantizer_name="intn",
-        quantizer_config=config_to_json(qcfg),
-        compressor=AnsConfig().build(),
-        compressor_name="ans",
-        compressor_config=config_to_json(AnsConfig()),
-    )
+    write_with_configs(path, tensors, ("intn", qcfg), ("ans", AnsConfig()))
     segs = layout_from_manifest(read_manifest(path)["tensors"])
     assert [(s.cls, s.bits) for s in segs] == [("mlp", 5), ("scales", 8)]
     assert math.isclose(segs[0].count, 300 * 256)

@@ -32,8 +32,8 @@ from harness.pipeline.artifact import (
     load_state_dict,
     read_artifact,
     read_manifest,
-    write_artifact,
 )
+from tests.artifact_files import write_with_configs
 
 CONFIGS = {"zlib": zlib_plugin.ZlibConfig, "zstd": zstd_plugin.ZstdConfig, "lzma": lzma_plugin.LzmaConfig}
 WHITELIST = {
@@ -84,16 +84,8 @@ def _all_dtype_tensors() -> dict[str, QTensor]:
 def _write(
     path: Path, tensors: dict[str, QTensor], codec: str = "zlib", extras: dict | None = None
 ) -> ArtifactInfo:
-    cfg = CONFIGS[codec]()
-    return write_artifact(
-        path,
-        tensors,
-        quantizer_name="int8",
-        quantizer_config=config_to_json(int8_plugin.Int8Config()),
-        compressor=cfg.build(),
-        compressor_name=codec,
-        compressor_config=config_to_json(cfg),
-        extras=extras,
+    return write_with_configs(
+        path, tensors, ("int8", int8_plugin.Int8Config()), (codec, CONFIGS[codec]()), extras=extras
     )
 
 
@@ -404,16 +396,8 @@ def _state_dict() -> dict[str, torch.Tensor]:
 
 def _write_quantized(path: Path, cfg: int8_plugin.Int8Config) -> dict[str, torch.Tensor]:
     sd = _state_dict()
-    zcfg = zlib_plugin.ZlibConfig(level=6)
-    write_artifact(
-        path,
-        cfg.build().quantize(sd),
-        quantizer_name="int8",
-        quantizer_config=config_to_json(cfg),
-        compressor=zcfg.build(),
-        compressor_name="zlib",
-        compressor_config=config_to_json(zcfg),
-    )
+    zlib6 = ("zlib", zlib_plugin.ZlibConfig(level=6))
+    write_with_configs(path, cfg.build().quantize(sd), ("int8", cfg), zlib6)
     return sd
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.pipeline.artifact import config_to_json, read_artifact, write_artifact
+from harness.pipeline.artifact import read_artifact
 from plugins.arch.gpt import GPTConfig
 from plugins.compress.zlib import ZlibConfig
 from plugins.quant.int8 import Int8Config
+from tests.artifact_files import write_with_configs
 from tests.unit.upstream_container import trained_like, upstream_container_bytes, upstream_export_dict
 
 
@@ -28,16 +29,9 @@ def _trained_like_state(num_layers: int, width: int, seed: int) -> dict[str, tor
 
 
 def _ours(path: Path, state: dict, cfg: Int8Config) -> int:
-    zcfg = ZlibConfig(level=9)
-    info = write_artifact(
-        path,
-        cfg.build().quantize(state),
-        quantizer_name="int8",
-        quantizer_config=config_to_json(cfg),
-        compressor=zcfg.build(),
-        compressor_name="zlib",
-        compressor_config=config_to_json(zcfg),
-        extras={"arch": "gpt", "vocab_size": 1024, "harness_version": "0.1.0"},
+    extras = {"arch": "gpt", "vocab_size": 1024, "harness_version": "0.1.0"}
+    info = write_with_configs(
+        path, cfg.build().quantize(state), ("int8", cfg), ("zlib", ZlibConfig(level=9)), extras=extras
     )
     return info.bytes_on_disk
 

@@ -13,12 +13,13 @@ import torch
 
 from harness.api.errors import ArtifactError, ConfigError
 from harness.api.protocols import QTensor
-from harness.pipeline.artifact import config_to_json, load_state_dict, write_artifact
+from harness.pipeline.artifact import load_state_dict
 from harness.pipeline.plugin_manager import full_manager
 from plugins.algorithms.late_qat import LateQATConfig, fake_quantize
 from plugins.arch.conv_moe import ConvMoEConfig
 from plugins.compress.zstd import ZstdConfig
 from plugins.quant.int4 import Int4Config, pack_nibbles, quantize_channels, unpack_nibbles
+from tests.artifact_files import write_with_configs
 
 TINY = ConvMoEConfig(d_model=16, experts=3, trunk_layers=2)
 CONV_WEIGHTS = {
@@ -123,15 +124,7 @@ def test_artifact_roundtrip_through_the_registry(tmp_path):
     quant = qcfg.build()
     state = tiny_model().state_dict()
     path = tmp_path / "m.pgolf"
-    write_artifact(
-        path,
-        quant.quantize(state),
-        quantizer_name="int4",
-        quantizer_config=config_to_json(qcfg),
-        compressor=ccfg.build(),
-        compressor_name="zstd",
-        compressor_config=config_to_json(ccfg),
-    )
+    write_with_configs(path, quant.quantize(state), ("int4", qcfg), ("zstd", ccfg))
     loaded, manifest = load_state_dict(path, registry)
     assert manifest["quantizer"]["name"] == "int4"
     expected = quant.dequantize(quant.quantize(state))

@@ -17,10 +17,11 @@ import plugins.quant.intn as intn_plugin
 from harness.api.errors import ArtifactError, ConfigError, TrainingDiverged
 from harness.api.protocols import QTensor
 from harness.api.registry import Registry
-from harness.pipeline.artifact import config_from_json, config_to_json, load_state_dict, write_artifact
+from harness.pipeline.artifact import config_from_json, load_state_dict
 from plugins.compress.lzma import LzmaConfig
 from plugins.quant.int8 import Int8Config
 from plugins.quant.intn import IntNConfig
+from tests.artifact_files import write_with_configs
 
 BIG = (257, 256)  # 65,792 elements: just over the 65,536 passthrough limit
 
@@ -179,15 +180,7 @@ def test_artifact_roundtrip_through_a_registry(tmp_path) -> None:
         quant = cfg.build()
         qts = quant.quantize(sd)
         path = tmp_path / f"m{i}.pgolf"
-        write_artifact(
-            path,
-            qts,
-            quantizer_name="intn",
-            quantizer_config=config_to_json(cfg),
-            compressor=LzmaConfig().build(),
-            compressor_name="lzma",
-            compressor_config=config_to_json(LzmaConfig()),
-        )
+        write_with_configs(path, qts, ("intn", cfg), ("lzma", LzmaConfig()))
         back, manifest = load_state_dict(path, registry)
         assert manifest["quantizer"]["name"] == "intn"
         assert config_from_json(IntNConfig, manifest["quantizer"]["config"]) == cfg

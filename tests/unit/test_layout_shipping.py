@@ -11,11 +11,13 @@ import torch
 
 from harness.api.by_name import LAYOUT_MODULE
 from harness.api.protocols import QTensor
-from harness.pipeline.artifact import read_artifact, write_artifact
+from harness.pipeline.artifact import read_artifact
 from harness.tools import bundle
 from harness.tools.bundle_report import default_extra_modules
 from plugins.compress.ans import AnsConfig
 from plugins.compress.zlib import ZlibConfig
+from plugins.quant.int8 import Int8Config
+from tests.artifact_files import write_with_configs
 from tests.conftest import write_tiny_submission
 from tests.unit.not_bundled import leave_out
 
@@ -49,15 +51,7 @@ def _tensors() -> dict[str, QTensor]:
 
 
 def _write(path: Path, config) -> None:
-    write_artifact(
-        path,
-        _tensors(),
-        quantizer_name="int8",
-        quantizer_config={},
-        compressor=config.build(),
-        compressor_name=config.build().name,
-        compressor_config={},
-    )
+    write_with_configs(path, _tensors(), ("int8", Int8Config()), (config.build().name, config))
 
 
 def test_without_the_layout_a_plain_compressor_writes_and_an_aware_one_names_it(tmp_path, monkeypatch):

@@ -17,11 +17,12 @@ import plugins.quant.mixed as mixed_plugin
 from harness.api.errors import ArtifactError, ConfigError
 from harness.api.protocols import QTensor
 from harness.api.registry import Registry
-from harness.pipeline.artifact import config_from_json, config_to_json, load_state_dict, write_artifact
+from harness.pipeline.artifact import config_from_json, load_state_dict
 from plugins.compress.zlib import ZlibConfig
 from plugins.quant.int8 import Int8Config
 from plugins.quant.intn import IntNConfig
 from plugins.quant.mixed import MixedConfig
+from tests.artifact_files import write_with_configs
 from tests.unit.test_intn import p1573_state
 
 BIG = (96, 96)  # 9,216 elements: over T1's 8,192 passthrough limit
@@ -189,15 +190,7 @@ def test_artifact_roundtrip_through_a_registry(tmp_path) -> None:
         quant = cfg.build()
         qts = quant.quantize(sd)
         path = tmp_path / f"m{i}.pgolf"
-        write_artifact(
-            path,
-            qts,
-            quantizer_name="mixed",
-            quantizer_config=config_to_json(cfg),
-            compressor=ZlibConfig().build(),
-            compressor_name="zlib",
-            compressor_config=config_to_json(ZlibConfig()),
-        )
+        write_with_configs(path, qts, ("mixed", cfg), ("zlib", ZlibConfig()))
         back, manifest = load_state_dict(path, registry)
         # JSON turns the rule pairs into lists; the Config turns them back into tuples.
         assert config_from_json(MixedConfig, manifest["quantizer"]["config"]) == cfg

@@ -13,7 +13,7 @@ import torch
 from harness.api.by_name import CALIBRATION_MODULE
 from harness.api.errors import ArtifactError
 from harness.api.quantization import BIT_PACKING_MODULE
-from harness.pipeline.artifact import config_to_json, load_state_dict, write_artifact
+from harness.pipeline.artifact import load_state_dict
 from harness.pipeline.plugin_manager import full_manager
 from harness.tools import bundle
 from harness.tools.bundle_report import default_extra_modules
@@ -23,6 +23,7 @@ from plugins.quant.int4 import Int4Config
 from plugins.quant.int8 import Int8Config
 from plugins.quant.intn import IntNConfig
 from plugins.quant.mixed import MixedConfig
+from tests.artifact_files import write_with_configs
 from tests.unit.not_bundled import leave_out
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,17 +68,7 @@ def _state() -> dict[str, torch.Tensor]:
 
 def _write(path: Path, cfg) -> Path:
     """An artifact of ``_state()`` quantized by the ``intn`` quantizer ``cfg``."""
-    tensors = cfg.build().quantize(_state())
-    comp = ZlibConfig(level=1)
-    write_artifact(
-        path,
-        tensors,
-        quantizer_name="intn",
-        quantizer_config=config_to_json(cfg),
-        compressor=comp.build(),
-        compressor_name="zlib",
-        compressor_config=config_to_json(comp),
-    )
+    write_with_configs(path, cfg.build().quantize(_state()), ("intn", cfg), ("zlib", ZlibConfig(level=1)))
     return path
 
 
